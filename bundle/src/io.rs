@@ -1,0 +1,91 @@
+//! Graph input/output names: the one place that spells them.
+//!
+//! Names follow Hugging Face Optimum and onnxruntime-genai (`input_ids`, `past_key_values.{i}.key`,
+//! `present.{i}.value`, `pixel_values`, `text_embeds`) so users of those tools recognize them.
+//! Symbolic dimension names live here too, so TensorRT optimization profiles in the manifest and
+//! the graphs agree.
+
+/// Symbolic dimension names shared by all graphs.
+pub mod dims {
+    /// Batch dimension.
+    pub const BATCH: &str = "batch";
+    /// Image height in pixels (dVAE encoder input).
+    pub const HEIGHT: &str = "height";
+    /// Image width in pixels (dVAE encoder input).
+    pub const WIDTH: &str = "width";
+    /// Token-grid height (dVAE decoder input).
+    pub const GRID_HEIGHT: &str = "grid_height";
+    /// Token-grid width (dVAE decoder input).
+    pub const GRID_WIDTH: &str = "grid_width";
+    /// New tokens fed in one decoder call.
+    pub const SEQUENCE: &str = "sequence";
+    /// Tokens already held in the KV cache.
+    pub const PAST_SEQUENCE: &str = "past_sequence_length";
+    /// `past_sequence_length + sequence`.
+    pub const TOTAL_SEQUENCE: &str = "total_sequence_length";
+}
+
+/// The OpenAI dVAE graphs (`dvae_encoder.onnx`, `dvae_decoder.onnx`).
+pub mod dvae {
+    /// Encoder input: f32 `[batch, 3, height, width]` in [0, 1]; decoder output, same range.
+    pub const PIXELS: &str = "pixels";
+    /// Encoder output / decoder input: i64 `[batch, grid_height, grid_width]` codebook indices.
+    pub const IMAGE_TOKENS: &str = "image_tokens";
+}
+
+/// The transformer decoder step graph (`decoder.onnx`).
+pub mod decoder {
+    /// i64 `[batch, sequence]` token ids in the unified vocabulary.
+    pub const INPUT_IDS: &str = "input_ids";
+    /// f32 `[batch, sequence, vocab]`.
+    pub const LOGITS: &str = "logits";
+
+    /// Which half of a layer's attention cache.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum KvKind {
+        Key,
+        Value,
+    }
+
+    impl KvKind {
+        fn suffix(self) -> &'static str {
+            match self {
+                KvKind::Key => "key",
+                KvKind::Value => "value",
+            }
+        }
+    }
+
+    /// `past_key_values.{layer}.key|value`: f32 `[batch, heads, past_sequence_length, head_dim]`.
+    pub fn past_name(layer: usize, kind: KvKind) -> String {
+        format!("past_key_values.{layer}.{}", kind.suffix())
+    }
+
+    /// `present.{layer}.key|value`: f32 `[batch, heads, total_sequence_length, head_dim]`.
+    pub fn present_name(layer: usize, kind: KvKind) -> String {
+        format!("present.{layer}.{}", kind.suffix())
+    }
+}
+
+/// The CLIP graphs (`clip_text.onnx`, `clip_image.onnx`).
+pub mod clip {
+    /// i64 `[batch, context_length]`.
+    pub const INPUT_IDS: &str = "input_ids";
+    /// f32 `[batch, projection_dim]`, L2-normalized.
+    pub const TEXT_EMBEDS: &str = "text_embeds";
+    /// f32 `[batch, 3, size, size]`, normalized with the manifest's mean/std.
+    pub const PIXEL_VALUES: &str = "pixel_values";
+    /// f32 `[batch, projection_dim]`, L2-normalized.
+    pub const IMAGE_EMBEDS: &str = "image_embeds";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decoder::*;
+
+    #[test]
+    fn kv_names_follow_optimum() {
+        assert_eq!(past_name(3, KvKind::Key), "past_key_values.3.key");
+        assert_eq!(present_name(0, KvKind::Value), "present.0.value");
+    }
+}

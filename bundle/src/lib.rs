@@ -1,0 +1,51 @@
+//! The bundle contract: what `dalle-export` writes and `dalle-ort` reads.
+//!
+//! A *bundle* is a directory holding ONNX graphs (`*.onnx`, optionally `*.onnx.data`), an
+//! optional `tokenizer.json`, and `manifest.json`. This crate is the single place that defines
+//! the manifest's types ([`manifest`]) and every graph's input/output names ([`io`]), so the
+//! runtime cannot drift from the exporter: both sides compile against the same constants.
+//!
+//! The crate is deliberately tiny (serde only) so the runtime can depend on it without pulling in
+//! the graph builder, and the exporter without pulling in ONNX Runtime.
+
+pub mod dtype;
+pub mod io;
+pub mod manifest;
+
+pub use dtype::{DType, Dim};
+pub use manifest::{
+    DimRange, GraphRole, GraphSpec, Manifest, ModelFamily, Provenance, SamplingDefaults,
+    SourceFile, TensorSpec, TokenLayout,
+};
+
+/// Errors reading or validating a bundle's manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid manifest: {source}")]
+    Json {
+        path: std::path::PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "{path}: manifest format version {found} is not supported by this build (supported: {supported}); re-export the bundle with a matching dalle-export"
+    )]
+    UnsupportedVersion {
+        path: std::path::PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("invalid manifest: {0}")]
+    Invalid(String),
+    #[error("the bundle has no `{role}` graph (it has: {available})")]
+    MissingGraph { role: GraphRole, available: String },
+}
+
+/// `Result` with [`BundleError`] as the default error.
+pub type Result<T, E = BundleError> = std::result::Result<T, E>;

@@ -1,0 +1,220 @@
+//! `dalle-export`: checkpoints → ONNX bundle. Thin CLI over the `dalle_export` library.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use dalle_bundle::{ModelFamily, Provenance};
+use dalle_export::bundle_writer::{
+    BundleWriter, ExternalDataPolicy, exporter_version, source_file,
+};
+use dalle_export::families::openai_dvae::{self, DecoderConfig, EncoderConfig};
+use dalle_export::graph::{check, proto_io, text};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "dalle-export",
+    version,
+    about = "Export DALL·E-1-family checkpoints to ONNX bundles for dalle-ort"
+)]
+struct Cli {
+    /// Log more (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct OutArgs {
+    /// Bundle directory to write (created atomically).
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace an existing bundle at --out.
+    #[arg(long)]
+    force: bool,
+    /// Store initializers in `<graph>.onnx.data`: auto (for graphs over 64 MiB), always, never.
+    #[arg(long, default_value = "auto")]
+    external_data: ExternalDataPolicy,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// OpenAI's released dVAE (`encoder.pkl`/`decoder.pkl`, or the same weights as safetensors).
+    OpenaiDvae {
+        /// Encoder checkpoint (`encoder.pkl` or `.safetensors`).
+        #[arg(long)]
+        encoder: Option<PathBuf>,
+        /// Decoder checkpoint (`decoder.pkl` or `.safetensors`).
+        #[arg(long)]
+        decoder: Option<PathBuf>,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// A DALLE-pytorch checkpoint (transformer decoder + VAE + tokenizer). Not yet available.
+    DallePytorch {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// A Hugging Face CLIP model directory (text and image encoders). Not yet available.
+    Clip {
+        #[arg(long)]
+        model: PathBuf,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// A seeded random tiny model (no trained weights): the default model until a trained demo exists.
+    Demo {
+        /// Seed of the random weights.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// Print a text dump of an `.onnx` file and check its structure.
+    Inspect {
+        /// The model file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::OpenaiDvae {
+            encoder,
+            decoder,
+            out,
+        } => export_dvae(encoder.as_deref(), decoder.as_deref(), &out),
+        Command::DallePytorch { .. } => bail!(
+            "the dalle-pytorch exporter is not part of this build yet: the transformer decoder graph (issue #4) has not landed"
+        ),
+        Command::Clip { .. } => {
+            bail!("the CLIP exporter is not part of this build yet (issue #5 has not landed)")
+        }
+        Command::Demo { seed, out } => export_demo(seed, &out),
+        Command::Inspect { file } => inspect(&file),
+    }
+}
+
+fn export_dvae(encoder: Option<&Path>, decoder: Option<&Path>, out: &OutArgs) -> Result<()> {
+    if encoder.is_none() && decoder.is_none() {
+        bail!("give --encoder, --decoder, or both");
+    }
+    let mut sources = Vec::new();
+    if let Some(p) = encoder {
+        sources.push(source_file("encoder", p)?);
+    }
+    if let Some(p) = decoder {
+        sources.push(source_file("decoder", p)?);
+    }
+    let provenance = Provenance {
+        exporter: exporter_version(),
+        sources,
+        notes: vec![],
+    };
+    let mut writer = BundleWriter::create(
+        &out.out,
+        ModelFamily::OpenaiDvae,
+        provenance,
+        out.force,
+        out.external_data,
+    )?;
+    if let Some(p) = encoder {
+        let (cfg, w) = openai_dvae::load_encoder(p)
+            .with_context(|| format!("reading encoder {}", p.display()))?;
+        eprintln!("encoder: {cfg:?}");
+        writer.add_graph(openai_dvae::encoder_entry(&cfg, w)?)?;
+    }
+    if let Some(p) = decoder {
+        let (cfg, w) = openai_dvae::load_decoder(p)
+            .with_context(|| format!("reading decoder {}", p.display()))?;
+        eprintln!("decoder: {cfg:?}");
+        writer.add_graph(openai_dvae::decoder_entry(&cfg, w)?)?;
+    }
+    let dir = writer.commit()?;
+    eprintln!("wrote bundle {}", dir.display());
+    Ok(())
+}
+
+/// The demo model's size: small enough to export and run in seconds on a CPU.
+const DEMO_ENCODER: EncoderConfig = EncoderConfig {
+    n_hid: 32,
+    n_blk_per_group: 1,
+    input_channels: 3,
+    vocab_size: 512,
+};
+const DEMO_DECODER: DecoderConfig = DecoderConfig {
+    n_init: 32,
+    n_hid: 32,
+    n_blk_per_group: 1,
+    output_channels: 3,
+    vocab_size: 512,
+};
+
+fn export_demo(seed: u64, out: &OutArgs) -> Result<()> {
+    eprintln!(
+        "NOTE: `demo` exports a seeded RANDOM model (seed {seed}), not a trained one: its images are noise.\n      It exercises the whole export → ONNX Runtime path until a trained demo model ships."
+    );
+    let provenance = Provenance {
+        exporter: exporter_version(),
+        sources: vec![],
+        notes: vec![format!(
+            "seeded random weights (seed {seed}): not a trained model"
+        )],
+    };
+    let mut writer = BundleWriter::create(
+        &out.out,
+        ModelFamily::RandomDemo,
+        provenance,
+        out.force,
+        out.external_data,
+    )?;
+    let enc = openai_dvae::random_encoder(&DEMO_ENCODER, seed)?;
+    writer.add_graph(openai_dvae::encoder_entry(&DEMO_ENCODER, enc)?)?;
+    let dec = openai_dvae::random_decoder(&DEMO_DECODER, seed.wrapping_add(1))?;
+    writer.add_graph(openai_dvae::decoder_entry(&DEMO_DECODER, dec)?)?;
+    let dir = writer.commit()?;
+    eprintln!("wrote bundle {}", dir.display());
+    Ok(())
+}
+
+fn inspect(file: &Path) -> Result<()> {
+    use std::io::Write;
+    let model = proto_io::read_model(file)?;
+    let verdict = check::validate(&model);
+    let mut out = std::io::stdout().lock();
+    let printed = write!(out, "{}", text::dump(&model)).and_then(|()| match &verdict {
+        Ok(()) => writeln!(out, "check: ok"),
+        Err(_) => Ok(()),
+    });
+    match printed {
+        // A closed pipe (`| head`) is not an error worth reporting.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other.context("writing to stdout")?,
+    }
+    verdict.map_err(|m| anyhow::anyhow!("check failed: {m}"))
+}

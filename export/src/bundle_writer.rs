@@ -1,0 +1,262 @@
+//! Writes a bundle directory atomically.
+//!
+//! Everything is written into a hidden staging directory next to the destination
+//! (`.<name>.partial-<pid>`); [`BundleWriter::commit`] writes `manifest.json` last and renames
+//! the staging directory into place. A failed or interrupted export never leaves a
+//! half-written bundle at the destination: dropping an uncommitted writer removes the staging
+//! directory, and an existing destination is only replaced on commit (and only with
+//! `overwrite`).
+
+use crate::error::{ExportError, Result};
+use crate::graph::GraphBuilder;
+use crate::graph::proto_io::{ExternalData, write_model};
+use dalle_bundle::manifest::MANIFEST_FILE;
+use dalle_bundle::{DimRange, GraphRole, GraphSpec, Manifest, ModelFamily, Provenance, SourceFile};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// When initializers go to `<graph>.onnx.data` instead of inside the `.onnx`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExternalDataPolicy {
+    /// External when the graph's initializers total at least `model_bytes`; then every
+    /// initializer of at least `tensor_bytes` moves out.
+    Auto {
+        model_bytes: usize,
+        tensor_bytes: usize,
+    },
+    /// Always external (tensors of at least `tensor_bytes`).
+    Always { tensor_bytes: usize },
+    /// Never (fails past protobuf's 2 GB limit).
+    Never,
+}
+
+impl Default for ExternalDataPolicy {
+    fn default() -> Self {
+        ExternalDataPolicy::Auto {
+            model_bytes: 64 << 20,
+            tensor_bytes: 1024,
+        }
+    }
+}
+
+impl std::str::FromStr for ExternalDataPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(ExternalDataPolicy::default()),
+            "always" => Ok(ExternalDataPolicy::Always { tensor_bytes: 1024 }),
+            "never" => Ok(ExternalDataPolicy::Never),
+            other => Err(format!(
+                "unknown external-data policy `{other}` (auto, always, never)"
+            )),
+        }
+    }
+}
+
+/// A graph ready to be added: the builder plus what the manifest needs beyond its I/O.
+pub struct GraphEntry {
+    pub role: GraphRole,
+    pub graph: GraphBuilder,
+    pub dim_ranges: BTreeMap<String, DimRange>,
+    pub attributes: BTreeMap<String, serde_json::Value>,
+}
+
+/// Builds a bundle in a staging directory; see the module docs.
+pub struct BundleWriter {
+    destination: PathBuf,
+    staging: PathBuf,
+    overwrite: bool,
+    external: ExternalDataPolicy,
+    manifest: Manifest,
+    committed: bool,
+}
+
+impl BundleWriter {
+    /// Starts a bundle for `destination`. Fails if it exists and `overwrite` is false.
+    pub fn create(
+        destination: &Path,
+        family: ModelFamily,
+        provenance: Provenance,
+        overwrite: bool,
+        external: ExternalDataPolicy,
+    ) -> Result<BundleWriter> {
+        if destination.exists() && !overwrite {
+            return Err(ExportError::io(
+                destination,
+                std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "destination exists (pass --force to replace it)",
+                ),
+            ));
+        }
+        let name = destination
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| !n.is_empty() && *n != "..")
+            .ok_or_else(|| {
+                ExportError::io(
+                    destination,
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a directory name"),
+                )
+            })?;
+        let parent = match destination.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(|e| ExportError::io(&parent, e))?;
+        let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(|e| ExportError::io(&staging, e))?;
+        }
+        std::fs::create_dir(&staging).map_err(|e| ExportError::io(&staging, e))?;
+        Ok(BundleWriter {
+            destination: destination.to_path_buf(),
+            staging,
+            overwrite,
+            external,
+            manifest: Manifest::new(family, provenance),
+            committed: false,
+        })
+    }
+
+    /// The manifest being built (token layout, sampling defaults, notes).
+    pub fn manifest_mut(&mut self) -> &mut Manifest {
+        &mut self.manifest
+    }
+
+    /// Finishes (validates) and writes one graph, recording it in the manifest.
+    pub fn add_graph(&mut self, entry: GraphEntry) -> Result<GraphSpec> {
+        let GraphEntry {
+            role,
+            graph,
+            dim_ranges,
+            attributes,
+        } = entry;
+        if self.manifest.graphs.contains_key(&role) {
+            return Err(ExportError::Unsupported(format!(
+                "graph `{role}` added twice"
+            )));
+        }
+        let inputs = graph.input_specs();
+        let outputs = graph.output_specs();
+        let model = graph.finish()?;
+        let file = role.file_name();
+        let initializer_bytes: usize = model
+            .graph
+            .as_ref()
+            .map(|g| {
+                g.initializer
+                    .iter()
+                    .map(|t| t.raw_data.as_ref().map_or(0, Vec::len))
+                    .sum()
+            })
+            .unwrap_or(0);
+        let ext = match self.external {
+            ExternalDataPolicy::Auto {
+                model_bytes,
+                tensor_bytes,
+            } if initializer_bytes >= model_bytes => Some(ExternalData {
+                file_name: format!("{file}.data"),
+                threshold_bytes: tensor_bytes,
+            }),
+            ExternalDataPolicy::Always { tensor_bytes } => Some(ExternalData {
+                file_name: format!("{file}.data"),
+                threshold_bytes: tensor_bytes,
+            }),
+            _ => None,
+        };
+        let written = write_model(model, &self.staging.join(&file), ext.as_ref())?;
+        let spec = GraphSpec {
+            file,
+            external_data: written
+                .data_path
+                .as_ref()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned()),
+            inputs,
+            outputs,
+            dim_ranges,
+            attributes,
+        };
+        self.manifest.graphs.insert(role, spec.clone());
+        Ok(spec)
+    }
+
+    /// Writes an extra file (e.g. `tokenizer.json`) into the bundle.
+    pub fn add_file(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.staging.join(name);
+        std::fs::write(&path, bytes).map_err(|e| ExportError::io(&path, e))
+    }
+
+    /// Writes the manifest and moves the bundle into place.
+    pub fn commit(mut self) -> Result<PathBuf> {
+        self.manifest.validate()?;
+        let manifest_path = self.staging.join(MANIFEST_FILE);
+        std::fs::write(&manifest_path, self.manifest.to_json())
+            .map_err(|e| ExportError::io(&manifest_path, e))?;
+        let dest = self.destination.clone();
+        if dest.exists() {
+            if !self.overwrite {
+                return Err(ExportError::io(
+                    &dest,
+                    std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "destination appeared during export",
+                    ),
+                ));
+            }
+            let old = self.staging.with_extension("old");
+            std::fs::rename(&dest, &old).map_err(|e| ExportError::io(&dest, e))?;
+            std::fs::rename(&self.staging, &dest).map_err(|e| ExportError::io(&dest, e))?;
+            std::fs::remove_dir_all(&old).map_err(|e| ExportError::io(&old, e))?;
+        } else {
+            std::fs::rename(&self.staging, &dest).map_err(|e| ExportError::io(&dest, e))?;
+        }
+        self.committed = true;
+        Ok(dest)
+    }
+}
+
+impl Drop for BundleWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.staging);
+        }
+    }
+}
+
+/// Size and SHA-256 of a source file, for the manifest's provenance.
+pub fn source_file(role: &str, path: &Path) -> Result<SourceFile> {
+    let mut f = std::fs::File::open(path).map_err(|e| ExportError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| ExportError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    Ok(SourceFile {
+        role: role.to_string(),
+        file_name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        bytes,
+        sha256: hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    })
+}
+
+/// `dalle-export <version>`.
+pub fn exporter_version() -> String {
+    format!("dalle-export {}", env!("CARGO_PKG_VERSION"))
+}

@@ -1,0 +1,65 @@
+//! The exporter's error type.
+//!
+//! Errors carry the names a user needs to act on: the graph node and operands for wiring errors,
+//! the tensor name with expected and actual shapes for weight errors, the file for I/O errors.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while reading a checkpoint or building and writing a graph.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// A node could not be wired: bad operand types or shapes, wrong arity, bad attributes.
+    #[error("in {node}: {message}")]
+    Node { node: String, message: String },
+
+    /// The finished graph breaks a structural rule (see `graph::check`).
+    #[error("invalid graph `{graph}`: {message}")]
+    InvalidGraph { graph: String, message: String },
+
+    /// Malformed tensor data (byte count, shape, dtype).
+    #[error("tensor: {0}")]
+    Tensor(String),
+
+    /// A checkpoint could not be read (format, corruption, forbidden pickle globals).
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+
+    /// A checkpoint's tensors or hyperparameters do not match what the model family expects.
+    #[error("{0}")]
+    Weights(String),
+
+    /// Hyperparameters or options this exporter does not support.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(transparent)]
+    Bundle(#[from] dalle_bundle::BundleError),
+}
+
+impl ExportError {
+    /// A wiring error for `node`.
+    pub fn node(node: impl Into<String>, message: impl Into<String>) -> ExportError {
+        ExportError::Node {
+            node: node.into(),
+            message: message.into(),
+        }
+    }
+
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> ExportError {
+        ExportError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// `Result` with [`ExportError`] as the default error.
+pub type Result<T, E = ExportError> = std::result::Result<T, E>;

@@ -1,0 +1,3 @@
+//! One module per model family: each turns a checkpoint into graphs for the bundle.
+
+pub mod openai_dvae;

@@ -1,0 +1,26 @@
+//! `dalle-export`: reads DALL·E-1-family checkpoints and writes self-contained ONNX bundles.
+//!
+//! Layers, bottom up:
+//! - [`proto`]: ONNX protobuf types (prost, generated and committed).
+//! - [`tensor`]: tensor bytes with dtype and shape, as read from checkpoints.
+//! - [`graph`]: the typed graph builder (wire-time shape inference, deterministic naming and
+//!   bytes, validation, external data, text dump).
+//! - [`checkpoint`]: PyTorch (zip + restricted pickle) and safetensors readers that never
+//!   execute anything.
+//! - [`bundle_writer`]: atomic bundle directories with `manifest.json`.
+//!
+//! This crate does not depend on ONNX Runtime; the runtime (`dalle-ort`) depends only on the
+//! shared `dalle-bundle` contract.
+
+pub mod bundle_writer;
+pub mod checkpoint;
+pub mod error;
+pub mod families;
+pub mod graph;
+pub mod proto;
+pub mod tensor;
+pub mod weights;
+
+pub use error::{ExportError, Result};
+pub use graph::GraphBuilder;
+pub use tensor::TensorData;
