@@ -1,0 +1,8 @@
+//! The integration test binary (one binary: one link, shared ONNX Runtime environment).
+//! Each module states what it covers; fixtures live in `python-free-tests/fixtures/`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+/// Graph builder: small graphs run in ORT against hand-computed numbers, determinism,
+/// external data, validation rules, wiring errors, text dump.
+mod builder;
