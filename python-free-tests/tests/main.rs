@@ -6,3 +6,7 @@
 /// Graph builder: small graphs run in ORT against hand-computed numbers, determinism,
 /// external data, validation rules, wiring errors, text dump.
 mod builder;
+
+/// OpenAI dVAE: parity with the reference fixtures (pkl and safetensors), bad-input errors,
+/// atomic bundles.
+mod dvae;
