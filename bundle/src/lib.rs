@@ -21,13 +21,13 @@ pub use manifest::{
 /// Errors reading or validating a bundle's manifest.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not a valid manifest: {source}")]
+    #[error("{path} is not a valid manifest")]
     Json {
         path: std::path::PathBuf,
         #[source]

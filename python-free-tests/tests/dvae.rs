@@ -15,8 +15,18 @@ fn small(file: &str) -> PathBuf {
     fixture("dvae_small").join(file)
 }
 
+/// The full-size configuration (n_hid 256, 8192 codes, 256 px, ~98M parameters) is too large
+/// to commit; `tools/fixtures/dvae_fixtures.py --config full` writes it here.
+fn full_size_dir() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fixtures/dvae_full")
+}
+
 /// Exports the small fixture's encoder and decoder (from `ext`: "pkl" or "safetensors").
 fn export(ext: &str, dir: &Path) -> PathBuf {
+    export_from(&fixture("dvae_small"), ext, dir)
+}
+
+fn export_from(fixture_dir: &Path, ext: &str, dir: &Path) -> PathBuf {
     let out = dir.join(format!("bundle-{ext}"));
     let mut w = BundleWriter::create(
         &out,
@@ -26,16 +36,19 @@ fn export(ext: &str, dir: &Path) -> PathBuf {
         ExternalDataPolicy::default(),
     )
     .unwrap();
-    let (cfg, weights) = openai_dvae::load_encoder(&small(&format!("encoder.{ext}"))).unwrap();
-    assert_eq!(cfg, openai_dvae::EncoderConfig { n_hid: 8, n_blk_per_group: 1, input_channels: 3, vocab_size: 64 });
+    let (cfg, weights) = openai_dvae::load_encoder(&fixture_dir.join(format!("encoder.{ext}"))).unwrap();
     w.add_graph(openai_dvae::encoder_entry(&cfg, weights).unwrap()).unwrap();
-    let (cfg, weights) = openai_dvae::load_decoder(&small(&format!("decoder.{ext}"))).unwrap();
-    assert_eq!(cfg.n_init, 8);
+    let (cfg, weights) = openai_dvae::load_decoder(&fixture_dir.join(format!("decoder.{ext}"))).unwrap();
     w.add_graph(openai_dvae::decoder_entry(&cfg, weights).unwrap()).unwrap();
     w.commit().unwrap()
 }
 
 fn check_parity(bundle_dir: &Path) {
+    check_parity_with(bundle_dir, &fixture("dvae_small"));
+}
+
+fn check_parity_with(bundle_dir: &Path, fixture_dir: &Path) {
+    let small = |f: &str| fixture_dir.join(f);
     ort_env();
     let mut bundle = Bundle::open(bundle_dir, EpOptions::default()).unwrap();
 
@@ -64,6 +77,27 @@ fn check_parity(bundle_dir: &Path) {
 fn released_pkl_format_matches_reference() {
     let dir = tempfile::tempdir().unwrap();
     check_parity(&export("pkl", dir.path()));
+}
+
+#[test]
+fn small_config_hyperparameters_are_read() {
+    let (enc, _) = openai_dvae::load_encoder(&small("encoder.pkl")).unwrap();
+    assert_eq!(enc, openai_dvae::EncoderConfig { n_hid: 8, n_blk_per_group: 1, input_channels: 3, vocab_size: 64 });
+    let (dec, _) = openai_dvae::load_decoder(&small("decoder.pkl")).unwrap();
+    assert_eq!(dec, openai_dvae::DecoderConfig { n_init: 8, n_hid: 8, n_blk_per_group: 1, output_channels: 3, vocab_size: 64 });
+    let (enc2, _) = openai_dvae::load_encoder(&small("encoder.safetensors")).unwrap();
+    assert_eq!(enc, enc2);
+}
+
+#[test]
+#[ignore = "needs the full-size fixture: tools/fixtures/dvae_fixtures.py --config full (~400 MB, not committed)"]
+fn full_size_released_shape_matches_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let (enc, _) = openai_dvae::load_encoder(&full_size_dir().join("encoder.pkl")).unwrap();
+    assert_eq!(enc, openai_dvae::EncoderConfig::released());
+    let (dec, _) = openai_dvae::load_decoder(&full_size_dir().join("decoder.pkl")).unwrap();
+    assert_eq!(dec, openai_dvae::DecoderConfig::released());
+    check_parity_with(&export_from(&full_size_dir(), "pkl", dir.path()), &full_size_dir());
 }
 
 #[test]

@@ -10,3 +10,7 @@ mod builder;
 /// OpenAI dVAE: parity with the reference fixtures (pkl and safetensors), bad-input errors,
 /// atomic bundles.
 mod dvae;
+
+/// Bundles: byte-identical re-export, external data through the runtime, manifest/session
+/// mismatch reports, atomic replacement.
+mod bundle;

@@ -1,0 +1,39 @@
+//! `dalle`: runs an exported DALL·E-1 bundle with ONNX Runtime (CPU, CUDA, TensorRT).
+//!
+//! Data flow:
+//!
+//! ```text
+//! bundle dir ──► Bundle::open (manifest.json, validated by dalle-bundle)
+//!                  │
+//!   ort_lib::load  │  (libonnxruntime found via --ort-lib / ORT_DYLIB_PATH / .onnxruntime/)
+//!                  ▼
+//!   ep::register::resolve (--ep cpu|cuda|tensorrt|auto) ─► ep::plan_for_graph (per graph,
+//!                  │                                        TensorRT profiles from dim_ranges)
+//!                  ▼
+//!   Bundle::session(role) ─► GraphSession::load ─► contract::check_graph (manifest vs file)
+//!                  │
+//!                  ├─► dvae::encode: image ─► preprocess (resize, crop, CHW) ─► image_tokens ─► npy
+//!                  └─► dvae::decode: npy ─► image_tokens (range-checked) ─► pixels ─► PNG
+//! ```
+//!
+//! Text-to-image generation (transformer decoder with a KV cache, sampling, CLIP reranking) comes
+//! later, once the exporter produces a `decoder` graph.
+//!
+//! Library code returns [`Error`] (thiserror); the `dalle-ort` binary wraps it in `anyhow`.
+//! Pure parts (execution-provider plans, the manifest/graph diff, `.npy` and image conversion)
+//! are unit-tested without ONNX Runtime.
+
+pub mod bundle;
+pub mod contract;
+pub mod dvae;
+pub mod ep;
+pub mod error;
+pub mod npy;
+pub mod ort_lib;
+pub mod preprocess;
+pub mod session;
+
+pub use bundle::Bundle;
+pub use ep::{EpChoice, EpOptions, ProviderKind};
+pub use error::{Error, Result};
+pub use session::GraphSession;
