@@ -7,11 +7,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn dalle_export(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dalle-export")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_dalle-export"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn fixture(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../python-free-tests/fixtures").join(p)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../python-free-tests/fixtures")
+        .join(p)
 }
 
 fn stderr(o: &Output) -> String {
@@ -34,18 +39,38 @@ fn exports_the_dvae_and_inspects_it() {
     let out = dir.path().join("bundle");
     let enc = fixture("dvae_small/encoder.pkl");
     let dec = fixture("dvae_small/decoder.pkl");
-    let o = dalle_export(&["openai-dvae", "--encoder", enc.to_str().unwrap(), "--decoder", dec.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = dalle_export(&[
+        "openai-dvae",
+        "--encoder",
+        enc.to_str().unwrap(),
+        "--decoder",
+        dec.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
-    assert!(manifest.contains("\"family\": \"openai-dvae\"") && manifest.contains("\"sha256\""), "{manifest}");
+    assert!(
+        manifest.contains("\"family\": \"openai-dvae\"") && manifest.contains("\"sha256\""),
+        "{manifest}"
+    );
 
     let o = dalle_export(&["inspect", out.join("dvae_decoder.onnx").to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("= Gather(blocks.input.w, image_tokens)") && text.ends_with("check: ok\n"), "{text}");
+    assert!(
+        text.contains("= Gather(blocks.input.w, image_tokens)") && text.ends_with("check: ok\n"),
+        "{text}"
+    );
 
     // An existing bundle is not replaced without --force.
-    let o = dalle_export(&["openai-dvae", "--decoder", dec.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = dalle_export(&[
+        "openai-dvae",
+        "--decoder",
+        dec.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
 }
@@ -55,20 +80,37 @@ fn malicious_checkpoint_fails_cleanly_without_a_bundle() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bundle");
     let evil = fixture("pickle/malicious_os_system.pt");
-    let o = dalle_export(&["openai-dvae", "--encoder", evil.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = dalle_export(&[
+        "openai-dvae",
+        "--encoder",
+        evil.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
-    assert!(err.starts_with("error: ") && err.contains("forbidden global `os.system`"), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("forbidden global `os.system`"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     assert!(!out.exists());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "staging left behind");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "staging left behind"
+    );
 }
 
 #[test]
 fn bad_invocations_are_clear_errors() {
     let o = dalle_export(&["openai-dvae", "--out", "/tmp/never-written"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("give --encoder, --decoder, or both"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("give --encoder, --decoder, or both"),
+        "{}",
+        stderr(&o)
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.onnx");
@@ -79,7 +121,11 @@ fn bad_invocations_are_clear_errors() {
 
     let o = dalle_export(&["dalle-pytorch", "--checkpoint", "x.pt", "--out", "y"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("not part of this build yet"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not part of this build yet"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -6,7 +6,9 @@ use dalle_export::proto;
 use dalle_export::tensor::TensorData;
 use ndarray::{ArrayD, IxDyn, array};
 use prost::Message;
-use python_free_tests::{assert_close, f32_input, i64_input, run, session_from_bytes, session_from_file};
+use python_free_tests::{
+    assert_close, f32_input, i64_input, run, session_from_bytes, session_from_file,
+};
 
 fn bytes(g: GraphBuilder) -> Vec<u8> {
     g.finish().unwrap().encode_to_vec()
@@ -20,12 +22,24 @@ fn arr(shape: &[usize], v: Vec<f32>) -> ArrayD<f32> {
 fn matmul_add_softmax() -> GraphBuilder {
     let mut g = GraphBuilder::new("mas");
     let x = g.input("x", DType::F32, dims!["batch", 3]).unwrap();
-    let w = g.initializer("fc.weight", TensorData::from_f32(vec![3, 2], &[1., 0., 0., 1., 1., -1.]).unwrap()).unwrap();
-    let b = g.initializer("fc.bias", TensorData::from_f32(vec![2], &[0.5, -0.5]).unwrap()).unwrap();
-    let y = g.scoped("fc", |g| {
-        let y = g.node1(MatMul, &[x, w])?;
-        g.node1(Add, &[y, b])
-    }).unwrap();
+    let w = g
+        .initializer(
+            "fc.weight",
+            TensorData::from_f32(vec![3, 2], &[1., 0., 0., 1., 1., -1.]).unwrap(),
+        )
+        .unwrap();
+    let b = g
+        .initializer(
+            "fc.bias",
+            TensorData::from_f32(vec![2], &[0.5, -0.5]).unwrap(),
+        )
+        .unwrap();
+    let y = g
+        .scoped("fc", |g| {
+            let y = g.node1(MatMul, &[x, w])?;
+            g.node1(Add, &[y, b])
+        })
+        .unwrap();
     let p = g.node1(Softmax { axis: -1 }, &[y]).unwrap();
     g.output("probs", p).unwrap();
     g
@@ -51,30 +65,71 @@ fn matmul_add_softmax_matches_hand_computation() {
 fn conv_matches_hand_computation() {
     let mut g = GraphBuilder::new("conv");
     let x = g.input("x", DType::F32, dims![1, 1, 3, 3]).unwrap();
-    let w = g.initializer("w", TensorData::from_f32(vec![1, 1, 2, 2], &[1.; 4]).unwrap()).unwrap();
-    let b = g.initializer("b", TensorData::from_f32(vec![1], &[0.5]).unwrap()).unwrap();
-    let conv = Conv { kernel_shape: vec![2, 2], strides: vec![1, 1], pads: vec![0; 4], dilations: vec![1, 1], group: 1 };
+    let w = g
+        .initializer(
+            "w",
+            TensorData::from_f32(vec![1, 1, 2, 2], &[1.; 4]).unwrap(),
+        )
+        .unwrap();
+    let b = g
+        .initializer("b", TensorData::from_f32(vec![1], &[0.5]).unwrap())
+        .unwrap();
+    let conv = Conv {
+        kernel_shape: vec![2, 2],
+        strides: vec![1, 1],
+        pads: vec![0; 4],
+        dilations: vec![1, 1],
+        group: 1,
+    };
     let y = g.node1(conv, &[x, w, b]).unwrap();
     assert_eq!(g.shape(y).unwrap(), &dims![1, 1, 2, 2]);
     g.output("y", y).unwrap();
     let mut s = session_from_bytes(&bytes(g));
     let x = arr(&[1, 1, 3, 3], (1..=9).map(|v| v as f32).collect());
     let out = run(&mut s, vec![("x", f32_input(x))]).remove(0).f32();
-    assert_close("conv", &out, &arr(&[1, 1, 2, 2], vec![12.5, 16.5, 24.5, 28.5]), 1e-6);
+    assert_close(
+        "conv",
+        &out,
+        &arr(&[1, 1, 2, 2], vec![12.5, 16.5, 24.5, 28.5]),
+        1e-6,
+    );
 }
 
 #[test]
 fn layer_norm_matches_hand_computation() {
     let mut g = GraphBuilder::new("ln");
     let x = g.input("x", DType::F32, dims!["batch", 4]).unwrap();
-    let scale = g.initializer("ln.weight", TensorData::from_f32(vec![4], &[2.; 4]).unwrap()).unwrap();
-    let bias = g.initializer("ln.bias", TensorData::from_f32(vec![4], &[0.5; 4]).unwrap()).unwrap();
-    let y = g.node1(LayerNormalization { axis: -1, epsilon: 1e-5 }, &[x, scale, bias]).unwrap();
+    let scale = g
+        .initializer(
+            "ln.weight",
+            TensorData::from_f32(vec![4], &[2.; 4]).unwrap(),
+        )
+        .unwrap();
+    let bias = g
+        .initializer("ln.bias", TensorData::from_f32(vec![4], &[0.5; 4]).unwrap())
+        .unwrap();
+    let y = g
+        .node1(
+            LayerNormalization {
+                axis: -1,
+                epsilon: 1e-5,
+            },
+            &[x, scale, bias],
+        )
+        .unwrap();
     g.output("y", y).unwrap();
     let mut s = session_from_bytes(&bytes(g));
-    let out = run(&mut s, vec![("x", f32_input(arr(&[1, 4], vec![1., 2., 3., 4.])))]).remove(0).f32();
+    let out = run(
+        &mut s,
+        vec![("x", f32_input(arr(&[1, 4], vec![1., 2., 3., 4.])))],
+    )
+    .remove(0)
+    .f32();
     let sd = (1.25f32 + 1e-5).sqrt();
-    let want: Vec<f32> = [1., 2., 3., 4.].iter().map(|v: &f32| (v - 2.5) / sd * 2.0 + 0.5).collect();
+    let want: Vec<f32> = [1., 2., 3., 4.]
+        .iter()
+        .map(|v: &f32| (v - 2.5) / sd * 2.0 + 0.5)
+        .collect();
     assert_close("layernorm", &out, &arr(&[1, 4], want), 1e-5);
 }
 
@@ -82,14 +137,24 @@ fn layer_norm_matches_hand_computation() {
 fn gather_looks_up_rows() {
     let mut g = GraphBuilder::new("gather");
     let ids = g.input("ids", DType::I64, dims!["batch", "seq"]).unwrap();
-    let table = g.initializer("emb.weight", TensorData::from_f32(vec![4, 2], &[0., 1., 10., 11., 20., 21., 30., 31.]).unwrap()).unwrap();
+    let table = g
+        .initializer(
+            "emb.weight",
+            TensorData::from_f32(vec![4, 2], &[0., 1., 10., 11., 20., 21., 30., 31.]).unwrap(),
+        )
+        .unwrap();
     let y = g.node1(Gather { axis: 0 }, &[table, ids]).unwrap();
     assert_eq!(g.shape(y).unwrap(), &dims!["batch", "seq", 2]);
     g.output("y", y).unwrap();
     let mut s = session_from_bytes(&bytes(g));
     let ids = ArrayD::from_shape_vec(IxDyn(&[1, 2]), vec![3i64, 0]).unwrap();
     let out = run(&mut s, vec![("ids", i64_input(ids))]).remove(0).f32();
-    assert_close("gather", &out, &arr(&[1, 2, 2], vec![30., 31., 0., 1.]), 0.0);
+    assert_close(
+        "gather",
+        &out,
+        &arr(&[1, 2, 2], vec![30., 31., 0., 1.]),
+        0.0,
+    );
 }
 
 const D: usize = 4;
@@ -105,62 +170,106 @@ const D: usize = 4;
 fn attention_graph(wq: &[f32], wk: &[f32], wv: &[f32]) -> GraphBuilder {
     let mut g = GraphBuilder::new("attn");
     let x = g.input("x", DType::F32, dims![1, "sequence", D]).unwrap();
-    let past_k = g.input("past_key", DType::F32, dims![1, "past_sequence_length", D]).unwrap();
-    let past_v = g.input("past_value", DType::F32, dims![1, "past_sequence_length", D]).unwrap();
+    let past_k = g
+        .input("past_key", DType::F32, dims![1, "past_sequence_length", D])
+        .unwrap();
+    let past_v = g
+        .input(
+            "past_value",
+            DType::F32,
+            dims![1, "past_sequence_length", D],
+        )
+        .unwrap();
     let proj = |g: &mut GraphBuilder, name: &str, w: &[f32]| -> Value {
-        let w = g.initializer(name, TensorData::from_f32(vec![D, D], w).unwrap()).unwrap();
+        let w = g
+            .initializer(name, TensorData::from_f32(vec![D, D], w).unwrap())
+            .unwrap();
         g.scoped(name, |g| g.node1(MatMul, &[x, w])).unwrap()
     };
     let q = proj(&mut g, "q_proj", wq);
     let k = proj(&mut g, "k_proj", wk);
     let v = proj(&mut g, "v_proj", wv);
-    let (k, v) = g.scoped("cache", |g| {
-        let k = g.node1(Concat { axis: 1 }, &[past_k, k])?;
-        let v = g.node1(Concat { axis: 1 }, &[past_v, v])?;
-        Ok((k, v))
-    }).unwrap();
-    assert_eq!(g.shape(k).unwrap(), &dims![1, "past_sequence_length+sequence", D]);
-    let mask = g.scoped("mask", |g| {
-        let axis0 = g.const_i64(&[0])?;
-        let past_len = g.node1(Shape { start: Some(1), end: Some(2) }, &[past_k])?;
-        let seq_len = g.node1(Shape { start: Some(1), end: Some(2) }, &[x])?;
-        let total = g.node1(Add, &[past_len, seq_len])?;
-        let past_len = g.node1(Squeeze, &[past_len, axis0])?;
-        let total = g.node1(Squeeze, &[total, axis0])?;
-        let zero = g.scalar_i64(0)?;
-        let one = g.scalar_i64(1)?;
-        let q_pos = g.node1(Range, &[past_len, total, one])?;
-        let k_pos = g.node1(Range, &[zero, total, one])?;
-        let axis1 = g.const_i64(&[1])?;
-        let q_pos = g.node1(Unsqueeze, &[q_pos, axis1])?;
-        let k_pos = g.node1(Unsqueeze, &[k_pos, axis0])?;
-        g.node1(Greater, &[k_pos, q_pos])
-    }).unwrap();
-    let out = g.scoped("attn", |g| {
-        let kt = g.node1(Transpose { perm: vec![0, 2, 1] }, &[k])?;
-        let scores = g.node1(MatMul, &[q, kt])?;
-        let scale = g.scalar_float(1.0 / (D as f32).sqrt(), DType::F32)?;
-        let scores = g.node1(Mul, &[scores, scale])?;
-        let neg = g.scalar_float(-f32::MAX, DType::F32)?;
-        let scores = g.node1(Where, &[mask, neg, scores])?;
-        let p = g.node1(Softmax { axis: -1 }, &[scores])?;
-        g.node1(MatMul, &[p, v])
-    }).unwrap();
+    let (k, v) = g
+        .scoped("cache", |g| {
+            let k = g.node1(Concat { axis: 1 }, &[past_k, k])?;
+            let v = g.node1(Concat { axis: 1 }, &[past_v, v])?;
+            Ok((k, v))
+        })
+        .unwrap();
+    assert_eq!(
+        g.shape(k).unwrap(),
+        &dims![1, "past_sequence_length+sequence", D]
+    );
+    let mask = g
+        .scoped("mask", |g| {
+            let axis0 = g.const_i64(&[0])?;
+            let past_len = g.node1(
+                Shape {
+                    start: Some(1),
+                    end: Some(2),
+                },
+                &[past_k],
+            )?;
+            let seq_len = g.node1(
+                Shape {
+                    start: Some(1),
+                    end: Some(2),
+                },
+                &[x],
+            )?;
+            let total = g.node1(Add, &[past_len, seq_len])?;
+            let past_len = g.node1(Squeeze, &[past_len, axis0])?;
+            let total = g.node1(Squeeze, &[total, axis0])?;
+            let zero = g.scalar_i64(0)?;
+            let one = g.scalar_i64(1)?;
+            let q_pos = g.node1(Range, &[past_len, total, one])?;
+            let k_pos = g.node1(Range, &[zero, total, one])?;
+            let axis1 = g.const_i64(&[1])?;
+            let q_pos = g.node1(Unsqueeze, &[q_pos, axis1])?;
+            let k_pos = g.node1(Unsqueeze, &[k_pos, axis0])?;
+            g.node1(Greater, &[k_pos, q_pos])
+        })
+        .unwrap();
+    let out = g
+        .scoped("attn", |g| {
+            let kt = g.node1(
+                Transpose {
+                    perm: vec![0, 2, 1],
+                },
+                &[k],
+            )?;
+            let scores = g.node1(MatMul, &[q, kt])?;
+            let scale = g.scalar_float(1.0 / (D as f32).sqrt(), DType::F32)?;
+            let scores = g.node1(Mul, &[scores, scale])?;
+            let neg = g.scalar_float(-f32::MAX, DType::F32)?;
+            let scores = g.node1(Where, &[mask, neg, scores])?;
+            let p = g.node1(Softmax { axis: -1 }, &[scores])?;
+            g.node1(MatMul, &[p, v])
+        })
+        .unwrap();
     g.output("out", out).unwrap();
-    g.output_as("present_key", k, dims![1, "total_sequence_length", D]).unwrap();
-    g.output_as("present_value", v, dims![1, "total_sequence_length", D]).unwrap();
+    g.output_as("present_key", k, dims![1, "total_sequence_length", D])
+        .unwrap();
+    g.output_as("present_value", v, dims![1, "total_sequence_length", D])
+        .unwrap();
     g
 }
 
 /// Plain causal attention over the whole sequence, for reference.
 fn reference_attention(x: &[f32], s: usize, wq: &[f32], wk: &[f32], wv: &[f32]) -> Vec<f32> {
     let mm = |a: &[f32], w: &[f32]| -> Vec<f32> {
-        (0..s).flat_map(|i| (0..D).map(move |j| (0..D).map(|k| a[i * D + k] * w[k * D + j]).sum::<f32>())).collect()
+        (0..s)
+            .flat_map(|i| {
+                (0..D).map(move |j| (0..D).map(|k| a[i * D + k] * w[k * D + j]).sum::<f32>())
+            })
+            .collect()
     };
     let (q, k, v) = (mm(x, wq), mm(x, wk), mm(x, wv));
     let mut out = vec![0.0; s * D];
     for i in 0..s {
-        let scores: Vec<f32> = (0..=i).map(|j| (0..D).map(|d| q[i * D + d] * k[j * D + d]).sum::<f32>() / (D as f32).sqrt()).collect();
+        let scores: Vec<f32> = (0..=i)
+            .map(|j| (0..D).map(|d| q[i * D + d] * k[j * D + d]).sum::<f32>() / (D as f32).sqrt())
+            .collect();
         let m = scores.iter().cloned().fold(f32::MIN, f32::max);
         let e: Vec<f32> = scores.iter().map(|v| (v - m).exp()).collect();
         let z: f32 = e.iter().sum();
@@ -173,7 +282,11 @@ fn reference_attention(x: &[f32], s: usize, wq: &[f32], wk: &[f32], wv: &[f32]) 
 
 #[test]
 fn causal_attention_with_kv_cache_matches_reference_incrementally() {
-    let w = |seed: f32| -> Vec<f32> { (0..D * D).map(|i| ((i as f32 * 0.37 + seed).sin()) * 0.5).collect() };
+    let w = |seed: f32| -> Vec<f32> {
+        (0..D * D)
+            .map(|i| ((i as f32 * 0.37 + seed).sin()) * 0.5)
+            .collect()
+    };
     let (wq, wk, wv) = (w(0.1), w(1.3), w(2.7));
     let mut s = session_from_bytes(&bytes(attention_graph(&wq, &wk, &wv)));
     let total = 5;
@@ -182,27 +295,64 @@ fn causal_attention_with_kv_cache_matches_reference_incrementally() {
 
     // One call over everything, with an empty cache.
     let empty = || f32_input(arr(&[1, 0, D], vec![]));
-    let outs = run(&mut s, vec![("x", f32_input(arr(&[1, total, D], x.clone()))), ("past_key", empty()), ("past_value", empty())]);
-    assert_close("full", &outs[0].clone().f32(), &arr(&[1, total, D], want.clone()), 1e-5);
+    let outs = run(
+        &mut s,
+        vec![
+            ("x", f32_input(arr(&[1, total, D], x.clone()))),
+            ("past_key", empty()),
+            ("past_value", empty()),
+        ],
+    );
+    assert_close(
+        "full",
+        &outs[0].clone().f32(),
+        &arr(&[1, total, D], want.clone()),
+        1e-5,
+    );
 
     // Prefill 3, then one token per call, feeding present back as past.
-    let outs = run(&mut s, vec![("x", f32_input(arr(&[1, 3, D], x[..3 * D].to_vec()))), ("past_key", empty()), ("past_value", empty())]);
+    let outs = run(
+        &mut s,
+        vec![
+            ("x", f32_input(arr(&[1, 3, D], x[..3 * D].to_vec()))),
+            ("past_key", empty()),
+            ("past_value", empty()),
+        ],
+    );
     let mut got = outs[0].clone().f32().into_raw_vec_and_offset().0;
     let (mut pk, mut pv) = (outs[1].clone().f32(), outs[2].clone().f32());
     for t in 3..total {
         let step = f32_input(arr(&[1, 1, D], x[t * D..(t + 1) * D].to_vec()));
-        let outs = run(&mut s, vec![("x", step), ("past_key", f32_input(pk)), ("past_value", f32_input(pv))]);
+        let outs = run(
+            &mut s,
+            vec![
+                ("x", step),
+                ("past_key", f32_input(pk)),
+                ("past_value", f32_input(pv)),
+            ],
+        );
         got.extend(outs[0].clone().f32().iter());
         pk = outs[1].clone().f32();
         pv = outs[2].clone().f32();
         assert_eq!(pk.shape(), &[1, t + 1, D]);
     }
-    assert_close("incremental", &arr(&[1, total, D], got), &arr(&[1, total, D], want), 1e-5);
+    assert_close(
+        "incremental",
+        &arr(&[1, total, D], got),
+        &arr(&[1, total, D], want),
+        1e-5,
+    );
 }
 
 fn demo_decoder(seed: u64) -> GraphBuilder {
     use dalle_export::families::openai_dvae::{DecoderConfig, decoder, random_decoder};
-    let cfg = DecoderConfig { n_init: 8, n_hid: 8, n_blk_per_group: 1, output_channels: 3, vocab_size: 16 };
+    let cfg = DecoderConfig {
+        n_init: 8,
+        n_hid: 8,
+        n_blk_per_group: 1,
+        output_channels: 3,
+        vocab_size: 16,
+    };
     let mut w = random_decoder(&cfg, seed).unwrap();
     let g = decoder::build(&cfg, &mut w).unwrap();
     w.finish().unwrap();
@@ -223,19 +373,34 @@ fn external_data_model_loads_and_runs() {
     let ext_path = dir.path().join("ext.onnx");
     proto_io::write_model(demo_decoder(5).finish().unwrap(), &inline_path, None).unwrap();
     let ext = proto_io::ExternalData::beside("ext.onnx");
-    let written = proto_io::write_model(demo_decoder(5).finish().unwrap(), &ext_path, Some(&ext)).unwrap();
-    let data_path = written.data_path.clone().expect("large tensors went external");
+    let written =
+        proto_io::write_model(demo_decoder(5).finish().unwrap(), &ext_path, Some(&ext)).unwrap();
+    let data_path = written
+        .data_path
+        .clone()
+        .expect("large tensors went external");
     assert_eq!(data_path, dir.path().join("ext.onnx.data"));
-    assert!(written.model_bytes < written.data_bytes / 2, "weights left the .onnx: {written:?}");
+    assert!(
+        written.model_bytes < written.data_bytes / 2,
+        "weights left the .onnx: {written:?}"
+    );
 
     // Every external tensor starts on a 64-byte boundary and lies inside the file.
     let model = proto_io::read_model(&ext_path).unwrap();
     let data_len = std::fs::metadata(&data_path).unwrap().len();
     let mut external = 0;
     for t in &model.graph.as_ref().unwrap().initializer {
-        let get = |k: &str| t.external_data.iter().find(|e| e.key.as_deref() == Some(k)).and_then(|e| e.value.clone());
+        let get = |k: &str| {
+            t.external_data
+                .iter()
+                .find(|e| e.key.as_deref() == Some(k))
+                .and_then(|e| e.value.clone())
+        };
         if let Some(off) = get("offset") {
-            let (off, len): (u64, u64) = (off.parse().unwrap(), get("length").unwrap().parse().unwrap());
+            let (off, len): (u64, u64) = (
+                off.parse().unwrap(),
+                get("length").unwrap().parse().unwrap(),
+            );
             assert_eq!(off % 64, 0, "{:?} at {off}", t.name);
             assert!(off + len <= data_len);
             assert_eq!(get("location").as_deref(), Some("ext.onnx.data"));
@@ -245,21 +410,40 @@ fn external_data_model_loads_and_runs() {
     assert!(external > 10);
 
     // Both run in ORT and agree exactly; reading the external data back restores the model.
-    let tokens = || i64_input(ArrayD::from_shape_vec(IxDyn(&[1, 2, 3]), vec![0, 5, 15, 3, 9, 1]).unwrap());
-    let a = run(&mut session_from_file(&inline_path), vec![("image_tokens", tokens())]).remove(0).f32();
-    let b = run(&mut session_from_file(&ext_path), vec![("image_tokens", tokens())]).remove(0).f32();
+    let tokens =
+        || i64_input(ArrayD::from_shape_vec(IxDyn(&[1, 2, 3]), vec![0, 5, 15, 3, 9, 1]).unwrap());
+    let a = run(
+        &mut session_from_file(&inline_path),
+        vec![("image_tokens", tokens())],
+    )
+    .remove(0)
+    .f32();
+    let b = run(
+        &mut session_from_file(&ext_path),
+        vec![("image_tokens", tokens())],
+    )
+    .remove(0)
+    .f32();
     assert_eq!(a.shape(), &[1, 3, 16, 24]);
     assert_eq!(a, b);
     let mut restored = model.clone();
     proto_io::load_external_data(&mut restored, &ext_path).unwrap();
-    assert_eq!(restored.encode_to_vec(), proto_io::read_model(&inline_path).unwrap().encode_to_vec());
+    assert_eq!(
+        restored.encode_to_vec(),
+        proto_io::read_model(&inline_path).unwrap().encode_to_vec()
+    );
 }
 
 #[test]
 fn external_data_outside_the_model_dir_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.onnx");
-    proto_io::write_model(demo_decoder(1).finish().unwrap(), &path, Some(&proto_io::ExternalData::beside("m.onnx"))).unwrap();
+    proto_io::write_model(
+        demo_decoder(1).finish().unwrap(),
+        &path,
+        Some(&proto_io::ExternalData::beside("m.onnx")),
+    )
+    .unwrap();
     let mut model = proto_io::read_model(&path).unwrap();
     for t in &mut model.graph.as_mut().unwrap().initializer {
         for e in &mut t.external_data {
@@ -268,7 +452,9 @@ fn external_data_outside_the_model_dir_is_rejected() {
             }
         }
     }
-    let err = proto_io::load_external_data(&mut model, &path).unwrap_err().to_string();
+    let err = proto_io::load_external_data(&mut model, &path)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("leaves the model's directory"), "{err}");
 }
 
@@ -276,7 +462,9 @@ fn external_data_outside_the_model_dir_is_rejected() {
 fn valid_model() -> proto::ModelProto {
     let mut g = GraphBuilder::new("valid");
     let x = g.input("x", DType::F32, dims![2]).unwrap();
-    let c = g.initializer("c", TensorData::from_f32(vec![2], &[1., 2.]).unwrap()).unwrap();
+    let c = g
+        .initializer("c", TensorData::from_f32(vec![2], &[1., 2.]).unwrap())
+        .unwrap();
     let r = g.node1(Relu, &[x]).unwrap();
     let y = g.node1(Add, &[r, c]).unwrap();
     g.output("y", y).unwrap();
@@ -296,19 +484,65 @@ fn graph(m: &mut proto::ModelProto) -> &mut proto::GraphProto {
 #[test]
 fn each_validation_rule_rejects_its_broken_graph() {
     check::validate(&valid_model()).unwrap();
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut proto::ModelProto)>)> = vec![
+    type Breakage = Box<dyn FnOnce(&mut proto::ModelProto)>;
+    let cases: Vec<(&str, Breakage)> = vec![
         ("declares no IR version", Box::new(|m| m.ir_version = None)),
-        ("does not import the default ONNX opset", Box::new(|m| m.opset_import.clear())),
-        ("which has no opset import", Box::new(|m| graph(m).node[0].domain = Some("com.microsoft".into()))),
+        (
+            "does not import the default ONNX opset",
+            Box::new(|m| m.opset_import.clear()),
+        ),
+        (
+            "which has no opset import",
+            Box::new(|m| graph(m).node[0].domain = Some("com.microsoft".into())),
+        ),
         ("declares no outputs", Box::new(|m| graph(m).output.clear())),
-        ("has no tensor type", Box::new(|m| graph(m).input[0].r#type = None)),
-        ("is used twice", Box::new(|m| { let n = graph(m).node[0].name.clone(); graph(m).node[1].name = n; })),
-        ("is defined twice", Box::new(|m| { let o = graph(m).node[0].output.clone(); graph(m).node[1].output = o; })),
-        ("not in topological order", Box::new(|m| graph(m).node.swap(0, 1))),
-        ("defined nowhere (dangling)", Box::new(|m| graph(m).node[1].input[0] = "ghost".into())),
-        ("is not produced by any node", Box::new(|m| graph(m).output[0].name = Some("ghost".into()))),
-        ("is dead", Box::new(|m| { let mut n = graph(m).node[0].clone(); n.name = Some("/unused".into()); n.output = vec!["unused".into()]; graph(m).node.push(n); })),
-        ("is never read", Box::new(|m| { let mut t = graph(m).initializer[0].clone(); t.name = Some("orphan".into()); graph(m).initializer.push(t); })),
+        (
+            "has no tensor type",
+            Box::new(|m| graph(m).input[0].r#type = None),
+        ),
+        (
+            "is used twice",
+            Box::new(|m| {
+                let n = graph(m).node[0].name.clone();
+                graph(m).node[1].name = n;
+            }),
+        ),
+        (
+            "is defined twice",
+            Box::new(|m| {
+                let o = graph(m).node[0].output.clone();
+                graph(m).node[1].output = o;
+            }),
+        ),
+        (
+            "not in topological order",
+            Box::new(|m| graph(m).node.swap(0, 1)),
+        ),
+        (
+            "defined nowhere (dangling)",
+            Box::new(|m| graph(m).node[1].input[0] = "ghost".into()),
+        ),
+        (
+            "is not produced by any node",
+            Box::new(|m| graph(m).output[0].name = Some("ghost".into())),
+        ),
+        (
+            "is dead",
+            Box::new(|m| {
+                let mut n = graph(m).node[0].clone();
+                n.name = Some("/unused".into());
+                n.output = vec!["unused".into()];
+                graph(m).node.push(n);
+            }),
+        ),
+        (
+            "is never read",
+            Box::new(|m| {
+                let mut t = graph(m).initializer[0].clone();
+                t.name = Some("orphan".into());
+                graph(m).initializer.push(t);
+            }),
+        ),
         ("has no name", Box::new(|m| graph(m).node[0].name = None)),
     ];
     for (message, f) in cases {
@@ -325,7 +559,10 @@ fn finish_rejects_dead_nodes() {
     let y = g.node1(Neg, &[x]).unwrap();
     g.output("y", y).unwrap();
     let err = g.finish().unwrap_err().to_string();
-    assert!(err.contains("invalid graph `dead`") && err.contains("node `/Relu` is dead"), "{err}");
+    assert!(
+        err.contains("invalid graph `dead`") && err.contains("node `/Relu` is dead"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -333,26 +570,51 @@ fn wiring_errors_name_the_node_and_operands() {
     let mut g = GraphBuilder::new("bad");
     let a = g.input("a", DType::F32, dims![2, 3]).unwrap();
     let b = g.input("b", DType::F32, dims![4, 5]).unwrap();
-    let err = g.scoped("layers.3/attn", |g| g.node1(MatMul, &[a, b])).unwrap_err().to_string();
-    assert_eq!(err, "in /layers.3/attn/MatMul (MatMul): inner dimensions differ: [2, 3] x [4, 5]");
+    let err = g
+        .scoped("layers.3/attn", |g| g.node1(MatMul, &[a, b]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "in /layers.3/attn/MatMul (MatMul): inner dimensions differ: [2, 3] x [4, 5]"
+    );
 
     let i = g.input("i", DType::I64, dims![2]).unwrap();
     let err = g.node1(Add, &[a, i]).unwrap_err().to_string();
-    assert!(err.contains("operands `a` (float[2, 3]) and `i` (int64[2]) have different dtypes"), "{err}");
+    assert!(
+        err.contains("operands `a` (float[2, 3]) and `i` (int64[2]) have different dtypes"),
+        "{err}"
+    );
 
     let err = g.node1(Relu, &[a, a]).unwrap_err().to_string();
     assert!(err.contains("expects 1 inputs, got 2"), "{err}");
 
     g.named("proj", Relu, &[a]).unwrap();
     let err = g.named("proj", Relu, &[a]).unwrap_err().to_string();
-    assert!(err.contains("/proj") && err.contains("already exists"), "{err}");
+    assert!(
+        err.contains("/proj") && err.contains("already exists"),
+        "{err}"
+    );
 
     let x = g.input("x", DType::F32, dims!["batch", 3, 8, 8]).unwrap();
-    let w = g.initializer("w", TensorData::from_f32(vec![4, 2, 3, 3], &[0.; 72]).unwrap()).unwrap();
+    let w = g
+        .initializer(
+            "w",
+            TensorData::from_f32(vec![4, 2, 3, 3], &[0.; 72]).unwrap(),
+        )
+        .unwrap();
     let err = g.node1(Conv::same(3), &[x, w]).unwrap_err().to_string();
-    assert!(err.contains("input has 3 channels but weight [4, 2, 3, 3] expects 2"), "{err}");
+    assert!(
+        err.contains("input has 3 channels but weight [4, 2, 3, 3] expects 2"),
+        "{err}"
+    );
 
-    assert!(g.input("x", DType::F32, dims![1]).unwrap_err().to_string().contains("already exists"));
+    assert!(
+        g.input("x", DType::F32, dims![1])
+            .unwrap_err()
+            .to_string()
+            .contains("already exists")
+    );
 }
 
 #[test]
@@ -362,7 +624,14 @@ fn symbolic_shapes_are_inferred() {
     let shape = g.const_i64(&[0, 0, 2, 4]).unwrap();
     let y = g.node1(Reshape, &[x, shape]).unwrap();
     assert_eq!(g.shape(y).unwrap(), &dims!["batch", "seq", 2, 4]);
-    let t = g.node1(Transpose { perm: vec![0, 2, 1, 3] }, &[y]).unwrap();
+    let t = g
+        .node1(
+            Transpose {
+                perm: vec![0, 2, 1, 3],
+            },
+            &[y],
+        )
+        .unwrap();
     assert_eq!(g.shape(t).unwrap(), &dims!["batch", 2, "seq", 4]);
     let back = g.const_i64(&[0, 0, -1]).unwrap();
     let z = g.node1(Reshape, &[y, back]).unwrap();

@@ -5,20 +5,41 @@ use dalle_export::families::openai_dvae::{self, DecoderConfig, EncoderConfig};
 use python_free_tests::ort_env;
 use std::path::{Path, PathBuf};
 
-const ENC: EncoderConfig = EncoderConfig { n_hid: 8, n_blk_per_group: 1, input_channels: 3, vocab_size: 32 };
-const DEC: DecoderConfig = DecoderConfig { n_init: 8, n_hid: 8, n_blk_per_group: 1, output_channels: 3, vocab_size: 32 };
+const ENC: EncoderConfig = EncoderConfig {
+    n_hid: 8,
+    n_blk_per_group: 1,
+    input_channels: 3,
+    vocab_size: 32,
+};
+const DEC: DecoderConfig = DecoderConfig {
+    n_init: 8,
+    n_hid: 8,
+    n_blk_per_group: 1,
+    output_channels: 3,
+    vocab_size: 32,
+};
 
 fn random_bundle(out: &Path, policy: ExternalDataPolicy) -> PathBuf {
     let mut w = BundleWriter::create(
         out,
         ModelFamily::RandomDemo,
-        Provenance { exporter: "test".into(), sources: vec![], notes: vec![] },
+        Provenance {
+            exporter: "test".into(),
+            sources: vec![],
+            notes: vec![],
+        },
         true,
         policy,
     )
     .unwrap();
-    w.add_graph(openai_dvae::encoder_entry(&ENC, openai_dvae::random_encoder(&ENC, 1).unwrap()).unwrap()).unwrap();
-    w.add_graph(openai_dvae::decoder_entry(&DEC, openai_dvae::random_decoder(&DEC, 2).unwrap()).unwrap()).unwrap();
+    w.add_graph(
+        openai_dvae::encoder_entry(&ENC, openai_dvae::random_encoder(&ENC, 1).unwrap()).unwrap(),
+    )
+    .unwrap();
+    w.add_graph(
+        openai_dvae::decoder_entry(&DEC, openai_dvae::random_decoder(&DEC, 2).unwrap()).unwrap(),
+    )
+    .unwrap();
     w.commit().unwrap()
 }
 
@@ -27,7 +48,10 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
-            (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
         })
         .collect();
     v.sort();
@@ -40,7 +64,10 @@ fn re_export_is_byte_identical() {
     let a = random_bundle(&dir.path().join("a"), ExternalDataPolicy::default());
     let b = random_bundle(&dir.path().join("b"), ExternalDataPolicy::default());
     let (fa, fb) = (files(&a), files(&b));
-    assert_eq!(fa.iter().map(|f| &f.0).collect::<Vec<_>>(), ["dvae_decoder.onnx", "dvae_encoder.onnx", "manifest.json"]);
+    assert_eq!(
+        fa.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        ["dvae_decoder.onnx", "dvae_encoder.onnx", "manifest.json"]
+    );
     assert_eq!(fa, fb);
 }
 
@@ -48,11 +75,23 @@ fn re_export_is_byte_identical() {
 fn bundles_with_external_data_run() {
     ort_env();
     let dir = tempfile::tempdir().unwrap();
-    let out = random_bundle(&dir.path().join("ext"), ExternalDataPolicy::Always { tensor_bytes: 256 });
+    let out = random_bundle(
+        &dir.path().join("ext"),
+        ExternalDataPolicy::Always { tensor_bytes: 256 },
+    );
     let manifest = Manifest::read_from_dir(&out).unwrap();
-    assert_eq!(manifest.graph(GraphRole::DvaeDecoder).unwrap().external_data.as_deref(), Some("dvae_decoder.onnx.data"));
+    assert_eq!(
+        manifest
+            .graph(GraphRole::DvaeDecoder)
+            .unwrap()
+            .external_data
+            .as_deref(),
+        Some("dvae_decoder.onnx.data")
+    );
     let mut bundle = Bundle::open(&out, EpOptions::default()).unwrap();
-    let tokens = ndarray::Array3::<i64>::from_shape_fn((2, 3, 4), |(b, y, x)| ((b * 12 + y * 4 + x) % 32) as i64);
+    let tokens = ndarray::Array3::<i64>::from_shape_fn((2, 3, 4), |(b, y, x)| {
+        ((b * 12 + y * 4 + x) % 32) as i64
+    });
     let pixels = dalle::dvae::decode_pixels(&mut bundle, &tokens).unwrap();
     assert_eq!(pixels.shape(), &[2, 3, 24, 32]);
     assert!(pixels.iter().all(|p| (0.0..=1.0).contains(p)));
@@ -77,12 +116,18 @@ fn manifest_session_mismatch_lists_every_difference() {
     }
     std::fs::write(&path, m.to_json()).unwrap();
     let mut bundle = Bundle::open(&out, EpOptions::default()).unwrap();
-    let err = bundle.session(GraphRole::DvaeDecoder).err().expect("mismatch must fail");
+    let err = bundle
+        .session(GraphRole::DvaeDecoder)
+        .err()
+        .expect("mismatch must fail");
     let text = format!("{err}");
     for needle in ["tokens", "image_tokens", "float16", "pixels"] {
         assert!(text.contains(needle), "`{needle}` missing from:\n{text}");
     }
-    assert!(text.lines().count() >= 3, "expected one line per difference:\n{text}");
+    assert!(
+        text.lines().count() >= 3,
+        "expected one line per difference:\n{text}"
+    );
     eprintln!("{text}");
 }
 
@@ -94,7 +139,11 @@ fn an_existing_bundle_is_kept_without_force() {
     let err = BundleWriter::create(
         &out,
         ModelFamily::RandomDemo,
-        Provenance { exporter: "test".into(), sources: vec![], notes: vec![] },
+        Provenance {
+            exporter: "test".into(),
+            sources: vec![],
+            notes: vec![],
+        },
         false,
         ExternalDataPolicy::default(),
     )
@@ -107,15 +156,26 @@ fn an_existing_bundle_is_kept_without_force() {
         let mut w = BundleWriter::create(
             &out,
             ModelFamily::RandomDemo,
-            Provenance { exporter: "test".into(), sources: vec![], notes: vec![] },
+            Provenance {
+                exporter: "test".into(),
+                sources: vec![],
+                notes: vec![],
+            },
             true,
             ExternalDataPolicy::default(),
         )
         .unwrap();
-        w.add_graph(openai_dvae::encoder_entry(&ENC, openai_dvae::random_encoder(&ENC, 9).unwrap()).unwrap()).unwrap();
+        w.add_graph(
+            openai_dvae::encoder_entry(&ENC, openai_dvae::random_encoder(&ENC, 9).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
         // dropped without commit
     }
     assert_eq!(files(&out), before);
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, ["keep"]);
 }

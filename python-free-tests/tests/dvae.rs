@@ -31,15 +31,23 @@ fn export_from(fixture_dir: &Path, ext: &str, dir: &Path) -> PathBuf {
     let mut w = BundleWriter::create(
         &out,
         ModelFamily::OpenaiDvae,
-        Provenance { exporter: "test".into(), sources: vec![], notes: vec![] },
+        Provenance {
+            exporter: "test".into(),
+            sources: vec![],
+            notes: vec![],
+        },
         false,
         ExternalDataPolicy::default(),
     )
     .unwrap();
-    let (cfg, weights) = openai_dvae::load_encoder(&fixture_dir.join(format!("encoder.{ext}"))).unwrap();
-    w.add_graph(openai_dvae::encoder_entry(&cfg, weights).unwrap()).unwrap();
-    let (cfg, weights) = openai_dvae::load_decoder(&fixture_dir.join(format!("decoder.{ext}"))).unwrap();
-    w.add_graph(openai_dvae::decoder_entry(&cfg, weights).unwrap()).unwrap();
+    let (cfg, weights) =
+        openai_dvae::load_encoder(&fixture_dir.join(format!("encoder.{ext}"))).unwrap();
+    w.add_graph(openai_dvae::encoder_entry(&cfg, weights).unwrap())
+        .unwrap();
+    let (cfg, weights) =
+        openai_dvae::load_decoder(&fixture_dir.join(format!("decoder.{ext}"))).unwrap();
+    w.add_graph(openai_dvae::decoder_entry(&cfg, weights).unwrap())
+        .unwrap();
     w.commit().unwrap()
 }
 
@@ -52,16 +60,26 @@ fn check_parity_with(bundle_dir: &Path, fixture_dir: &Path) {
     ort_env();
     let mut bundle = Bundle::open(bundle_dir, EpOptions::default()).unwrap();
 
-    let tokens = read_npy(&small("dec_tokens.npy")).i64().into_dimensionality::<Ix3>().unwrap();
+    let tokens = read_npy(&small("dec_tokens.npy"))
+        .i64()
+        .into_dimensionality::<Ix3>()
+        .unwrap();
     let want = read_npy(&small("dec_pixels.npy")).f32();
-    let got = dalle::dvae::decode_pixels(&mut bundle, &tokens).unwrap().into_dyn();
+    let got = dalle::dvae::decode_pixels(&mut bundle, &tokens)
+        .unwrap()
+        .into_dyn();
     let err = assert_close("decoder pixels", &got, &want, PIXEL_ATOL);
     eprintln!("decoder max |error| = {err:e}");
 
-    let pixels = read_npy(&small("enc_pixels.npy")).f32().into_dimensionality::<Ix4>().unwrap();
+    let pixels = read_npy(&small("enc_pixels.npy"))
+        .f32()
+        .into_dimensionality::<Ix4>()
+        .unwrap();
     let want = read_npy(&small("enc_tokens.npy")).i64();
     let margin = read_npy(&small("enc_margin.npy")).f32();
-    let got = dalle::dvae::encode_pixels(&mut bundle, pixels).unwrap().into_dyn();
+    let got = dalle::dvae::encode_pixels(&mut bundle, pixels)
+        .unwrap()
+        .into_dyn();
     assert_eq!(got.shape(), want.shape());
     let mut compared = 0;
     for ((g, w), m) in got.iter().zip(want.iter()).zip(margin.iter()) {
@@ -70,7 +88,11 @@ fn check_parity_with(bundle_dir: &Path, fixture_dir: &Path) {
             compared += 1;
         }
     }
-    assert!(compared >= got.len() * 9 / 10, "only {compared} of {} tokens had a clear margin", got.len());
+    assert!(
+        compared >= got.len() * 9 / 10,
+        "only {compared} of {} tokens had a clear margin",
+        got.len()
+    );
 }
 
 #[test]
@@ -82,9 +104,26 @@ fn released_pkl_format_matches_reference() {
 #[test]
 fn small_config_hyperparameters_are_read() {
     let (enc, _) = openai_dvae::load_encoder(&small("encoder.pkl")).unwrap();
-    assert_eq!(enc, openai_dvae::EncoderConfig { n_hid: 8, n_blk_per_group: 1, input_channels: 3, vocab_size: 64 });
+    assert_eq!(
+        enc,
+        openai_dvae::EncoderConfig {
+            n_hid: 8,
+            n_blk_per_group: 1,
+            input_channels: 3,
+            vocab_size: 64
+        }
+    );
     let (dec, _) = openai_dvae::load_decoder(&small("decoder.pkl")).unwrap();
-    assert_eq!(dec, openai_dvae::DecoderConfig { n_init: 8, n_hid: 8, n_blk_per_group: 1, output_channels: 3, vocab_size: 64 });
+    assert_eq!(
+        dec,
+        openai_dvae::DecoderConfig {
+            n_init: 8,
+            n_hid: 8,
+            n_blk_per_group: 1,
+            output_channels: 3,
+            vocab_size: 64
+        }
+    );
     let (enc2, _) = openai_dvae::load_encoder(&small("encoder.safetensors")).unwrap();
     assert_eq!(enc, enc2);
 }
@@ -97,7 +136,10 @@ fn full_size_released_shape_matches_reference() {
     assert_eq!(enc, openai_dvae::EncoderConfig::released());
     let (dec, _) = openai_dvae::load_decoder(&full_size_dir().join("decoder.pkl")).unwrap();
     assert_eq!(dec, openai_dvae::DecoderConfig::released());
-    check_parity_with(&export_from(&full_size_dir(), "pkl", dir.path()), &full_size_dir());
+    check_parity_with(
+        &export_from(&full_size_dir(), "pkl", dir.path()),
+        &full_size_dir(),
+    );
 }
 
 #[test]
@@ -111,21 +153,35 @@ fn reference_logits_argmax_is_the_fixture_tokens() {
     // Guards the fixture itself: its tokens are the argmax of its logits.
     let logits = read_npy(&small("enc_logits.npy")).f32();
     let tokens = read_npy(&small("enc_tokens.npy")).i64();
-    let (b, v, h, w) = (logits.shape()[0], logits.shape()[1], logits.shape()[2], logits.shape()[3]);
+    let (b, v, h, w) = (
+        logits.shape()[0],
+        logits.shape()[1],
+        logits.shape()[2],
+        logits.shape()[3],
+    );
     let arg = Array3::from_shape_fn((b, h, w), |(i, y, x)| {
-        (0..v).max_by(|&a, &c| logits[[i, a, y, x]].total_cmp(&logits[[i, c, y, x]])).unwrap() as i64
+        (0..v)
+            .max_by(|&a, &c| logits[[i, a, y, x]].total_cmp(&logits[[i, c, y, x]]))
+            .unwrap() as i64
     });
     assert_eq!(arg.into_dyn(), tokens);
 }
 
-fn export_error(encoder: Option<&Path>, decoder: Option<&Path>) -> (String, PathBuf, tempfile::TempDir) {
+fn export_error(
+    encoder: Option<&Path>,
+    decoder: Option<&Path>,
+) -> (String, PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bundle");
     let result = (|| -> dalle_export::Result<()> {
         let mut w = BundleWriter::create(
             &out,
             ModelFamily::OpenaiDvae,
-            Provenance { exporter: "test".into(), sources: vec![], notes: vec![] },
+            Provenance {
+                exporter: "test".into(),
+                sources: vec![],
+                notes: vec![],
+            },
             false,
             ExternalDataPolicy::default(),
         )?;
@@ -145,19 +201,35 @@ fn export_error(encoder: Option<&Path>, decoder: Option<&Path>) -> (String, Path
 }
 
 fn assert_no_bundle_left(out: &Path) {
-    assert!(!out.exists(), "a partial bundle was left at {}", out.display());
+    assert!(
+        !out.exists(),
+        "a partial bundle was left at {}",
+        out.display()
+    );
     let parent = out.parent().unwrap();
-    let leftovers: Vec<_> = std::fs::read_dir(parent).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert!(leftovers.is_empty(), "staging files left behind: {leftovers:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "staging files left behind: {leftovers:?}"
+    );
 }
 
 #[test]
 fn decoder_given_as_encoder_is_a_clear_error() {
     let (err, out, _d) = export_error(Some(&small("decoder.pkl")), None);
-    assert!(err.contains("holds the dVAE decoder") && err.contains("given as the encoder"), "{err}");
+    assert!(
+        err.contains("holds the dVAE decoder") && err.contains("given as the encoder"),
+        "{err}"
+    );
     assert_no_bundle_left(&out);
     let (err, out, _d) = export_error(None, Some(&small("encoder.safetensors")));
-    assert!(err.contains("holds the dVAE encoder") && err.contains("given as the decoder"), "{err}");
+    assert!(
+        err.contains("holds the dVAE encoder") && err.contains("given as the decoder"),
+        "{err}"
+    );
     assert_no_bundle_left(&out);
 }
 
@@ -178,7 +250,10 @@ fn truncated_and_corrupt_checkpoints_are_clear_errors() {
         let p = dir.path().join(format!("cut{cut}.pkl"));
         std::fs::write(&p, &bytes[..cut]).unwrap();
         let err = openai_dvae::load_encoder(&p).unwrap_err().to_string();
-        assert!(err.contains(&p.display().to_string()), "error should name the file: {err}");
+        assert!(
+            err.contains(&p.display().to_string()),
+            "error should name the file: {err}"
+        );
     }
     let p = dir.path().join("garbage.pkl");
     std::fs::write(&p, b"definitely not a checkpoint").unwrap();
@@ -205,7 +280,10 @@ fn wrong_shapes_name_the_tensor() {
         };
         tensors.insert(n, t);
     }
-    let err = openai_dvae::decoder_entry(&cfg, Weights::new("edited", tensors)).err().unwrap().to_string();
+    let err = openai_dvae::decoder_entry(&cfg, Weights::new("edited", tensors))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         err.contains("`blocks.group_2.block_1.res_path.conv_2.w` has shape [8, 8, 1, 9], expected [8, 8, 3, 3]"),
         "{err}"
@@ -218,6 +296,8 @@ fn runtime_rejects_out_of_range_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let mut bundle = Bundle::open(export("pkl", dir.path()), EpOptions::default()).unwrap();
     let tokens = Array3::<i64>::from_elem((1, 2, 2), 64);
-    let err = dalle::dvae::decode_pixels(&mut bundle, &tokens).unwrap_err().to_string();
+    let err = dalle::dvae::decode_pixels(&mut bundle, &tokens)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("64"), "{err}");
 }

@@ -167,6 +167,7 @@ pub fn fixed_numel(shape: &[Dim]) -> Option<u64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::useless_vec)] // `dims!` builds a Vec
 mod tests {
     use super::*;
 

@@ -52,7 +52,7 @@ impl EncoderConfig {
         check("encoder", "n_blk_per_group", self.n_blk_per_group)?;
         check("encoder", "input_channels", self.input_channels)?;
         check("encoder", "vocab_size", self.vocab_size)?;
-        if self.n_hid % 4 != 0 {
+        if !self.n_hid.is_multiple_of(4) {
             return Err(ExportError::Unsupported(format!(
                 "encoder n_hid {} must be a multiple of 4 (blocks use n_out/4 hidden channels)",
                 self.n_hid
@@ -85,7 +85,7 @@ impl DecoderConfig {
         check("decoder", "n_blk_per_group", self.n_blk_per_group)?;
         check("decoder", "output_channels", self.output_channels)?;
         check("decoder", "vocab_size", self.vocab_size)?;
-        if self.n_hid % 4 != 0 {
+        if !self.n_hid.is_multiple_of(4) {
             return Err(ExportError::Unsupported(format!(
                 "decoder n_hid {} must be a multiple of 4",
                 self.n_hid

@@ -177,14 +177,14 @@ impl Op for Clip {
     fn infer(&self, ctx: &mut InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
         let x = ctx.input(0)?;
         for i in 1..3 {
-            if let Some(bound) = ctx.optional(i) {
-                if bound.info.dtype != x.info.dtype || bound.info.rank() != 0 {
-                    return Err(format!(
-                        "bound {} must be a scalar of {}'s type",
-                        bound.info.describe(),
-                        x.info.describe()
-                    ));
-                }
+            if let Some(bound) = ctx.optional(i)
+                && (bound.info.dtype != x.info.dtype || bound.info.rank() != 0)
+            {
+                return Err(format!(
+                    "bound {} must be a scalar of {}'s type",
+                    bound.info.describe(),
+                    x.info.describe()
+                ));
             }
         }
         Ok(vec![(x.info.dtype, x.info.shape.clone())])

@@ -116,14 +116,14 @@ impl Op for Conv {
                 self.group
             ));
         }
-        if let Some(b) = ctx.optional(2) {
-            if b.info.dtype != dtype || b.info.shape != vec![w[0].clone()] {
-                return Err(format!(
-                    "bias {} must be {dtype}[{}]",
-                    b.info.describe(),
-                    w[0]
-                ));
-            }
+        if let Some(b) = ctx.optional(2)
+            && (b.info.dtype != dtype || b.info.shape != vec![w[0].clone()])
+        {
+            return Err(format!(
+                "bias {} must be {dtype}[{}]",
+                b.info.describe(),
+                w[0]
+            ));
         }
         let mut shape = vec![x[0].clone(), w[0].clone()];
         for i in 0..spatial {

@@ -104,7 +104,7 @@ fn infer_minus_one(input: &[Dim], known: &[Dim]) -> Option<Dim> {
             }
         }
     }
-    if den == 0 || num % den != 0 {
+    if den == 0 || !num.is_multiple_of(den) {
         return None;
     }
     let q = num / den;
@@ -597,6 +597,7 @@ impl Op for ConstantOfShape {
 }
 
 #[cfg(test)]
+#[allow(clippy::useless_vec)] // `dims!` builds a Vec
 mod tests {
     use super::*;
     use crate::dims;
