@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 
 /// `python-free-tests/fixtures/<case>`.
 pub fn fixture(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(case)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(case)
 }
 
 /// The process-wide ONNX Runtime environment. ORT-backed tests are never skipped: a missing
@@ -74,8 +76,14 @@ pub fn i64_input(a: ArrayD<i64>) -> DynValue {
 
 /// Runs `session` and returns every output in graph order.
 pub fn run(session: &mut Session, inputs: Vec<(&str, DynValue)>) -> Vec<Out> {
-    let names: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
-    let outputs = session.run(inputs).unwrap_or_else(|e| panic!("ORT run failed: {e}"));
+    let names: Vec<String> = session
+        .outputs()
+        .iter()
+        .map(|o| o.name().to_string())
+        .collect();
+    let outputs = session
+        .run(inputs)
+        .unwrap_or_else(|e| panic!("ORT run failed: {e}"));
     names
         .iter()
         .map(|n| {
@@ -92,14 +100,28 @@ pub fn run(session: &mut Session, inputs: Vec<(&str, DynValue)>) -> Vec<Out> {
 /// Reads a little-endian, C-order `.npy` file of `<f4` or `<i8` (as written by numpy).
 pub fn read_npy(path: &Path) -> Out {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&bytes[..6], b"\x93NUMPY", "{}: not an npy file", path.display());
+    assert_eq!(
+        &bytes[..6],
+        b"\x93NUMPY",
+        "{}: not an npy file",
+        path.display()
+    );
     let (header_len, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        _ => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        _ => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
     };
     let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
     assert!(header.contains("'fortran_order': False"), "{header}");
-    let shape_text = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let shape_text = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
     let shape: Vec<usize> = shape_text
         .split(',')
         .map(str::trim)
@@ -108,10 +130,16 @@ pub fn read_npy(path: &Path) -> Out {
         .collect();
     let data = &bytes[start + header_len..];
     if header.contains("'<f4'") {
-        let v: Vec<f32> = data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let v: Vec<f32> = data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         Out::F32(ArrayD::from_shape_vec(IxDyn(&shape), v).unwrap())
     } else if header.contains("'<i8'") {
-        let v: Vec<i64> = data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+        let v: Vec<i64> = data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         Out::I64(ArrayD::from_shape_vec(IxDyn(&shape), v).unwrap())
     } else {
         panic!("{}: unsupported dtype in header {header}", path.display())
@@ -124,7 +152,10 @@ pub fn assert_close(what: &str, got: &ArrayD<f32>, want: &ArrayD<f32>, atol: f32
     let mut worst = (0.0f32, 0usize);
     for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
         let d = (g - w).abs();
-        assert!(!d.is_nan(), "{what}: NaN at flat index {i} (got {g}, want {w})");
+        assert!(
+            !d.is_nan(),
+            "{what}: NaN at flat index {i} (got {g}, want {w})"
+        );
         if d > worst.0 {
             worst = (d, i);
         }
