@@ -34,10 +34,17 @@ pub mod dvae {
 }
 
 /// The transformer decoder step graph (`decoder.onnx`).
+///
+/// One graph serves prefill and decoding: feed any number of new tokens with the state of the
+/// tokens before them (zero-length on the first call). Positions are derived inside the graph
+/// from the past length, so the caller never passes positions. Every state input is named
+/// `past_*` and has one output that replaces it on the next call ([`present_for`]); its
+/// `past_sequence_length` axis grows by the number of tokens fed.
 pub mod decoder {
-    /// i64 `[batch, sequence]` token ids in the unified vocabulary.
+    /// i64 `[batch, sequence]` token ids in the unified vocabulary (see `TokenLayout`).
     pub const INPUT_IDS: &str = "input_ids";
-    /// f32 `[batch, sequence, vocab]`.
+    /// f32 `[batch, sequence, total_vocab]`; entries the reference masks (text positions
+    /// predicting image ids and vice versa) hold `-f32::MAX`.
     pub const LOGITS: &str = "logits";
 
     /// Which half of a layer's attention cache.
@@ -65,6 +72,45 @@ pub mod decoder {
     pub fn present_name(layer: usize, kind: KvKind) -> String {
         format!("present.{layer}.{}", kind.suffix())
     }
+
+    /// Which residual branch a shift-token history belongs to.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Branch {
+        Attention,
+        FeedForward,
+    }
+
+    impl Branch {
+        fn suffix(self) -> &'static str {
+            match self {
+                Branch::Attention => "attn",
+                Branch::FeedForward => "ff",
+            }
+        }
+    }
+
+    /// `past_shift.{layer}.attn|ff`: f32 `[batch, past_sequence_length, dim]`, the normalized
+    /// inputs of that branch at earlier positions (DALLE-pytorch `shift_tokens`).
+    pub fn past_shift_name(layer: usize, branch: Branch) -> String {
+        format!("past_shift.{layer}.{}", branch.suffix())
+    }
+
+    /// `present_shift.{layer}.attn|ff`: f32 `[batch, total_sequence_length, dim]`.
+    pub fn present_shift_name(layer: usize, branch: Branch) -> String {
+        format!("present_shift.{layer}.{}", branch.suffix())
+    }
+
+    /// The output that carries state input `past` to the next call:
+    /// `past_key_values.X` → `present.X`, `past_X` → `present_X`; `None` if `past` is not a
+    /// state input name.
+    pub fn present_for(past: &str) -> Option<String> {
+        if let Some(rest) = past.strip_prefix("past_key_values.") {
+            Some(format!("present.{rest}"))
+        } else {
+            past.strip_prefix("past_")
+                .map(|rest| format!("present_{rest}"))
+        }
+    }
 }
 
 /// The CLIP graphs (`clip_text.onnx`, `clip_image.onnx`).
@@ -87,5 +133,19 @@ mod tests {
     fn kv_names_follow_optimum() {
         assert_eq!(past_name(3, KvKind::Key), "past_key_values.3.key");
         assert_eq!(present_name(0, KvKind::Value), "present.0.value");
+    }
+
+    #[test]
+    fn every_past_has_its_present() {
+        for (past, present) in [
+            (past_name(2, KvKind::Value), present_name(2, KvKind::Value)),
+            (
+                past_shift_name(1, Branch::FeedForward),
+                present_shift_name(1, Branch::FeedForward),
+            ),
+        ] {
+            assert_eq!(present_for(&past), Some(present));
+        }
+        assert_eq!(present_for("input_ids"), None);
     }
 }

@@ -163,28 +163,52 @@ impl GraphSpec {
     }
 }
 
-/// How text and image tokens share the transformer's sequence.
+/// How text and image tokens share the transformer's sequence (DALLE-pytorch layout, see
+/// `shared/reference/models.md` §2.2).
+///
+/// The decoder's `input_ids` and its logits' last axis use one **unified vocabulary**:
+/// `[0, image_token_offset)` are text ids (BOS = `bos_id`; the tokenizer's ids; the pad at text
+/// position `i` is `pad_id_base + i`), `[image_token_offset, total_vocab_size)` are image codes
+/// shifted by `image_token_offset`. The sequence the model sees is
+/// `[BOS, text_0 .. text_{text_length-1}, image_0 .. image_{n-2}]`: position `p` predicts token
+/// `p + 1`, so position `text_length` predicts the first image code.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenLayout {
+    /// Text positions after BOS (DALLE-pytorch `text_seq_len`).
     pub text_length: u64,
+    /// The tokenizer's vocabulary size (DALLE-pytorch `num_text_tokens`); tokenizer id 0 is
+    /// padding.
     pub text_vocab_size: u64,
+    /// Id of the token prepended to the text.
+    pub bos_id: u64,
+    /// The pad at text position `i` (0-based, after BOS) has id `pad_id_base + i`.
+    pub pad_id_base: u64,
+    /// Image tokens form a `image_grid × image_grid` raster, row-major.
     pub image_grid: u64,
+    /// Size of the image codebook.
     pub image_vocab_size: u64,
     /// Offset added to an image code to get its id in the unified vocabulary.
     pub image_token_offset: u64,
     /// Size of the unified vocabulary (= the logits' last dimension).
     pub total_vocab_size: u64,
-    /// Named special tokens (`bos`, `pad`, ...) in the unified vocabulary.
-    #[serde(default)]
-    pub special_tokens: BTreeMap<String, u64>,
+}
+
+impl TokenLayout {
+    /// Number of image tokens (`image_grid²`).
+    pub fn image_length(&self) -> u64 {
+        self.image_grid * self.image_grid
+    }
 }
 
 /// Default sampling settings recorded by the exporter.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SamplingDefaults {
+    /// Keep the `top_k` most likely image tokens (a count over image tokens only).
     pub top_k: Option<u64>,
+    /// Nucleus sampling threshold.
     pub top_p: Option<f64>,
     pub temperature: f64,
+    /// Classifier-free guidance scale (1 = off).
     pub cond_scale: f64,
 }
 

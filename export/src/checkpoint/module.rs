@@ -171,6 +171,21 @@ mod tests {
     }
 
     #[test]
+    fn deep_module_chains() {
+        let t = TensorData::from_f32(vec![1], &[1.0]).unwrap();
+        let mut m = module(vec![(s("w"), PickleValue::Tensor(t))], vec![]);
+        for _ in 0..170 {
+            m = module(vec![], vec![(s("c"), m)]);
+        }
+        let sd = module_state_dict(&m).unwrap();
+        assert_eq!(sd.len(), 1);
+        for _ in 0..40 {
+            m = module(vec![], vec![(s("c"), m)]);
+        }
+        assert!(module_state_dict(&m).is_err());
+    }
+
+    #[test]
     fn non_modules_are_errors() {
         assert!(module_state_dict(&PickleValue::Int(1)).is_err());
         let bad = module(vec![(s("w"), PickleValue::Int(3))], vec![]);

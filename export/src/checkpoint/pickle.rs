@@ -13,8 +13,12 @@ use super::value::PickleValue;
 use dalle_bundle::DType;
 use std::collections::HashMap;
 
-/// Deeper nesting is refused (it would only come from a hostile file).
-const MAX_DEPTH: usize = 400;
+/// Deeper nesting is refused (it would only come from a hostile file); this also keeps the
+/// derived recursive `Clone`/`Drop`/`PartialEq` of [`PickleValue`] far from the stack limit.
+const MAX_DEPTH: usize = 500;
+
+/// Persistent ids are flat tuples; their copies need little depth.
+const MAX_PID_DEPTH: usize = 8;
 
 /// Resolves `PERSID` / `BINPERSID` ids (torch storages) to loaded storages.
 pub(crate) trait PersistentLoad {
@@ -841,8 +845,8 @@ impl Vm<'_> {
 
     /// A copy of the value at `id` (used for small persistent ids).
     fn snapshot(&self, id: Id, depth: usize) -> Result<PickleValue, CheckpointError> {
-        if depth > MAX_DEPTH {
-            return Err(self.err("nesting too deep"));
+        if depth > MAX_PID_DEPTH {
+            return Err(self.err("persistent id nested too deeply"));
         }
         let list = |ids: &[Id]| -> Result<Vec<PickleValue>, CheckpointError> {
             ids.iter().map(|&i| self.snapshot(i, depth + 1)).collect()
@@ -873,12 +877,12 @@ impl Vm<'_> {
             refs,
             cache: HashMap::new(),
         };
-        conv.convert(root, 0)
+        conv.convert(root)
     }
 }
 
-/// Moves arena nodes into a tree; nodes referenced more than once are converted once and
-/// cloned from a cache. Cycles and excessive depth are errors.
+/// Moves arena nodes into a tree without recursion; nodes referenced more than once are
+/// converted once and cloned from a cache. Cycles and excessive depth are errors.
 struct Converter<'a> {
     origin: &'a str,
     nodes: Vec<Node>,
@@ -886,29 +890,136 @@ struct Converter<'a> {
     cache: HashMap<Id, PickleValue>,
 }
 
+/// A container whose children are being converted.
+enum Shell {
+    List(usize),
+    Tuple(usize),
+    Set(usize),
+    Dict(usize),
+    Object {
+        class: String,
+        nargs: usize,
+        has_state: bool,
+    },
+}
+
+enum Work {
+    Enter(Id, usize),
+    Exit(Id, Shell),
+}
+
 impl Converter<'_> {
     fn err(&self, message: &str) -> CheckpointError {
         CheckpointError::structure(self.origin, message)
     }
 
-    fn convert(&mut self, id: Id, depth: usize) -> Result<PickleValue, CheckpointError> {
-        if depth > MAX_DEPTH {
-            return Err(self.err("pickle nesting too deep"));
+    fn convert(&mut self, root: Id) -> Result<PickleValue, CheckpointError> {
+        let mut work = vec![Work::Enter(root, 0)];
+        let mut values: Vec<PickleValue> = Vec::new();
+        while let Some(item) = work.pop() {
+            match item {
+                Work::Enter(id, depth) => {
+                    if depth > MAX_DEPTH {
+                        return Err(self.err("pickle nesting too deep"));
+                    }
+                    if let Some(v) = self.cache.get(&id) {
+                        values.push(v.clone());
+                        continue;
+                    }
+                    let slot = self.nodes.get_mut(id).ok_or_else(|| {
+                        CheckpointError::structure("pickle", "dangling reference")
+                    })?;
+                    let (shell, children) = match std::mem::replace(slot, Node::Taken) {
+                        Node::List(v) => (Shell::List(v.len()), v),
+                        Node::Tuple(v) => (Shell::Tuple(v.len()), v),
+                        Node::Set(v) => (Shell::Set(v.len()), v),
+                        Node::Dict(items) => (
+                            Shell::Dict(items.len()),
+                            items.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+                        ),
+                        Node::Object { class, args, state } => (
+                            Shell::Object {
+                                class,
+                                nargs: args.len(),
+                                has_state: state.is_some(),
+                            },
+                            args.into_iter().chain(state).collect(),
+                        ),
+                        Node::Taken => {
+                            return Err(
+                                self.err("self-referencing pickle structures are not supported")
+                            );
+                        }
+                        leaf => {
+                            let v = self.leaf(leaf)?;
+                            self.finish(id, v, &mut values);
+                            continue;
+                        }
+                    };
+                    work.push(Work::Exit(id, shell));
+                    work.extend(
+                        children
+                            .into_iter()
+                            .rev()
+                            .map(|c| Work::Enter(c, depth + 1)),
+                    );
+                }
+                Work::Exit(id, shell) => {
+                    let count = match &shell {
+                        Shell::List(n) | Shell::Tuple(n) | Shell::Set(n) => *n,
+                        Shell::Dict(n) => n * 2,
+                        Shell::Object {
+                            nargs, has_state, ..
+                        } => nargs + usize::from(*has_state),
+                    };
+                    let at = values
+                        .len()
+                        .checked_sub(count)
+                        .ok_or_else(|| self.err("internal: value stack underflow"))?;
+                    let items = values.split_off(at);
+                    let v = match shell {
+                        Shell::List(_) => PickleValue::List(items),
+                        Shell::Tuple(_) => PickleValue::Tuple(items),
+                        Shell::Set(_) => PickleValue::Set(items),
+                        Shell::Dict(_) => {
+                            let mut it = items.into_iter();
+                            let mut pairs = Vec::with_capacity(count / 2);
+                            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                                pairs.push((k, v));
+                            }
+                            PickleValue::Dict(pairs)
+                        }
+                        Shell::Object {
+                            class, has_state, ..
+                        } => {
+                            let mut args = items;
+                            let state = if has_state { args.pop() } else { None };
+                            PickleValue::Object {
+                                class,
+                                args,
+                                state: Box::new(state.unwrap_or(PickleValue::None)),
+                            }
+                        }
+                    };
+                    self.finish(id, v, &mut values);
+                }
+            }
         }
-        if let Some(v) = self.cache.get(&id) {
-            return Ok(v.clone());
+        match (values.pop(), values.is_empty()) {
+            (Some(v), true) => Ok(v),
+            _ => Err(self.err("internal: conversion left extra values")),
         }
-        let slot = self
-            .nodes
-            .get_mut(id)
-            .ok_or_else(|| CheckpointError::structure("pickle", "dangling reference"))?;
-        let node = std::mem::replace(slot, Node::Taken);
-        let mut list = |ids: Vec<Id>| -> Result<Vec<PickleValue>, CheckpointError> {
-            ids.into_iter()
-                .map(|i| self.convert(i, depth + 1))
-                .collect()
-        };
-        let value = match node {
+    }
+
+    fn finish(&mut self, id: Id, value: PickleValue, values: &mut Vec<PickleValue>) {
+        if self.refs.get(id).copied().unwrap_or(0) > 1 {
+            self.cache.insert(id, value.clone());
+        }
+        values.push(value);
+    }
+
+    fn leaf(&self, node: Node) -> Result<PickleValue, CheckpointError> {
+        Ok(match node {
             Node::None => PickleValue::None,
             Node::Bool(b) => PickleValue::Bool(b),
             Node::Int(v) => PickleValue::Int(v),
@@ -916,29 +1027,7 @@ impl Converter<'_> {
             Node::Float(v) => PickleValue::Float(v),
             Node::Str(s) => PickleValue::Str(s),
             Node::Bytes(b) => PickleValue::Bytes(b),
-            Node::List(v) => PickleValue::List(list(v)?),
-            Node::Tuple(v) => PickleValue::Tuple(list(v)?),
-            Node::Set(v) => PickleValue::Set(list(v)?),
-            Node::Dict(items) => {
-                let mut out = Vec::with_capacity(items.len());
-                for (k, v) in items {
-                    out.push((self.convert(k, depth + 1)?, self.convert(v, depth + 1)?));
-                }
-                PickleValue::Dict(out)
-            }
             Node::Global { dotted, .. } => PickleValue::Global(dotted),
-            Node::Object { class, args, state } => {
-                let args = list(args)?;
-                let state = match state {
-                    Some(s) => self.convert(s, depth + 1)?,
-                    None => PickleValue::None,
-                };
-                PickleValue::Object {
-                    class,
-                    args,
-                    state: Box::new(state),
-                }
-            }
             Node::Tensor(t) => PickleValue::Tensor(t),
             // A bare storage becomes a 1-d tensor of its elements.
             Node::Storage(s) => {
@@ -952,14 +1041,8 @@ impl Converter<'_> {
                     .map_err(|e| self.err(&e.to_string()))?;
                 PickleValue::Tensor(t)
             }
-            Node::Taken => {
-                return Err(self.err("self-referencing pickle structures are not supported"));
-            }
-        };
-        if self.refs.get(id).copied().unwrap_or(0) > 1 {
-            self.cache.insert(id, value.clone());
-        }
-        Ok(value)
+            other => return Err(self.err(&format!("internal: {} is not a leaf", other.kind()))),
+        })
     }
 }
 
@@ -986,4 +1069,102 @@ fn unquote(line: &str) -> Option<&str> {
         .and_then(|l| l.strip_suffix('\''))
         .or_else(|| line.strip_prefix('"').and_then(|l| l.strip_suffix('"')))?;
     (!inner.contains('\\')).then_some(inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(bytes: &[u8]) -> Result<PickleValue, CheckpointError> {
+        unpickle(bytes, &ClassAllowList::new(["m.C"]))
+    }
+
+    fn err(bytes: &[u8]) -> String {
+        run(bytes).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn malformed_input_is_an_error() {
+        assert!(err(b"").contains("without STOP"));
+        assert!(err(b"\x80\x02").contains("without STOP"));
+        assert!(err(b"0.").contains("underflow"));
+        assert!(err(b"(0.").contains("underflow"));
+        assert!(err(b"h\x05.").contains("memo key 5"));
+        assert!(err(b"\xff.").contains("unknown opcode 0xff"));
+        assert!(err(b"\x80\x09N.").contains("protocol 9"));
+        assert!(err(b"X\xff\xff\xff\xff").contains("exceeds"));
+        assert!(err(b"\x8e\xff\xff\xff\xff\xff\xff\xff\xff").contains("exceeds"));
+        assert!(err(b"\x95\xff\x00\x00\x00\x00\x00\x00\x00N.").contains("frame"));
+        assert!(err(b"\x8b\xff\xff\xff\xff").contains("negative"));
+        assert!(err(b"\x97.").contains("out-of-band"));
+        assert!(err(b"\x82\x01.").contains("extension"));
+        assert!(err(b"t.").contains("MARK"));
+        assert!(err(b"(K\x01d.").contains("odd"));
+        assert!(err(b"K\x01K\x02a.").contains("APPEND to int"));
+        assert!(err(b"NK\x01R.").contains("must be a tuple"));
+        assert!(err(b"N)R.").contains("cannot call None"));
+        assert!(err(b"X\x02\x00\x00\x00\xff\xfe.").contains("UTF-8"));
+        assert!(err(b"NQ.").contains("persistent ids"));
+        // A list containing itself.
+        assert!(err(b"]q\x00h\x00a.").contains("self-referencing"));
+        // Nesting far too deep.
+        let mut deep = vec![b'K', 1];
+        deep.extend(std::iter::repeat_n(0x85u8, 5000));
+        deep.push(b'.');
+        assert!(err(&deep).contains("deep"));
+        // Just under the limit is fine (and cloning, comparing, dropping it does not overflow).
+        let mut ok = vec![b'K', 1];
+        ok.extend(std::iter::repeat_n(0x85u8, MAX_DEPTH));
+        ok.push(b'.');
+        let v = run(&ok).unwrap();
+        assert_eq!(v.clone(), v);
+    }
+
+    #[test]
+    fn globals_are_whitelisted() {
+        let e = err(b"cbuiltins\neval\n.");
+        assert!(e.contains("forbidden global `builtins.eval`"), "{e}");
+        assert!(e.contains("at byte 0"), "{e}");
+        let e = err(b"\x8c\nsubprocess\x8c\x05Popen\x93.");
+        assert!(e.contains("forbidden global `subprocess.Popen`"), "{e}");
+        // Whitelisted globals that are not callables cannot be called.
+        assert!(err(b"ctorch\nfloat32\n)R.").contains("not supported"));
+        assert_eq!(
+            run(b"ctorch\nfloat32\n.").unwrap(),
+            PickleValue::Global("torch.float32".into())
+        );
+    }
+
+    #[test]
+    fn objects_are_inert_records() {
+        // NEWOBJ m.C() then BUILD {'n': 3}.
+        let v = run(b"cm\nC\n)\x81}X\x01\x00\x00\x00nK\x03sb.").unwrap();
+        assert_eq!(v.class_name(), Some("m.C"));
+        assert_eq!(v.get("n").and_then(PickleValue::as_int), Some(3));
+        // copyreg._reconstructor(m.C, object, None).
+        let v = run(b"ccopy_reg\n_reconstructor\ncm\nC\nc__builtin__\nobject\nN\x87R.").unwrap();
+        assert_eq!(v.class_name(), Some("m.C"));
+        // torch.device('cuda', 0).
+        let v = run(b"ctorch\ndevice\nX\x04\x00\x00\x00cudaK\x00\x86R.").unwrap();
+        assert_eq!(v.class_name(), Some("torch.device"));
+        // OrderedDict([('a', 1)]) and protocol-2 bytes via _codecs.encode.
+        let v = run(b"ccollections\nOrderedDict\n]X\x01\x00\x00\x00aK\x01\x86a\x85R.").unwrap();
+        assert_eq!(v.get("a").and_then(PickleValue::as_int), Some(1));
+        let v = run(b"c_codecs\nencode\nX\x03\x00\x00\x00\xc3\xbfaX\x06\x00\x00\x00latin1\x86R.")
+            .unwrap();
+        assert_eq!(v, PickleValue::Bytes(vec![0xff, b'a']));
+    }
+
+    #[test]
+    fn memoized_containers_see_later_mutation() {
+        // d = {}; memo[0] = d; l = [d]; memo[1] = l; then d['k'] = 1; result (d, l).
+        let v = run(b"}q\x00]h\x00aq\x010X\x01\x00\x00\x00kK\x01sh\x01\x86.");
+        let v = v.unwrap();
+        let PickleValue::Tuple(items) = v else {
+            panic!("{v:?}")
+        };
+        let want = PickleValue::Dict(vec![(PickleValue::Str("k".into()), PickleValue::Int(1))]);
+        assert_eq!(items[1], PickleValue::List(vec![want.clone()]));
+        assert_eq!(items[0], want);
+    }
 }
