@@ -117,6 +117,33 @@ pub enum Error {
     #[error("{0}")]
     InvalidInput(String),
 
+    /// A bundle's `tokenizer.json` is missing, cannot be parsed, or fails on a prompt.
+    #[error("tokenizer {path}: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+
+    /// A prompt has more tokens than the text context (when truncation is not allowed).
+    #[error(
+        "the prompt has {tokens} text tokens, more than the model's context of {context_length}; shorten it or allow truncation"
+    )]
+    PromptTooLong {
+        tokens: usize,
+        context_length: usize,
+    },
+
+    /// A generation or sampling setting is out of range (`top_k = 0`, `temperature <= 0`, ...).
+    #[error("invalid {setting}: {message}")]
+    InvalidSetting {
+        setting: &'static str,
+        message: String,
+    },
+
+    /// Generation needs the manifest's token layout, and this bundle has none.
+    #[error(
+        "the bundle's manifest has no `token_layout` (needed to build decoder input ids); \
+         re-export the bundle with a decoder"
+    )]
+    NoTokenLayout,
+
     /// A file system operation failed.
     #[error("{path}")]
     Io {

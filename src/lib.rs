@@ -16,8 +16,9 @@
 //!                  └─► dvae::decode: npy ─► image_tokens (range-checked) ─► pixels ─► PNG
 //! ```
 //!
-//! Text-to-image generation (transformer decoder with a KV cache, sampling, CLIP reranking) comes
-//! later, once the exporter produces a `decoder` graph.
+//! Text-to-image generation ([`generate`]): prompt ids → prefill once → per-candidate sampling
+//! ([`sampling`]) with the decoder's state handed over through ONNX Runtime's IoBinding →
+//! `dvae_decoder` → PNGs, grid and a JSON sidecar. CLIP reranking comes later.
 //!
 //! Library code returns [`Error`] (thiserror); the `dalle-ort` binary wraps it in `anyhow`.
 //! Pure parts (execution-provider plans, the manifest/graph diff, `.npy` and image conversion)
@@ -28,12 +29,16 @@ pub mod contract;
 pub mod dvae;
 pub mod ep;
 pub mod error;
+pub mod generate;
 pub mod npy;
 pub mod ort_lib;
 pub mod preprocess;
+pub mod sampling;
 pub mod session;
+pub mod tokenizer;
 
 pub use bundle::Bundle;
 pub use ep::{EpChoice, EpOptions, ProviderKind};
 pub use error::{Error, Result};
 pub use session::GraphSession;
+pub use tokenizer::{Encoded, TextCleanup, TextTokenizer};

@@ -83,13 +83,9 @@ impl BundleWriter {
         external: ExternalDataPolicy,
     ) -> Result<BundleWriter> {
         if destination.exists() && !overwrite {
-            return Err(ExportError::io(
-                destination,
-                std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "destination exists (pass --force to replace it)",
-                ),
-            ));
+            return Err(ExportError::DestinationExists {
+                path: destination.to_path_buf(),
+            });
         }
         let name = destination
             .file_name()
@@ -199,13 +195,8 @@ impl BundleWriter {
         let dest = self.destination.clone();
         if dest.exists() {
             if !self.overwrite {
-                return Err(ExportError::io(
-                    &dest,
-                    std::io::Error::new(
-                        std::io::ErrorKind::AlreadyExists,
-                        "destination appeared during export",
-                    ),
-                ));
+                // Someone else created it while this export ran.
+                return Err(ExportError::DestinationExists { path: dest });
             }
             let old = self.staging.with_extension("old");
             std::fs::rename(&dest, &old).map_err(|e| ExportError::io(&dest, e))?;

@@ -32,7 +32,11 @@ pub enum ExportError {
     #[error("unsupported: {0}")]
     Unsupported(String),
 
-    #[error("{}: {source}", path.display())]
+    /// The output directory exists and replacing it was not asked for.
+    #[error("{}: already exists (pass --force to replace it)", path.display())]
+    DestinationExists { path: PathBuf },
+
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]
@@ -41,6 +45,10 @@ pub enum ExportError {
 
     #[error(transparent)]
     Bundle(#[from] dalle_bundle::BundleError),
+
+    /// A tokenizer file could not be built or read.
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerFileError),
 }
 
 impl ExportError {

@@ -8,6 +8,8 @@
 //! - [`checkpoint`]: PyTorch (zip + restricted pickle) and safetensors readers that never
 //!   execute anything.
 //! - [`bundle_writer`]: atomic bundle directories with `manifest.json`.
+//! - [`tokenizer`]: the `tokenizer.json` a text-conditioned bundle carries (CLIP BPE, or a
+//!   user-supplied Hugging Face file).
 //!
 //! This crate does not depend on ONNX Runtime; the runtime (`dalle-ort`) depends only on the
 //! shared `dalle-bundle` contract.
@@ -19,6 +21,7 @@ pub mod families;
 pub mod graph;
 pub mod proto;
 pub mod tensor;
+pub mod tokenizer;
 pub mod weights;
 
 pub use error::{ExportError, Result};

@@ -32,6 +32,11 @@ impl Weights {
         self.tensors.contains_key(name)
     }
 
+    /// A tensor without taking it.
+    pub fn get(&self, name: &str) -> Option<&TensorData> {
+        self.tensors.get(name)
+    }
+
     /// Shape of a tensor without taking it.
     pub fn shape_of(&self, name: &str) -> Option<&[usize]> {
         self.tensors.get(name).map(TensorData::shape)
@@ -71,6 +76,44 @@ impl Weights {
             )));
         }
         Ok(t)
+    }
+
+    /// Moves every tensor whose name starts with `prefix` into a new `Weights`, with the prefix
+    /// stripped (e.g. a DALLE-pytorch checkpoint's `vae.` tensors).
+    pub fn split_prefix(&mut self, prefix: &str, source: impl Into<String>) -> Weights {
+        let names: Vec<String> = self
+            .tensors
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        let mut out = BTreeMap::new();
+        for name in names {
+            if let Some(t) = self.tensors.remove(&name) {
+                out.insert(name[prefix.len()..].to_string(), t);
+            }
+        }
+        Weights::new(source, out)
+    }
+
+    /// Names of the remaining tensors that start with `prefix` and end with `suffix`.
+    pub fn find(&self, prefix: &str, suffix: &str) -> Vec<String> {
+        self.tensors
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| k.ends_with(suffix))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// The remaining tensors.
+    pub fn into_map(self) -> BTreeMap<String, TensorData> {
+        self.tensors
+    }
+
+    /// What these weights are, for messages.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Errors if any tensor was not taken.

@@ -119,7 +119,20 @@ fn bad_invocations_are_clear_errors() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("not an ONNX model"), "{}", stderr(&o));
 
-    let o = dalle_export(&["dalle-pytorch", "--checkpoint", "x.pt", "--out", "y"]);
+    let o = dalle_export(&["dalle-pytorch", "--checkpoint", "missing.pt", "--out", "y"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("missing.pt: No such file or directory"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("No such file").count(),
+        1,
+        "the cause is printed once: {err}"
+    );
+
+    let o = dalle_export(&["clip", "--model", "x", "--out", "y"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("not part of this build yet"),

@@ -682,3 +682,137 @@ fn reshaped_array_helper_sanity() {
     let r = std::panic::catch_unwind(|| assert_close("x", &a, &b, 0.1));
     assert!(r.is_err());
 }
+
+/// `ConvTranspose` by its definition: every input pixel scatters `x · w` into the output at
+/// `i·stride − pad + k` (kept where in range).
+fn conv_transpose_by_definition(
+    x: &ArrayD<f32>,
+    w: &ArrayD<f32>,
+    bias: &[f32],
+    (stride, pad): (usize, usize),
+) -> ArrayD<f32> {
+    let (b, cin, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (cout, k) = (w.shape()[1], w.shape()[2]);
+    let (oh, ow) = (
+        stride * (h - 1) + k - 2 * pad,
+        stride * (wd - 1) + k - 2 * pad,
+    );
+    let mut out = ArrayD::<f32>::zeros(IxDyn(&[b, cout, oh, ow]));
+    for n in 0..b {
+        for co in 0..cout {
+            for y in 0..oh {
+                for xx in 0..ow {
+                    out[[n, co, y, xx]] = bias[co];
+                }
+            }
+            for ci in 0..cin {
+                for i in 0..h {
+                    for j in 0..wd {
+                        for ki in 0..k {
+                            for kj in 0..k {
+                                let (oy, ox) = (i * stride + ki, j * stride + kj);
+                                if oy < pad || ox < pad || oy - pad >= oh || ox - pad >= ow {
+                                    continue;
+                                }
+                                out[[n, co, oy - pad, ox - pad]] +=
+                                    x[[n, ci, i, j]] * w[[ci, co, ki, kj]];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn conv_transpose_matches_hand_computation() {
+    // Kernel 2×2 of ones, stride 2, no padding: each pixel becomes a 2×2 block, plus the bias.
+    let mut g = GraphBuilder::new("convt_block");
+    let x = g.input("x", DType::F32, dims![1, 1, 2, 2]).unwrap();
+    let w = g
+        .initializer(
+            "w",
+            TensorData::from_f32(vec![1, 1, 2, 2], &[1.; 4]).unwrap(),
+        )
+        .unwrap();
+    let b = g
+        .initializer("b", TensorData::from_f32(vec![1], &[0.5]).unwrap())
+        .unwrap();
+    let op = ConvTranspose {
+        kernel_shape: vec![2, 2],
+        strides: vec![2, 2],
+        pads: vec![0; 4],
+        output_padding: vec![0, 0],
+        dilations: vec![1, 1],
+        group: 1,
+    };
+    let y = g.node1(op, &[x, w, b]).unwrap();
+    assert_eq!(g.shape(y).unwrap(), &dims![1, 1, 4, 4]);
+    g.output("y", y).unwrap();
+    let mut s = session_from_bytes(&bytes(g));
+    let out = run(
+        &mut s,
+        vec![("x", f32_input(arr(&[1, 1, 2, 2], vec![1., 2., 3., 4.])))],
+    )
+    .remove(0)
+    .f32();
+    #[rustfmt::skip]
+    let want = vec![
+        1.5, 1.5, 2.5, 2.5,
+        1.5, 1.5, 2.5, 2.5,
+        3.5, 3.5, 4.5, 4.5,
+        3.5, 3.5, 4.5, 4.5,
+    ];
+    assert_close("block", &out, &arr(&[1, 1, 4, 4], want), 1e-6);
+
+    // DALLE-pytorch's ConvTranspose2d(2, 3, 4, stride=2, padding=1): overlapping windows,
+    // cropped borders, symbolic spatial dims doubled.
+    let mut g = GraphBuilder::new("convt_up2");
+    let x = g
+        .input("x", DType::F32, dims!["batch", 2, "h", "w"])
+        .unwrap();
+    let wv: Vec<f32> = (0..2 * 3 * 16)
+        .map(|i| ((i * 7) % 11) as f32 - 5.0)
+        .collect();
+    let w = g
+        .initializer("w", TensorData::from_f32(vec![2, 3, 4, 4], &wv).unwrap())
+        .unwrap();
+    let b = g
+        .initializer(
+            "b",
+            TensorData::from_f32(vec![3], &[0.25, -1.0, 2.0]).unwrap(),
+        )
+        .unwrap();
+    let y = g.node1(ConvTranspose::upsample2(4), &[x, w, b]).unwrap();
+    assert_eq!(g.shape(y).unwrap(), &dims!["batch", 3, "h*2", "w*2"]);
+    g.output("y", y).unwrap();
+    let mut s = session_from_bytes(&bytes(g));
+    let xv = arr(
+        &[1, 2, 2, 3],
+        vec![1., -2., 0.5, 3., 0., -1., 2., 1., -0.5, 0., 4., 1.],
+    );
+    let out = run(&mut s, vec![("x", f32_input(xv.clone()))])
+        .remove(0)
+        .f32();
+    let want =
+        conv_transpose_by_definition(&xv, &arr(&[2, 3, 4, 4], wv), &[0.25, -1.0, 2.0], (2, 1));
+    assert_eq!(out.shape(), &[1, 3, 4, 6]);
+    assert_close("up2", &out, &want, 1e-5);
+
+    // The weight's first axis is C_in: a mismatch names both.
+    let mut g = GraphBuilder::new("convt_bad");
+    let x = g.input("x", DType::F32, dims![1, 3, 2, 2]).unwrap();
+    let w = g
+        .initializer(
+            "w",
+            TensorData::from_f32(vec![2, 3, 4, 4], &[0.; 96]).unwrap(),
+        )
+        .unwrap();
+    let err = g
+        .node1(ConvTranspose::upsample2(4), &[x, w])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("input has 3 channels"), "{err}");
+}

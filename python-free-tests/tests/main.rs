@@ -14,3 +14,17 @@ mod dvae;
 /// Bundles: byte-identical re-export, external data through the runtime, manifest/session
 /// mismatch reports, atomic replacement.
 mod bundle;
+
+/// Text tokenizer: the exporter's CLIP BPE `tokenizer.json` run by the runtime matches
+/// DALLE-pytorch's `SimpleTokenizer` (cleaned text, ids, counts, truncation reports).
+mod tokenizer;
+
+/// DALLE-pytorch DiscreteVAE: parity of both graphs with train_vae.py and train_dalle.py fixtures.
+mod discrete_vae;
+
+/// DALLE-pytorch transformer: the KV-cache decoder graph reproduces the reference logits
+/// teacher-forced and token by token, for every supported option.
+mod dalle_pytorch;
+
+/// Generation on ONNX Runtime: tiny decoder graph + random dVAE, batching, guidance, priming.
+mod generate;

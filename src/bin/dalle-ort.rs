@@ -11,6 +11,10 @@ use dalle_bundle::{GraphRole, Manifest};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+#[path = "dalle-ort/generate.rs"]
+mod generate;
+use generate::GenerateArgs;
+
 #[derive(Parser)]
 #[command(
     name = "dalle-ort",
@@ -91,13 +95,9 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
     },
-    /// Generate images from a text prompt (transformer decoder + dVAE, optional CLIP reranking)
-    Generate {
-        #[command(flatten)]
-        bundle: BundleArg,
-        /// The text prompt
-        prompt: String,
-    },
+    /// Generate images from a text prompt (transformer decoder + dVAE): one PNG per candidate,
+    /// a grid and a JSON sidecar in the output folder
+    Generate(GenerateArgs),
     /// Score how well images match a text prompt with CLIP
     ClipScore {
         #[command(flatten)]
@@ -203,10 +203,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Generate { .. } => bail!(
-            "`generate` needs a bundle with a transformer decoder (`decoder` graph); this build's \
-             exporter cannot produce one yet"
-        ),
+        Command::Generate(args) => generate::run(g, options, args),
         Command::ClipScore { .. } => bail!(
             "`clip-score` needs a bundle with CLIP graphs (`clip_text`, `clip_image`); this \
              build's exporter cannot produce them yet"

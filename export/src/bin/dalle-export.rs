@@ -6,6 +6,7 @@ use dalle_bundle::{ModelFamily, Provenance};
 use dalle_export::bundle_writer::{
     BundleWriter, ExternalDataPolicy, exporter_version, source_file,
 };
+use dalle_export::families::dalle_pytorch;
 use dalle_export::families::openai_dvae::{self, DecoderConfig, EncoderConfig};
 use dalle_export::graph::{check, proto_io, text};
 use std::path::{Path, PathBuf};
@@ -51,10 +52,21 @@ enum Command {
         #[command(flatten)]
         out: OutArgs,
     },
-    /// A DALLE-pytorch checkpoint (transformer decoder + VAE + tokenizer). Not yet available.
+    /// A DALLE-pytorch checkpoint saved by train_dalle.py: transformer decoder, VAE, tokenizer.
     DallePytorch {
+        /// The checkpoint (`dalle.pt`).
         #[arg(long)]
         checkpoint: PathBuf,
+        /// The Hugging Face `tokenizer.json` the model was trained with (default: DALLE-pytorch's
+        /// SimpleTokenizer, CLIP BPE with 49408 ids).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// OpenAI dVAE encoder (`encoder.pkl`) for checkpoints trained with OpenAIDiscreteVAE.
+        #[arg(long)]
+        vae_encoder: Option<PathBuf>,
+        /// OpenAI dVAE decoder (`decoder.pkl`) for checkpoints trained with OpenAIDiscreteVAE.
+        #[arg(long)]
+        vae_decoder: Option<PathBuf>,
         #[command(flatten)]
         out: OutArgs,
     },
@@ -109,8 +121,20 @@ fn run(command: Command) -> Result<()> {
             decoder,
             out,
         } => export_dvae(encoder.as_deref(), decoder.as_deref(), &out),
-        Command::DallePytorch { .. } => bail!(
-            "the dalle-pytorch exporter is not part of this build yet: the transformer decoder graph (issue #4) has not landed"
+        Command::DallePytorch {
+            checkpoint,
+            tokenizer,
+            vae_encoder,
+            vae_decoder,
+            out,
+        } => export_dalle_pytorch(
+            &checkpoint,
+            tokenizer.as_deref(),
+            dalle_pytorch::OpenAiVaeFiles {
+                encoder: vae_encoder.as_deref(),
+                decoder: vae_decoder.as_deref(),
+            },
+            &out,
         ),
         Command::Clip { .. } => {
             bail!("the CLIP exporter is not part of this build yet (issue #5 has not landed)")
@@ -154,6 +178,69 @@ fn export_dvae(encoder: Option<&Path>, decoder: Option<&Path>, out: &OutArgs) ->
             .with_context(|| format!("reading decoder {}", p.display()))?;
         eprintln!("decoder: {cfg:?}");
         writer.add_graph(openai_dvae::decoder_entry(&cfg, w)?)?;
+    }
+    let dir = writer.commit()?;
+    eprintln!("wrote bundle {}", dir.display());
+    Ok(())
+}
+
+fn export_dalle_pytorch(
+    checkpoint: &Path,
+    tokenizer: Option<&Path>,
+    vae_files: dalle_pytorch::OpenAiVaeFiles<'_>,
+    out: &OutArgs,
+) -> Result<()> {
+    let mut sources = vec![source_file("checkpoint", checkpoint)?];
+    for (role, p) in [
+        ("tokenizer", tokenizer),
+        ("vae_encoder", vae_files.encoder),
+        ("vae_decoder", vae_files.decoder),
+    ] {
+        if let Some(p) = p {
+            sources.push(source_file(role, p)?);
+        }
+    }
+    let ckpt = dalle_pytorch::load(checkpoint)
+        .with_context(|| format!("reading {}", checkpoint.display()))?;
+    let cfg = ckpt.cfg.clone();
+    eprintln!(
+        "dalle-pytorch {}: dim {}, depth {}, heads {}×{}, attention {:?}, rotary {}, shift tokens {}, {:?} VAE, {}×{} image tokens of {} codes",
+        cfg.version.as_deref().unwrap_or("(version unknown)"),
+        cfg.dim,
+        cfg.depth,
+        cfg.heads,
+        cfg.dim_head,
+        cfg.attn_types,
+        cfg.rotary_emb,
+        cfg.shift_tokens,
+        cfg.vae,
+        cfg.fmap,
+        cfg.fmap,
+        cfg.num_image_tokens
+    );
+    let tokenizer_json = dalle_pytorch::tokenizer_for(&cfg, tokenizer)?;
+    let provenance = Provenance {
+        exporter: exporter_version(),
+        sources,
+        notes: vec![],
+    };
+    let mut writer = BundleWriter::create(
+        &out.out,
+        ModelFamily::DallePytorch,
+        provenance,
+        out.force,
+        out.external_data,
+    )?;
+    {
+        let m = writer.manifest_mut();
+        m.token_layout = Some(cfg.token_layout());
+        m.sampling = Some(dalle_pytorch::sampling_defaults(&cfg));
+        m.tokenizer = Some(dalle_export::tokenizer::TOKENIZER_FILE.to_string());
+    }
+    writer.add_file(dalle_export::tokenizer::TOKENIZER_FILE, &tokenizer_json)?;
+    writer.add_graph(dalle_pytorch::decoder_entry(&cfg, ckpt.transformer)?)?;
+    for entry in dalle_pytorch::vae_entries(&cfg, &ckpt.root, ckpt.vae, vae_files)? {
+        writer.add_graph(entry)?;
     }
     let dir = writer.commit()?;
     eprintln!("wrote bundle {}", dir.display());

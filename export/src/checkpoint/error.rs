@@ -9,7 +9,7 @@ use std::path::PathBuf;
 /// Everything that can go wrong while reading a PyTorch or safetensors checkpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]

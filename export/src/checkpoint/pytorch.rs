@@ -120,10 +120,9 @@ fn check_magic(path: &Path, magic: &[u8], file: &mut File) -> Result<(), Checkpo
 fn find_data_pkl<R: Read + std::io::Seek>(archive: &ZipArchive<R>) -> Option<String> {
     archive
         .file_names()
-        .filter_map(Result::ok)
-        .filter(|n| n.as_ref() == "data.pkl" || n.ends_with("/data.pkl"))
+        .filter(|n| *n == "data.pkl" || n.ends_with("/data.pkl"))
         .min_by_key(|n| (n.matches('/').count(), n.len()))
-        .map(|n| n.into_owned())
+        .map(str::to_string)
 }
 
 struct EntryReader<'a> {
@@ -144,7 +143,27 @@ impl EntryReader<'_> {
             entry: Some(name.to_string()),
             message,
         };
-        let mut entry = match self.archive.by_name(name) {
+        let Some(index) = self.archive.index_for_name(name) else {
+            return Err(CheckpointError::MissingEntry {
+                path: self.path.clone(),
+                entry: name.to_string(),
+            });
+        };
+        // Check the method on the raw entry first: opening a compressed entry whose method is not
+        // built in fails with a generic message.
+        let method = self
+            .archive
+            .by_index_raw(index)
+            .map_err(|e| zip_err(e.to_string()))?
+            .compression();
+        if method != zip::CompressionMethod::Stored {
+            return Err(CheckpointError::CompressedEntry {
+                path: self.path.clone(),
+                entry: name.to_string(),
+                method: format!("{method:?}"),
+            });
+        }
+        let mut entry = match self.archive.by_index(index) {
             Ok(e) => e,
             Err(ZipError::FileNotFound) => {
                 return Err(CheckpointError::MissingEntry {
@@ -154,14 +173,6 @@ impl EntryReader<'_> {
             }
             Err(e) => return Err(zip_err(e.to_string())),
         };
-        let method = entry.compression();
-        if method != zip::CompressionMethod::Stored {
-            return Err(CheckpointError::CompressedEntry {
-                path: self.path.clone(),
-                entry: name.to_string(),
-                method: format!("{method:?}"),
-            });
-        }
         let size = entry.size();
         if size > self.file_len {
             return Err(zip_err(format!(

@@ -211,6 +211,14 @@ impl GraphBuilder {
             .ok_or_else(|| ExportError::node(&self.name, format!("unknown value {v:?}")))
     }
 
+    /// The value currently named `name` (an input, initializer or node output).
+    pub fn value_named(&self, name: &str) -> Result<Value> {
+        self.value_names
+            .get(name)
+            .copied()
+            .ok_or_else(|| ExportError::node(&self.name, format!("no value named `{name}`")))
+    }
+
     /// Shape of a value.
     pub fn shape(&self, v: Value) -> Result<&Shape> {
         Ok(&self.info(v)?.shape)

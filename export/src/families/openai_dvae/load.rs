@@ -92,6 +92,27 @@ pub fn load_decoder(path: &Path) -> Result<(DecoderConfig, Weights)> {
     Ok((cfg, Weights::new(source, tensors)))
 }
 
+/// An encoder from an already read state dict (e.g. the `vae.enc.` tensors of a DALLE-pytorch
+/// checkpoint trained with `OpenAIDiscreteVAE`); the hyperparameters come from the shapes.
+pub fn encoder_from_state_dict(
+    tensors: BTreeMap<String, TensorData>,
+    source: &str,
+) -> Result<(EncoderConfig, Weights)> {
+    check_half_by_shapes(&tensors, Half::Encoder, Path::new(source))?;
+    let cfg = infer_encoder(&tensors, source)?;
+    Ok((cfg, Weights::new(source, tensors)))
+}
+
+/// A decoder from an already read state dict; see [`encoder_from_state_dict`].
+pub fn decoder_from_state_dict(
+    tensors: BTreeMap<String, TensorData>,
+    source: &str,
+) -> Result<(DecoderConfig, Weights)> {
+    check_half_by_shapes(&tensors, Half::Decoder, Path::new(source))?;
+    let cfg = infer_decoder(&tensors, source)?;
+    Ok((cfg, Weights::new(source, tensors)))
+}
+
 /// The state dict, plus the pickled module (for its attributes) when reading a `.pkl`.
 fn read(path: &Path, half: Half) -> Result<(BTreeMap<String, TensorData>, Option<PickleValue>)> {
     if is_safetensors(path) {

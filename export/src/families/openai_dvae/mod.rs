@@ -16,7 +16,7 @@ pub mod names;
 mod random;
 
 pub use config::{DecoderConfig, EncoderConfig};
-pub use load::{load_decoder, load_encoder};
+pub use load::{decoder_from_state_dict, encoder_from_state_dict, load_decoder, load_encoder};
 pub use random::{random_decoder, random_encoder};
 
 use crate::bundle_writer::GraphEntry;

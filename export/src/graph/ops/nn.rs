@@ -1,5 +1,5 @@
-//! Neural-network ops: `Conv`, `MaxPool`, `Resize` (nearest upsampling), `Softmax`,
-//! `LayerNormalization`.
+//! Neural-network ops: `Conv`, `ConvTranspose`, `MaxPool`, `Resize` (nearest upsampling),
+//! `Softmax`, `LayerNormalization`.
 
 use crate::graph::op::{Attr, InferCtx, Op, OutputFact, same_dtype};
 use crate::graph::value::normalize_axis;
@@ -133,6 +133,166 @@ impl Op for Conv {
                 self.strides[i],
                 self.pads[i] + self.pads[i + spatial],
                 self.dilations[i],
+                ctx.namer,
+            )?);
+        }
+        Ok(vec![(dtype, shape)])
+    }
+}
+
+/// Transposed (fractionally strided) 2-D (or N-D) convolution, NCHW, with explicit pads and
+/// no `output_shape`. Weight layout `[C_in, C_out / group, k...]`, as PyTorch's
+/// `ConvTranspose2d`. Output size per spatial axis:
+/// `stride·(n − 1) + output_padding + dilation·(k − 1) + 1 − pad_begin − pad_end`.
+/// <https://onnx.ai/onnx/operators/onnx__ConvTranspose.html>
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvTranspose {
+    pub kernel_shape: Vec<i64>,
+    pub strides: Vec<i64>,
+    /// `[begin_0, begin_1, ..., end_0, end_1, ...]`.
+    pub pads: Vec<i64>,
+    /// Extra size added to one side of each output axis (PyTorch `output_padding`).
+    pub output_padding: Vec<i64>,
+    pub dilations: Vec<i64>,
+    pub group: i64,
+}
+
+impl ConvTranspose {
+    /// Exact 2× upsampling: kernel `k`, stride 2, padding `(k − 2)/2` on every side (even `k`),
+    /// as DALLE-pytorch's `ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)`.
+    pub fn upsample2(kernel: i64) -> ConvTranspose {
+        let p = (kernel - 2) / 2;
+        ConvTranspose {
+            kernel_shape: vec![kernel, kernel],
+            strides: vec![2, 2],
+            pads: vec![p, p, p, p],
+            output_padding: vec![0, 0],
+            dilations: vec![1, 1],
+            group: 1,
+        }
+    }
+}
+
+/// Output size of a transposed convolution along one axis. A symbolic input `n` stays named
+/// when the output is exactly `stride·n` (`{n}*{stride}`, or `n` itself for stride 1).
+fn transposed_out(
+    input: &Dim,
+    (kernel, stride, pad_total, output_padding, dilation): (i64, i64, i64, i64, i64),
+    namer: &mut crate::graph::value::DimNamer,
+) -> Result<Dim, String> {
+    let effective = dilation * (kernel - 1) + 1;
+    // out = stride·n + extra
+    let extra = output_padding + effective - pad_total - stride;
+    match input {
+        Dim::Fixed(n) => {
+            let out = stride * (*n as i64 - 1) + output_padding + effective - pad_total;
+            if out < 1 {
+                return Err(format!(
+                    "output size {out} < 1 for input size {n} (padding {pad_total})"
+                ));
+            }
+            Ok(Dim::Fixed(out as u64))
+        }
+        Dim::Symbolic(_) if extra == 0 && stride == 1 => Ok(input.clone()),
+        Dim::Symbolic(name) if extra == 0 => Ok(Dim::Symbolic(format!("{name}*{stride}"))),
+        Dim::Symbolic(_) => Ok(namer.fresh()),
+    }
+}
+
+impl Op for ConvTranspose {
+    fn op_type(&self) -> &'static str {
+        "ConvTranspose"
+    }
+    fn attributes(&self) -> Vec<(&'static str, Attr)> {
+        vec![
+            ("dilations", Attr::Ints(self.dilations.clone())),
+            ("group", Attr::Int(self.group)),
+            ("kernel_shape", Attr::Ints(self.kernel_shape.clone())),
+            ("output_padding", Attr::Ints(self.output_padding.clone())),
+            ("pads", Attr::Ints(self.pads.clone())),
+            ("strides", Attr::Ints(self.strides.clone())),
+        ]
+    }
+    fn input_arity(&self) -> (usize, usize) {
+        (2, 3)
+    }
+    fn infer(&self, ctx: &mut InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
+        let dtype = same_dtype(ctx, &[0, 1], float, "a float type")?;
+        let x = ctx.shape(0)?.clone();
+        let w = ctx.shape(1)?.clone();
+        let spatial = self.kernel_shape.len();
+        if x.len() != spatial + 2 || w.len() != spatial + 2 {
+            return Err(format!(
+                "input {} and weight {} must have rank {} for a {spatial}-D kernel",
+                format_dims(&x),
+                format_dims(&w),
+                spatial + 2
+            ));
+        }
+        if self.strides.len() != spatial
+            || self.dilations.len() != spatial
+            || self.output_padding.len() != spatial
+            || self.pads.len() != 2 * spatial
+            || self.group < 1
+        {
+            return Err(
+                "strides/dilations/output_padding/pads/group do not match the kernel rank".into(),
+            );
+        }
+        if self.strides.iter().chain(&self.dilations).any(|v| *v < 1)
+            || self.pads.iter().any(|p| *p < 0)
+        {
+            return Err("strides and dilations must be >= 1 and pads >= 0".into());
+        }
+        for i in 0..spatial {
+            let op = self.output_padding[i];
+            if op < 0 || (op >= self.strides[i] && op >= self.dilations[i]) {
+                return Err(format!(
+                    "output_padding {op} must be smaller than the stride or the dilation"
+                ));
+            }
+        }
+        for (i, k) in self.kernel_shape.iter().enumerate() {
+            if w[i + 2] != Dim::Fixed(*k as u64) {
+                return Err(format!(
+                    "weight {} does not match kernel_shape {:?}",
+                    format_dims(&w),
+                    self.kernel_shape
+                ));
+            }
+        }
+        if x[1] != w[0] && matches!((&x[1], &w[0]), (Dim::Fixed(_), Dim::Fixed(_))) {
+            return Err(format!(
+                "input has {} channels but weight {} (layout [C_in, C_out/group, k...]) expects {}",
+                x[1],
+                format_dims(&w),
+                w[0]
+            ));
+        }
+        let out_channels = match &w[1] {
+            Dim::Fixed(c) => Dim::Fixed(c * self.group as u64),
+            Dim::Symbolic(_) if self.group == 1 => w[1].clone(),
+            Dim::Symbolic(_) => ctx.namer.fresh(),
+        };
+        if let Some(b) = ctx.optional(2)
+            && (b.info.dtype != dtype || b.info.shape != vec![out_channels.clone()])
+        {
+            return Err(format!(
+                "bias {} must be {dtype}[{out_channels}]",
+                b.info.describe()
+            ));
+        }
+        let mut shape = vec![x[0].clone(), out_channels];
+        for i in 0..spatial {
+            shape.push(transposed_out(
+                &x[i + 2],
+                (
+                    self.kernel_shape[i],
+                    self.strides[i],
+                    self.pads[i] + self.pads[i + spatial],
+                    self.output_padding[i],
+                    self.dilations[i],
+                ),
                 ctx.namer,
             )?);
         }

@@ -1,0 +1,88 @@
+//! Sampling cost per image token, without ONNX Runtime: the filter chain and the draw over one
+//! row of DALLE-pytorch-sized logits (49664 text + 8192 image ids), with and without guidance.
+//! This is the host work added to every decoder step per candidate.
+//!
+//! `cargo bench --bench sampling`
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use dalle::sampling::{CandidateRng, ImageTokenSampler, SamplingParams};
+use dalle_bundle::TokenLayout;
+use std::hint::black_box;
+
+fn layout() -> TokenLayout {
+    TokenLayout {
+        text_length: 256,
+        text_vocab_size: 49408,
+        bos_id: 0,
+        pad_id_base: 49408,
+        image_grid: 32,
+        image_vocab_size: 8192,
+        image_token_offset: 49664,
+        total_vocab_size: 57856,
+    }
+}
+
+fn row(salt: f32) -> Vec<f32> {
+    (0..57856)
+        .map(|i| {
+            if i < 49664 {
+                -f32::MAX
+            } else {
+                ((i as f32 * 0.618 + salt).sin() * 4.0).fract() * 3.0
+            }
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let layout = layout();
+    let cond = row(0.0);
+    let uncond = row(1.0);
+    let cases = [
+        ("plain", SamplingParams::default()),
+        (
+            "top_k_128",
+            SamplingParams {
+                top_k: Some(128),
+                ..SamplingParams::default()
+            },
+        ),
+        (
+            "top_k_128_top_p_0.9_t0.8",
+            SamplingParams {
+                top_k: Some(128),
+                top_p: Some(0.9),
+                temperature: 0.8,
+                ..SamplingParams::default()
+            },
+        ),
+        (
+            "cfg_3_top_k_128",
+            SamplingParams {
+                top_k: Some(128),
+                cond_scale: 3.0,
+                ..SamplingParams::default()
+            },
+        ),
+    ];
+    let mut group = c.benchmark_group("sample_image_token");
+    for (name, params) in cases {
+        let Ok(sampler) = ImageTokenSampler::new(&params, &layout) else {
+            continue;
+        };
+        let uncond = sampler.guided().then_some(uncond.as_slice());
+        let mut rng = CandidateRng::new(7, 0);
+        let mut scratch = Vec::new();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                sampler
+                    .sample(black_box(&cond), uncond, &mut rng, &mut scratch)
+                    .ok()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,510 @@
+//! `decoder.onnx`: the DALLE-pytorch transformer as one KV-cache step graph.
+//!
+//! ```text
+//! input_ids [B,S] ─ embed: text_emb / image_emb by id range (+ learned positions unless rotary)
+//!   (stable: x·0.1 + x·0.9, as the reference's detach trick computes it)
+//!   ─ layers 0..depth (see layers.rs; each with its own past/present key/value, and shift-token
+//!     history per branch when shift_tokens)
+//!   ─ reversible: mean of the two streams ─ stable: x / max(x)
+//!   ─ to_logits: LayerNorm → Linear ─ Where(logits mask, −f32::MAX) → logits [B,S,V]
+//! ```
+//!
+//! Positions of the new tokens come from the past length (`positions.rs`), so one graph serves
+//! the prefill (zero-length past) and every decode step, with no `If`/`Loop`.
+
+use super::config::DalleConfig;
+use super::layers::{self, AttentionWeights, BranchWeights, FeedForwardWeights, Norm};
+use super::names::{self, Branch};
+use super::positions::{self, Positions};
+use super::rotary::{self, RotaryTables};
+use super::shift::shift_tokens;
+use crate::dims;
+use crate::error::{ExportError, Result};
+use crate::graph::ops::{
+    Add, Concat, Div, Gather, GreaterOrEqual, Mul, ReduceMax, Reshape, Sub, Unsqueeze, Where,
+};
+use crate::graph::{GraphBuilder, Value};
+use crate::weights::Weights;
+use dalle_bundle::DType;
+use dalle_bundle::io::decoder::{self as io, KvKind};
+use dalle_bundle::io::dims as d;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+/// Takes tensors and turns them into initializers; tensors of shared modules appear under
+/// several names with equal contents: the first becomes the initializer, the others are checked
+/// equal and dropped.
+struct Loader<'a> {
+    w: &'a mut Weights,
+}
+
+impl Loader<'_> {
+    fn take(&mut self, g: &mut GraphBuilder, name: &str, shape: &[usize]) -> Result<Value> {
+        let t = self.w.take_f32(name, shape)?;
+        g.initializer(name, t)
+    }
+
+    fn digest(&mut self, name: &str, shape: &[usize]) -> Result<Vec<u8>> {
+        let t = self.w.take_f32(name, shape)?;
+        Ok(Sha256::digest(t.bytes()).to_vec())
+    }
+}
+
+struct Shared<T> {
+    value: T,
+    digests: Vec<Vec<u8>>,
+}
+
+fn attention_weights(
+    g: &mut GraphBuilder,
+    l: &mut Loader,
+    cfg: &DalleConfig,
+    prefix: &str,
+    shared: &mut HashMap<i64, Shared<AttentionWeights>>,
+    id: i64,
+) -> Result<AttentionWeights> {
+    let (dim, inner) = (cfg.dim, cfg.inner_dim());
+    let qkv = names::find_one(l.w, prefix, names::TO_QKV)?;
+    let ow = names::find_one(l.w, prefix, names::TO_OUT_WEIGHT)?;
+    let ob = names::find_one(l.w, prefix, names::TO_OUT_BIAS)?;
+    let specs = [
+        (qkv, vec![3 * inner, dim]),
+        (ow, vec![dim, inner]),
+        (ob, vec![dim]),
+    ];
+    if let Some(s) = shared.get(&id) {
+        for ((name, shape), want) in specs.iter().zip(&s.digests) {
+            if &l.digest(name, shape)? != want {
+                return Err(ExportError::Weights(format!(
+                    "`{name}` belongs to shared attention {id} but differs from the first layer's copy"
+                )));
+            }
+        }
+        return Ok(s.value);
+    }
+    let mut digests = Vec::new();
+    let mut values = Vec::new();
+    for (name, shape) in &specs {
+        let t = l.w.take_f32(name, shape)?;
+        digests.push(Sha256::digest(t.bytes()).to_vec());
+        values.push(g.initializer(name, t)?);
+    }
+    let value = AttentionWeights {
+        to_qkv: values[0],
+        to_out_w: values[1],
+        to_out_b: values[2],
+    };
+    shared.insert(id, Shared { value, digests });
+    Ok(value)
+}
+
+fn ff_weights(
+    g: &mut GraphBuilder,
+    l: &mut Loader,
+    cfg: &DalleConfig,
+    prefix: &str,
+    shared: &mut HashMap<i64, Shared<FeedForwardWeights>>,
+    id: i64,
+) -> Result<FeedForwardWeights> {
+    let dim = cfg.dim;
+    let specs = [
+        (
+            names::find_one(l.w, prefix, names::FF_IN_WEIGHT)?,
+            vec![dim * 8, dim],
+        ),
+        (
+            names::find_one(l.w, prefix, names::FF_IN_BIAS)?,
+            vec![dim * 8],
+        ),
+        (
+            names::find_one(l.w, prefix, names::FF_OUT_WEIGHT)?,
+            vec![dim, dim * 4],
+        ),
+        (names::find_one(l.w, prefix, names::FF_OUT_BIAS)?, vec![dim]),
+    ];
+    if let Some(s) = shared.get(&id) {
+        for ((name, shape), want) in specs.iter().zip(&s.digests) {
+            if &l.digest(name, shape)? != want {
+                return Err(ExportError::Weights(format!(
+                    "`{name}` belongs to shared feed-forward {id} but differs from the first layer's copy"
+                )));
+            }
+        }
+        return Ok(s.value);
+    }
+    let mut digests = Vec::new();
+    let mut values = Vec::new();
+    for (name, shape) in &specs {
+        let t = l.w.take_f32(name, shape)?;
+        digests.push(Sha256::digest(t.bytes()).to_vec());
+        values.push(g.initializer(name, t)?);
+    }
+    let value = FeedForwardWeights {
+        w1: values[0],
+        b1: values[1],
+        w2: values[2],
+        b2: values[3],
+    };
+    shared.insert(id, Shared { value, digests });
+    Ok(value)
+}
+
+fn branch_weights(
+    g: &mut GraphBuilder,
+    l: &mut Loader,
+    cfg: &DalleConfig,
+    prefix: &str,
+) -> Result<BranchWeights> {
+    let dim = cfg.dim;
+    let scale = l.take(g, &names::scale(prefix), &[1, 1, dim])?;
+    let norm = Norm {
+        weight: l.take(g, &names::norm(prefix, "weight"), &[dim])?,
+        bias: l.take(g, &names::norm(prefix, "bias"), &[dim])?,
+    };
+    let norm_out = if cfg.sandwich_norm {
+        Some(Norm {
+            weight: l.take(g, &names::norm_out(prefix, "weight"), &[dim])?,
+            bias: l.take(g, &names::norm_out(prefix, "bias"), &[dim])?,
+        })
+    } else {
+        None
+    };
+    Ok(BranchWeights {
+        scale,
+        norm,
+        norm_out,
+    })
+}
+
+/// Graph inputs of one layer's state.
+struct LayerState {
+    past_k: Value,
+    past_v: Value,
+    shift: Option<(Value, Value)>,
+}
+
+/// Builds the decoder graph, taking the transformer's tensors from `w` (VAE tensors must have
+/// been split off already).
+pub fn build(cfg: &DalleConfig, w: &mut Weights) -> Result<GraphBuilder> {
+    let mut g = GraphBuilder::new("decoder");
+    let (dim, h, dh) = (cfg.dim, cfg.heads, cfg.dim_head);
+    let ids = g.input(io::INPUT_IDS, DType::I64, dims![d::BATCH, d::SEQUENCE])?;
+    let mut states = Vec::with_capacity(cfg.depth);
+    for i in 0..cfg.depth {
+        let kv = dims![d::BATCH, h, d::PAST_SEQUENCE, dh];
+        let past_k = g.input(&io::past_name(i, KvKind::Key), DType::F32, kv.clone())?;
+        let past_v = g.input(&io::past_name(i, KvKind::Value), DType::F32, kv)?;
+        states.push(LayerState {
+            past_k,
+            past_v,
+            shift: None,
+        });
+    }
+    if cfg.shift_tokens {
+        for (i, s) in states.iter_mut().enumerate() {
+            let hist = dims![d::BATCH, d::PAST_SEQUENCE, dim];
+            let a = g.input(
+                &io::past_shift_name(i, io::Branch::Attention),
+                DType::F32,
+                hist.clone(),
+            )?;
+            let f = g.input(
+                &io::past_shift_name(i, io::Branch::FeedForward),
+                DType::F32,
+                hist,
+            )?;
+            s.shift = Some((a, f));
+        }
+    }
+    let first_past = states
+        .first()
+        .map(|s| s.past_k)
+        .ok_or_else(|| ExportError::Unsupported("depth 0".into()))?;
+    let p = positions::positions(&mut g, ids, first_past, 2)?;
+    let mut l = Loader { w };
+    let rotary = if cfg.rotary_emb {
+        let pos_emb =
+            l.w.take_f32(names::ROTARY_POS_EMB, &rotary_shape(l.w, cfg)?)?;
+        Some(rotary::tables(&mut g, &pos_emb, dh, p.pos)?)
+    } else {
+        None
+    };
+
+    let x = embed(&mut g, &mut l, cfg, ids, &p)?;
+    let out = run_layers(&mut g, &mut l, cfg, x, &p, rotary.as_ref(), &states)?;
+    let logits = to_logits(&mut g, &mut l, cfg, out.x, &p)?;
+
+    g.output_as(
+        io::LOGITS,
+        logits,
+        dims![d::BATCH, d::SEQUENCE, cfg.total_tokens()],
+    )?;
+    for (i, (k, v)) in out.kv.iter().enumerate() {
+        let kv = dims![d::BATCH, h, d::TOTAL_SEQUENCE, dh];
+        g.output_as(&io::present_name(i, KvKind::Key), *k, kv.clone())?;
+        g.output_as(&io::present_name(i, KvKind::Value), *v, kv)?;
+    }
+    for (i, (a, f)) in out.shift.iter().enumerate() {
+        let hist = dims![d::BATCH, d::TOTAL_SEQUENCE, dim];
+        g.output_as(
+            &io::present_shift_name(i, io::Branch::Attention),
+            *a,
+            hist.clone(),
+        )?;
+        g.output_as(
+            &io::present_shift_name(i, io::Branch::FeedForward),
+            *f,
+            hist,
+        )?;
+    }
+    Ok(g)
+}
+
+fn rotary_shape(w: &Weights, cfg: &DalleConfig) -> Result<Vec<usize>> {
+    let shape = w.shape_of(names::ROTARY_POS_EMB).ok_or_else(|| {
+        ExportError::Weights(format!(
+            "{}: rotary_emb is set but `{}` is missing",
+            w.source(),
+            names::ROTARY_POS_EMB
+        ))
+    })?;
+    let want_rows = cfg.text_len() + cfg.image_seq_len();
+    match shape {
+        [1, rows, rot] if *rows == want_rows => Ok(vec![1, *rows, *rot]),
+        other => Err(ExportError::Weights(format!(
+            "{}: `{}` has shape {other:?}, expected [1, {want_rows}, rot]",
+            w.source(),
+            names::ROTARY_POS_EMB
+        ))),
+    }
+}
+
+/// Token embeddings (and learned positions when rotary is off).
+fn embed(
+    g: &mut GraphBuilder,
+    l: &mut Loader,
+    cfg: &DalleConfig,
+    ids: Value,
+    p: &Positions,
+) -> Result<Value> {
+    let dim = cfg.dim;
+    let ntext = cfg.num_text_tokens_internal();
+    let x = g.scoped("embed", |g| -> Result<Value> {
+        if cfg.share_input_output_emb {
+            // The embeddings are row ranges of to_logits.1.weight: one lookup by unified id.
+            // The state dict repeats them under text_emb.linear / image_emb.linear.
+            for n in names::SHARED_TEXT_EMB
+                .iter()
+                .chain(&names::SHARED_IMAGE_EMB)
+            {
+                let shape = l.w.shape_of(n).map(<[usize]>::to_vec).unwrap_or_default();
+                l.w.take(n, &shape)?;
+            }
+            let table_name = format!("{}.weight", names::LOGITS_LINEAR);
+            let table = l.take(g, &table_name, &[cfg.total_tokens(), dim])?;
+            return g.node1(Gather { axis: 0 }, &[table, ids]);
+        }
+        let text_table = l.take(g, names::TEXT_EMB, &[ntext, dim])?;
+        let image_table = l.take(g, names::IMAGE_EMB, &[cfg.num_image_tokens, dim])?;
+        let offset = g.scalar_i64(ntext as i64)?;
+        let zero = g.scalar_i64(0)?;
+        let is_image = g.node1(GreaterOrEqual, &[ids, offset])?;
+        let text_ids = g.node1(Where, &[is_image, zero, ids])?;
+        let shifted = g.node1(Sub, &[ids, offset])?;
+        let image_ids = g.node1(Where, &[is_image, shifted, zero])?;
+        let te = g.node1(Gather { axis: 0 }, &[text_table, text_ids])?;
+        let ie = g.node1(Gather { axis: 0 }, &[image_table, image_ids])?;
+        let last = g.const_i64(&[-1])?;
+        let is_image = g.node1(Unsqueeze, &[is_image, last])?;
+        g.node1(Where, &[is_image, ie, te])
+    })?;
+    let x = if cfg.rotary_emb {
+        x
+    } else {
+        g.scoped("positions_embed", |g| {
+            let text_pos = l.take(g, names::TEXT_POS_EMB, &[cfg.text_len(), dim])?;
+            let rows = l.take(g, names::IMAGE_POS_EMB_ROWS, &[1, cfg.fmap, 1, dim])?;
+            let cols = l.take(g, names::IMAGE_POS_EMB_COLS, &[1, 1, cfg.fmap, dim])?;
+            // AxialPositionalEmbedding (summed): row r, column c → rows[r] + cols[c].
+            let grid = g.node1(Add, &[rows, cols])?;
+            let flat = g.const_i64(&[cfg.image_seq_len() as i64, dim as i64])?;
+            let image_pos = g.node1(Reshape, &[grid, flat])?;
+            let table = g.node1(Concat { axis: 0 }, &[text_pos, image_pos])?;
+            let pos = g.node1(Gather { axis: 0 }, &[table, p.pos])?;
+            g.node1(Add, &[x, pos])
+        })?
+    };
+    if !cfg.stable {
+        return Ok(x);
+    }
+    g.scoped("stable_mix", |g| {
+        let a = g.scalar_float(0.1, DType::F32)?;
+        let b = g.scalar_float(0.9, DType::F32)?;
+        let xa = g.node1(Mul, &[x, a])?;
+        let xb = g.node1(Mul, &[x, b])?;
+        g.node1(Add, &[xa, xb])
+    })
+}
+
+struct LayerOutputs {
+    x: Value,
+    kv: Vec<(Value, Value)>,
+    shift: Vec<(Value, Value)>,
+}
+
+fn run_layers(
+    g: &mut GraphBuilder,
+    l: &mut Loader,
+    cfg: &DalleConfig,
+    x: Value,
+    p: &Positions,
+    rotary: Option<&RotaryTables>,
+    states: &[LayerState],
+) -> Result<LayerOutputs> {
+    let mut shared_attn = HashMap::new();
+    let mut shared_ff = HashMap::new();
+    let mut masks: HashMap<super::config::AttnType, Value> = HashMap::new();
+    let (mut x1, mut x2) = (x, x);
+    let mut out = LayerOutputs {
+        x,
+        kv: Vec::new(),
+        shift: Vec::new(),
+    };
+    for (i, state) in states.iter().enumerate() {
+        let ty = cfg
+            .attn_types
+            .get(i)
+            .copied()
+            .unwrap_or(super::config::AttnType::Full);
+        let mask = match masks.get(&ty) {
+            Some(m) => *m,
+            None => {
+                let m = positions::attention_mask(g, cfg, p, ty)?;
+                masks.insert(ty, m);
+                m
+            }
+        };
+        let attn_prefix = names::branch_prefix(i, Branch::Attention, cfg.reversible);
+        let ff_prefix = names::branch_prefix(i, Branch::FeedForward, cfg.reversible);
+        let attn_id = cfg.shared_attn_ids.get(i).copied().unwrap_or(i as i64);
+        let ff_id = cfg.shared_ff_ids.get(i).copied().unwrap_or(i as i64);
+        let (attn_b, attn_w, ff_b, ff_w) = g.scoped(&format!("layers.{i}"), |g| {
+            Ok((
+                branch_weights(g, l, cfg, &attn_prefix)?,
+                attention_weights(g, l, cfg, &attn_prefix, &mut shared_attn, attn_id)?,
+                branch_weights(g, l, cfg, &ff_prefix)?,
+                ff_weights(g, l, cfg, &ff_prefix, &mut shared_ff, ff_id)?,
+            ))
+        })?;
+        let mut kv = None;
+        let mut hist = (None, None);
+        let attn_in = if cfg.reversible { x2 } else { x1 };
+        let a = g.scoped(&format!("layers.{i}/attn"), |g| {
+            layers::branch(g, attn_b, attn_in, |g, h| {
+                let h = match state.shift {
+                    Some((past, _)) => {
+                        let (h, present) = shift_tokens(g, cfg, p, h, past)?;
+                        hist.0 = Some(present);
+                        h
+                    }
+                    None => h,
+                };
+                let (o, k, v) = layers::attention(
+                    g,
+                    cfg,
+                    attn_w,
+                    h,
+                    (state.past_k, state.past_v),
+                    mask,
+                    rotary,
+                )?;
+                kv = Some((k, v));
+                Ok(o)
+            })
+        })?;
+        let y1 = g.scoped(&format!("layers.{i}/attn_residual"), |g| {
+            g.node1(Add, &[x1, a])
+        })?;
+        let ff_in = y1;
+        let f = g.scoped(&format!("layers.{i}/ff"), |g| {
+            layers::branch(g, ff_b, ff_in, |g, h| {
+                let h = match state.shift {
+                    Some((_, past)) => {
+                        let (h, present) = shift_tokens(g, cfg, p, h, past)?;
+                        hist.1 = Some(present);
+                        h
+                    }
+                    None => h,
+                };
+                layers::feed_forward(g, cfg, ff_w, h)
+            })
+        })?;
+        let base = if cfg.reversible { x2 } else { y1 };
+        let y2 = g.scoped(&format!("layers.{i}/ff_residual"), |g| {
+            g.node1(Add, &[base, f])
+        })?;
+        if cfg.reversible {
+            (x1, x2) = (y1, y2);
+        } else {
+            (x1, x2) = (y2, y2);
+        }
+        let (k, v) =
+            kv.ok_or_else(|| ExportError::node("layers", "attention produced no cache"))?;
+        out.kv.push((k, v));
+        if let (Some(a), Some(f)) = hist {
+            out.shift.push((a, f));
+        }
+    }
+    out.x = if cfg.reversible {
+        g.scoped("reversible_mean", |g| {
+            let sum = g.node1(Add, &[x1, x2])?;
+            let two = g.scalar_float(2.0, DType::F32)?;
+            g.node1(Div, &[sum, two])
+        })?
+    } else {
+        x1
+    };
+    Ok(out)
+}
+
+fn to_logits(
+    g: &mut GraphBuilder,
+    l: &mut Loader,
+    cfg: &DalleConfig,
+    x: Value,
+    p: &Positions,
+) -> Result<Value> {
+    let dim = cfg.dim;
+    let x = if cfg.stable {
+        g.scoped("divide_max", |g| {
+            let axes = g.const_i64(&[-1])?;
+            let m = g.node1(ReduceMax { keepdims: true }, &[x, axes])?;
+            g.node1(Div, &[x, m])
+        })?
+    } else {
+        x
+    };
+    let mask = positions::logits_mask(g, cfg, p)?;
+    g.scoped("to_logits", |g| {
+        let norm = Norm {
+            weight: l.take(g, &format!("{}.weight", names::LOGITS_NORM), &[dim])?,
+            bias: l.take(g, &format!("{}.bias", names::LOGITS_NORM), &[dim])?,
+        };
+        let h = layers::layer_norm(g, x, norm)?;
+        let w_name = format!("{}.weight", names::LOGITS_LINEAR);
+        let w = if cfg.share_input_output_emb {
+            // Already an initializer: the shared embedding table.
+            g.value_named(&w_name)?
+        } else {
+            l.take(g, &w_name, &[cfg.total_tokens(), dim])?
+        };
+        let b = l.take(
+            g,
+            &format!("{}.bias", names::LOGITS_LINEAR),
+            &[cfg.total_tokens()],
+        )?;
+        let logits = layers::linear(g, h, w, Some(b))?;
+        let neg = g.scalar_float(-f32::MAX, DType::F32)?;
+        g.node1(Where, &[mask, neg, logits])
+    })
+}

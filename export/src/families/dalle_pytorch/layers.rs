@@ -1,0 +1,195 @@
+//! One transformer layer's two residual branches (`transformer.py`):
+//!
+//! ```text
+//! branch(x) = scale ⊙ norm_out( fn( shift( LayerNorm(x) ) ) )     (shift, norm_out optional)
+//! sequential:  x = x + attn_branch(x);  x = x + ff_branch(x)
+//! reversible:  y1 = x1 + attn_branch(x2);  y2 = x2 + ff_branch(y1)
+//! ```
+//!
+//! Attention (every type has the same parameters; only the mask differs):
+//!
+//! ```text
+//! qkv = x · to_qkvᵀ → q, k, v  [B, H, S, dh]  → rotary (q, k, v) → q · dh^-½
+//! k, v = Concat(past, new) along the sequence → present
+//! out  = Softmax(Where(mask, q·kᵀ, −f32::MAX)) · v → [B, S, H·dh] · to_outᵀ + b
+//! ```
+//!
+//! Feed-forward: `x · W1ᵀ + b1 → (a, g) → a · gelu(g) → · W2ᵀ + b2` (exact erf GELU).
+
+use super::config::DalleConfig;
+use super::rotary::{self, RotaryTables};
+use crate::error::Result;
+use crate::graph::ops::{
+    Add, Concat, Erf, LayerNormalization, MatMul, Mul, Reshape, Softmax, Split, Transpose, Where,
+};
+use crate::graph::{GraphBuilder, Value};
+use dalle_bundle::DType;
+
+/// PyTorch's `nn.LayerNorm` default epsilon.
+pub const LAYER_NORM_EPS: f32 = 1e-5;
+
+/// Initializers of one LayerNorm.
+#[derive(Clone, Copy)]
+pub struct Norm {
+    pub weight: Value,
+    pub bias: Value,
+}
+
+/// Initializers of one attention module (possibly shared by several layers).
+#[derive(Clone, Copy)]
+pub struct AttentionWeights {
+    pub to_qkv: Value,
+    pub to_out_w: Value,
+    pub to_out_b: Value,
+}
+
+/// Initializers of one feed-forward module (possibly shared).
+#[derive(Clone, Copy)]
+pub struct FeedForwardWeights {
+    pub w1: Value,
+    pub b1: Value,
+    pub w2: Value,
+    pub b2: Value,
+}
+
+/// A branch's own (never shared) parameters.
+#[derive(Clone, Copy)]
+pub struct BranchWeights {
+    pub scale: Value,
+    pub norm: Norm,
+    pub norm_out: Option<Norm>,
+}
+
+pub fn layer_norm(g: &mut GraphBuilder, x: Value, n: Norm) -> Result<Value> {
+    g.node1(
+        LayerNormalization {
+            axis: -1,
+            epsilon: LAYER_NORM_EPS,
+        },
+        &[x, n.weight, n.bias],
+    )
+}
+
+/// `x · wᵀ (+ b)` for a PyTorch `Linear` weight `[out, in]`.
+pub fn linear(g: &mut GraphBuilder, x: Value, w: Value, b: Option<Value>) -> Result<Value> {
+    let wt = g.node1(Transpose { perm: vec![1, 0] }, &[w])?;
+    let y = g.node1(MatMul, &[x, wt])?;
+    match b {
+        Some(b) => g.node1(Add, &[y, b]),
+        None => Ok(y),
+    }
+}
+
+/// The attention module on an already normalized (and shifted) input; returns the output and
+/// the new key/value caches.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    g: &mut GraphBuilder,
+    cfg: &DalleConfig,
+    w: AttentionWeights,
+    x: Value,
+    (past_k, past_v): (Value, Value),
+    mask: Value,
+    rotary: Option<&RotaryTables>,
+) -> Result<(Value, Value, Value)> {
+    let (h, dh, inner) = (
+        cfg.heads as i64,
+        cfg.dim_head as i64,
+        cfg.inner_dim() as i64,
+    );
+    let qkv = linear(g, x, w.to_qkv, None)?;
+    let sizes = g.const_i64(&[inner, inner, inner])?;
+    let parts = g.node(Split { axis: 2 }, &[qkv, sizes])?;
+    let heads_shape = g.const_i64(&[0, 0, h, dh])?;
+    let mut qkv = Vec::with_capacity(3);
+    for part in parts {
+        let t = g.node1(Reshape, &[part, heads_shape])?;
+        let t = g.node1(
+            Transpose {
+                perm: vec![0, 2, 1, 3],
+            },
+            &[t],
+        )?;
+        let t = match rotary {
+            Some(r) => rotary::apply(g, r, t, cfg.dim_head)?,
+            None => t,
+        };
+        qkv.push(t);
+    }
+    let [q, k, v] = <[Value; 3]>::try_from(qkv)
+        .map_err(|_| crate::error::ExportError::node("attention", "expected q, k and v"))?;
+    let scale = g.scalar_float((cfg.dim_head as f32).powf(-0.5), DType::F32)?;
+    let q = g.node1(Mul, &[q, scale])?;
+    let k = g.node1(Concat { axis: 2 }, &[past_k, k])?;
+    let v = g.node1(Concat { axis: 2 }, &[past_v, v])?;
+    let kt = g.node1(
+        Transpose {
+            perm: vec![0, 1, 3, 2],
+        },
+        &[k],
+    )?;
+    let scores = g.node1(MatMul, &[q, kt])?;
+    let neg = g.scalar_float(-f32::MAX, DType::F32)?;
+    let scores = g.node1(Where, &[mask, scores, neg])?;
+    let probs = g.node1(Softmax { axis: -1 }, &[scores])?;
+    let out = g.node1(MatMul, &[probs, v])?;
+    let out = g.node1(
+        Transpose {
+            perm: vec![0, 2, 1, 3],
+        },
+        &[out],
+    )?;
+    let merged = g.const_i64(&[0, 0, inner])?;
+    let out = g.node1(Reshape, &[out, merged])?;
+    let out = linear(g, out, w.to_out_w, Some(w.to_out_b))?;
+    Ok((out, k, v))
+}
+
+/// The GEGLU feed-forward module.
+pub fn feed_forward(
+    g: &mut GraphBuilder,
+    cfg: &DalleConfig,
+    w: FeedForwardWeights,
+    x: Value,
+) -> Result<Value> {
+    let hidden = (cfg.dim * 4) as i64;
+    let y = linear(g, x, w.w1, Some(w.b1))?;
+    let sizes = g.const_i64(&[hidden, hidden])?;
+    let parts = g.node(Split { axis: -1 }, &[y, sizes])?;
+    let (a, gate) = match parts.as_slice() {
+        [a, b] => (*a, *b),
+        _ => {
+            return Err(crate::error::ExportError::node(
+                "feed_forward",
+                "expected two halves",
+            ));
+        }
+    };
+    // F.gelu (exact): x · ½ · (1 + erf(x / √2)).
+    let inv_sqrt2 = g.scalar_float(std::f32::consts::FRAC_1_SQRT_2, DType::F32)?;
+    let half = g.scalar_float(0.5, DType::F32)?;
+    let one = g.scalar_float(1.0, DType::F32)?;
+    let e = g.node1(Mul, &[gate, inv_sqrt2])?;
+    let e = g.node1(Erf, &[e])?;
+    let e = g.node1(Add, &[e, one])?;
+    let gh = g.node1(Mul, &[gate, half])?;
+    let gelu = g.node1(Mul, &[gh, e])?;
+    let y = g.node1(Mul, &[a, gelu])?;
+    linear(g, y, w.w2, Some(w.b2))
+}
+
+/// Wraps a branch body: LayerNorm before, optional sandwich LayerNorm after, LayerScale.
+pub fn branch(
+    g: &mut GraphBuilder,
+    w: BranchWeights,
+    x: Value,
+    body: impl FnOnce(&mut GraphBuilder, Value) -> Result<Value>,
+) -> Result<Value> {
+    let h = layer_norm(g, x, w.norm)?;
+    let h = body(g, h)?;
+    let h = match w.norm_out {
+        Some(n) => layer_norm(g, h, n)?,
+        None => h,
+    };
+    g.node1(Mul, &[h, w.scale])
+}

@@ -1,0 +1,294 @@
+//! DALLE-pytorch (lucidrains/DALLE-pytorch v1.6.6; paper: Ramesh et al. 2021; facts:
+//! `shared/reference/models.md` §2) checkpoints saved by `train_dalle.py`: a dict with `hparams`,
+//! `vae_params`, `weights` (the state dict, fp32 or fp16), `vae_class_name`, `version` and
+//! optimizer state, read with the restricted PyTorch reader.
+//!
+//! Exports the transformer as one KV-cache decoder step graph (`decoder.rs`) and its VAE as the
+//! bundle's dVAE graphs. Supported: attention types full, axial_row, axial_col and conv_like in
+//! any cycle; rotary embeddings; shift tokens; sandwich norm; stable; reversible; shared
+//! attention/feed-forward ids; shared input/output embeddings; `DiscreteVAE` and
+//! `OpenAIDiscreteVAE`. DeepSpeed `sparse` attention and `VQGanVAE` are clear errors.
+
+pub mod config;
+pub mod decoder;
+pub mod discrete_vae;
+pub mod layers;
+pub mod names;
+pub mod positions;
+pub mod rotary;
+pub mod shift;
+
+pub use config::{AttnType, DalleConfig, VaeKind};
+
+use crate::bundle_writer::GraphEntry;
+use crate::checkpoint::{ClassAllowList, PickleValue, RECORD_CLASSES, read_pytorch, tensor_dict};
+use crate::error::{ExportError, Result};
+use crate::families::openai_dvae;
+use crate::weights::Weights;
+use dalle_bundle::io::dims as d;
+use dalle_bundle::{DimRange, GraphRole};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A read checkpoint: hyperparameters, the transformer's tensors, the VAE's tensors (with the
+/// `vae.` prefix stripped) and the raw pickle (for `vae_params`).
+pub struct Checkpoint {
+    pub cfg: DalleConfig,
+    pub transformer: Weights,
+    pub vae: Weights,
+    pub root: PickleValue,
+}
+
+/// Reads a `train_dalle.py` checkpoint.
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let source = path.display().to_string();
+    let root = read_pytorch(path, &ClassAllowList::new(RECORD_CLASSES.iter().copied()))?;
+    let weights = match root.get("weights") {
+        Some(PickleValue::Str(s)) => {
+            return Err(ExportError::Unsupported(format!(
+                "{source}: `weights` is the placeholder `{s}`: a DeepSpeed checkpoint keeps its weights \
+                 in the `-ds-cp` directory; convert it with DeepSpeed's zero_to_fp32.py first"
+            )));
+        }
+        Some(w) => tensor_dict(w)?,
+        None => {
+            return Err(ExportError::Weights(format!(
+                "{source}: no `weights` entry: not a DALLE-pytorch checkpoint saved by train_dalle.py \
+                 (a bare state dict lacks the hparams needed to rebuild the model)"
+            )));
+        }
+    };
+    // DataParallel / DeepSpeed engines prefix every key with `module.`.
+    let weights = if !weights.is_empty() && weights.keys().all(|k| k.starts_with("module.")) {
+        weights
+            .into_iter()
+            .map(|(k, v)| (k["module.".len()..].to_string(), v))
+            .collect()
+    } else {
+        weights
+    };
+    let mut transformer = Weights::new(source.clone(), weights);
+    let vae = transformer.split_prefix("vae.", format!("{source} (vae.)"));
+    let cfg = DalleConfig::from_checkpoint(&root, &transformer, &source)?;
+    Ok(Checkpoint {
+        cfg,
+        transformer,
+        vae,
+        root,
+    })
+}
+
+/// Builds `decoder.onnx` and checks every transformer tensor was used.
+pub fn decoder_entry(cfg: &DalleConfig, mut w: Weights) -> Result<GraphEntry> {
+    let graph = decoder::build(cfg, &mut w)?;
+    w.finish()?;
+    let seq = cfg.seq_len() as u64;
+    let mut dim_ranges = BTreeMap::new();
+    dim_ranges.insert(d::BATCH.to_string(), DimRange::new(1, 8, 64));
+    dim_ranges.insert(d::SEQUENCE.to_string(), DimRange::new(1, 1, seq));
+    dim_ranges.insert(
+        d::PAST_SEQUENCE.to_string(),
+        DimRange::new(0, seq - 1, seq - 1),
+    );
+    let attn: Vec<&str> = cfg
+        .attn_types
+        .iter()
+        .map(|t| match t {
+            AttnType::Full => "full",
+            AttnType::AxialRow => "axial_row",
+            AttnType::AxialCol => "axial_col",
+            AttnType::ConvLike { .. } => "conv_like",
+        })
+        .collect();
+    let mut attributes = BTreeMap::new();
+    attributes.insert("layers".into(), json!(cfg.depth));
+    attributes.insert("heads".into(), json!(cfg.heads));
+    attributes.insert("head_dim".into(), json!(cfg.dim_head));
+    attributes.insert("dim".into(), json!(cfg.dim));
+    attributes.insert("attn_types".into(), json!(attn));
+    attributes.insert("max_sequence_length".into(), json!(seq));
+    attributes.insert("rotary_emb".into(), json!(cfg.rotary_emb));
+    attributes.insert("shift_tokens".into(), json!(cfg.shift_tokens));
+    attributes.insert("reversible".into(), json!(cfg.reversible));
+    if let Some(v) = &cfg.version {
+        attributes.insert("dalle_pytorch_version".into(), json!(v));
+    }
+    Ok(GraphEntry {
+        role: GraphRole::Decoder,
+        graph,
+        dim_ranges,
+        attributes,
+    })
+}
+
+/// The OpenAI dVAE files given by flag, for checkpoints trained with `OpenAIDiscreteVAE`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenAiVaeFiles<'a> {
+    pub encoder: Option<&'a Path>,
+    pub decoder: Option<&'a Path>,
+}
+
+/// Builds the bundle's dVAE graphs from the checkpoint's VAE: `DiscreteVAE` from its `vae.`
+/// tensors and `vae_params`; `OpenAIDiscreteVAE` from its `vae.enc.`/`vae.dec.` tensors or from
+/// the released files given by flag (when both exist they must be identical). Every VAE tensor
+/// must be used.
+pub fn vae_entries(
+    cfg: &DalleConfig,
+    root: &PickleValue,
+    mut vae: Weights,
+    files: OpenAiVaeFiles<'_>,
+) -> Result<Vec<GraphEntry>> {
+    let entries = match cfg.vae {
+        VaeKind::Discrete => {
+            let params = root.get("vae_params").ok_or_else(|| {
+                ExportError::Weights(
+                    "the checkpoint uses DiscreteVAE but has no `vae_params`".into(),
+                )
+            })?;
+            let vcfg = discrete_vae::DiscreteVaeConfig::from_vae_params(params)?;
+            if vcfg.fmap() != cfg.fmap || vcfg.num_tokens != cfg.num_image_tokens {
+                return Err(ExportError::Weights(format!(
+                    "vae_params give a {}×{} grid of {} codes, the transformer expects {}×{} of {}",
+                    vcfg.fmap(),
+                    vcfg.fmap(),
+                    vcfg.num_tokens,
+                    cfg.fmap,
+                    cfg.fmap,
+                    cfg.num_image_tokens
+                )));
+            }
+            let enc = discrete_vae::encoder_entry(&vcfg, &mut vae)?;
+            let dec = discrete_vae::decoder_entry(&vcfg, &mut vae)?;
+            vec![enc, dec]
+        }
+        VaeKind::OpenAi => {
+            let inside_enc = vae.split_prefix("enc.", format!("{} (vae.enc.)", vae.source()));
+            let inside_dec = vae.split_prefix("dec.", format!("{} (vae.dec.)", vae.source()));
+            let enc = openai_half(inside_enc, files.encoder, true)?;
+            let dec = openai_half(inside_dec, files.decoder, false)?;
+            vec![enc, dec]
+        }
+    };
+    vae.finish()?;
+    Ok(entries)
+}
+
+fn openai_half(inside: Weights, file: Option<&Path>, encoder: bool) -> Result<GraphEntry> {
+    let flag = if encoder {
+        "--vae-encoder"
+    } else {
+        "--vae-decoder"
+    };
+    let (which, release) = if encoder {
+        ("encoder", "encoder.pkl")
+    } else {
+        ("decoder", "decoder.pkl")
+    };
+    let source = inside.source().to_string();
+    let inside = inside.into_map();
+    if let Some(path) = file {
+        let check = |w: &Weights| -> Result<()> {
+            for (name, t) in &inside {
+                if w.get(name) != Some(t) {
+                    return Err(ExportError::Weights(format!(
+                        "{}: tensor `{name}` differs from the checkpoint's own copy under `vae.`: \
+                         the {which} file is not the VAE this model was trained with",
+                        path.display()
+                    )));
+                }
+            }
+            Ok(())
+        };
+        return if encoder {
+            let (c, w) = openai_dvae::load_encoder(path)?;
+            check(&w)?;
+            openai_dvae::encoder_entry(&c, w)
+        } else {
+            let (c, w) = openai_dvae::load_decoder(path)?;
+            check(&w)?;
+            openai_dvae::decoder_entry(&c, w)
+        };
+    }
+    if inside.is_empty() {
+        return Err(ExportError::Weights(format!(
+            "the checkpoint was trained with OpenAIDiscreteVAE but holds no {which} weights: \
+             pass the released file with {flag} {release}"
+        )));
+    }
+    if encoder {
+        let (c, w) = openai_dvae::encoder_from_state_dict(inside, &source)?;
+        openai_dvae::encoder_entry(&c, w)
+    } else {
+        let (c, w) = openai_dvae::decoder_from_state_dict(inside, &source)?;
+        openai_dvae::decoder_entry(&c, w)
+    }
+}
+
+/// Sampling defaults of DALLE-pytorch's `generate.py` (`--top_k 0.9`, i.e. keep the top 10% of
+/// the full vocabulary), expressed as a count over image tokens.
+pub fn sampling_defaults(cfg: &DalleConfig) -> dalle_bundle::SamplingDefaults {
+    let k = ((0.1 * cfg.total_tokens() as f64) as usize).clamp(1, cfg.num_image_tokens);
+    dalle_bundle::SamplingDefaults {
+        top_k: Some(k as u64),
+        top_p: None,
+        temperature: 1.0,
+        cond_scale: 1.0,
+    }
+}
+
+/// The largest token id a Hugging Face `tokenizer.json` can produce (its model's vocabulary and
+/// its added tokens), or `None` if the file has neither.
+fn max_token_id(json: &serde_json::Value) -> Option<u64> {
+    let vocab = json.get("model").and_then(|m| m.get("vocab"));
+    let from_vocab = match vocab {
+        Some(serde_json::Value::Object(map)) => {
+            map.values().filter_map(serde_json::Value::as_u64).max()
+        }
+        // Unigram: a list of [piece, score] whose index is the id.
+        Some(serde_json::Value::Array(items)) => items.len().checked_sub(1).map(|n| n as u64),
+        _ => None,
+    };
+    let from_added = json
+        .get("added_tokens")
+        .and_then(serde_json::Value::as_array)
+        .and_then(|a| {
+            a.iter()
+                .filter_map(|t| t.get("id").and_then(serde_json::Value::as_u64))
+                .max()
+        });
+    from_vocab.into_iter().chain(from_added).max()
+}
+
+/// The tokenizer for the bundle: the given `tokenizer.json`, else the default CLIP BPE of
+/// DALLE-pytorch's `SimpleTokenizer`. Errors when the tokenizer can produce ids the checkpoint's
+/// text embedding does not have.
+pub fn tokenizer_for(cfg: &DalleConfig, file: Option<&Path>) -> Result<Vec<u8>> {
+    let (bytes, what) = match file {
+        Some(p) => (
+            crate::tokenizer::load_tokenizer_json(p)?,
+            p.display().to_string(),
+        ),
+        None => (
+            crate::tokenizer::clip_bpe_tokenizer_json()?,
+            "the default tokenizer (DALLE-pytorch's SimpleTokenizer, CLIP BPE)".to_string(),
+        ),
+    };
+    let json: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ExportError::Weights(format!("{what}: not JSON: {e}")))?;
+    let max_id = max_token_id(&json)
+        .ok_or_else(|| ExportError::Weights(format!("{what}: no vocabulary found")))?;
+    if max_id >= cfg.num_text_tokens as u64 {
+        return Err(ExportError::Weights(format!(
+            "{what} produces ids up to {max_id}, but the checkpoint's text vocabulary has {} ids \
+             (hparams num_text_tokens){}",
+            cfg.num_text_tokens,
+            if file.is_none() {
+                ": pass the tokenizer it was trained with via --tokenizer FILE"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,166 @@
+//! Everything derived from absolute positions inside the decoder graph: the positions of the
+//! new tokens (from the past length), the attention masks of each attention type, the logits
+//! mask, and the image row/column of a position.
+//!
+//! ```text
+//! P = Shape(past_key_values.0.key)[2]      S = Shape(input_ids)[1]
+//! pos     = Range(P, P + S)   [S]   absolute positions of the new tokens (BOS = 0)
+//! key_pos = Range(0, P + S)   [T]   positions of every key
+//! causal  = key_pos[None, :] <= pos[:, None]   [S, T]
+//! ```
+
+use super::config::{AttnType, DalleConfig};
+use crate::error::Result;
+use crate::graph::ops::{
+    Add, And, Div, Equal, GreaterOrEqual, Less, LessOrEqual, Mul, Not, Or, Range, Shape, Squeeze,
+    Sub, Unsqueeze,
+};
+use crate::graph::{GraphBuilder, Value};
+
+/// Position values shared by all layers of one graph.
+pub struct Positions {
+    /// i64 `[S]`: absolute positions of the new tokens.
+    pub pos: Value,
+    /// i64 `[T]`: positions of all keys (`0..P+S`).
+    pub key_pos: Value,
+    /// bool `[S, T]`: key position ≤ query position.
+    pub causal: Value,
+    /// i64 `[S, 1]` and `[1, T]` views of `pos` and `key_pos`.
+    pub pos_col: Value,
+    pub key_row: Value,
+}
+
+/// Builds [`Positions`] from the past length of `past` (axis `past_axis`) and the new tokens.
+pub fn positions(
+    g: &mut GraphBuilder,
+    input_ids: Value,
+    past: Value,
+    past_axis: i64,
+) -> Result<Positions> {
+    g.scoped("positions", |g| {
+        let axis0 = g.const_i64(&[0])?;
+        let axis1 = g.const_i64(&[1])?;
+        let past_len = g.node1(
+            Shape {
+                start: Some(past_axis),
+                end: Some(past_axis + 1),
+            },
+            &[past],
+        )?;
+        let new_len = g.node1(
+            Shape {
+                start: Some(1),
+                end: Some(2),
+            },
+            &[input_ids],
+        )?;
+        let total = g.node1(Add, &[past_len, new_len])?;
+        let start = g.node1(Squeeze, &[past_len, axis0])?;
+        let end = g.node1(Squeeze, &[total, axis0])?;
+        let zero = g.scalar_i64(0)?;
+        let one = g.scalar_i64(1)?;
+        let pos = g.node1(Range, &[start, end, one])?;
+        let key_pos = g.node1(Range, &[zero, end, one])?;
+        let pos_col = g.node1(Unsqueeze, &[pos, axis1])?;
+        let key_row = g.node1(Unsqueeze, &[key_pos, axis0])?;
+        let causal = g.node1(LessOrEqual, &[key_row, pos_col])?;
+        Ok(Positions {
+            pos,
+            key_pos,
+            causal,
+            pos_col,
+            key_row,
+        })
+    })
+}
+
+/// Image row of positions `p` (meaningful where `p >= text_len`): `(p − text_len) / fmap`.
+fn image_row(g: &mut GraphBuilder, cfg: &DalleConfig, p: Value) -> Result<Value> {
+    let text_len = g.scalar_i64(cfg.text_len() as i64)?;
+    let fmap = g.scalar_i64(cfg.fmap as i64)?;
+    let j = g.node1(Sub, &[p, text_len])?;
+    g.node1(Div, &[j, fmap])
+}
+
+/// Image column of positions `p` given their row: `(p − text_len) − row · fmap`.
+fn image_col(g: &mut GraphBuilder, cfg: &DalleConfig, p: Value, row: Value) -> Result<Value> {
+    let text_len = g.scalar_i64(cfg.text_len() as i64)?;
+    let fmap = g.scalar_i64(cfg.fmap as i64)?;
+    let j = g.node1(Sub, &[p, text_len])?;
+    let row_start = g.node1(Mul, &[row, fmap])?;
+    g.node1(Sub, &[j, row_start])
+}
+
+/// bool `[S, T]`, true where query may attend key, for one attention type.
+///
+/// `full` is causal. The sparse types (models.md §2.4, `attention.py`) keep text causal and let
+/// an image query see all text plus: its own row up to itself (`axial_row`), its own column up to
+/// itself (`axial_col`), or the causal window rows r−k+1..r × columns c−k+1..c (`conv_like`).
+pub fn attention_mask(
+    g: &mut GraphBuilder,
+    cfg: &DalleConfig,
+    p: &Positions,
+    ty: AttnType,
+) -> Result<Value> {
+    if ty == AttnType::Full {
+        return Ok(p.causal);
+    }
+    let scope = match ty {
+        AttnType::AxialRow => "mask_axial_row",
+        AttnType::AxialCol => "mask_axial_col",
+        _ => "mask_conv_like",
+    };
+    g.scoped(scope, |g| {
+        let text_len = g.scalar_i64(cfg.text_len() as i64)?;
+        let q_text = g.node1(Less, &[p.pos_col, text_len])?;
+        let k_text = g.node1(Less, &[p.key_row, text_len])?;
+        let qr = image_row(g, cfg, p.pos_col)?;
+        let kr = image_row(g, cfg, p.key_row)?;
+        let image_rule = match ty {
+            AttnType::AxialRow => g.node1(Equal, &[qr, kr])?,
+            AttnType::AxialCol => {
+                let qc = image_col(g, cfg, p.pos_col, qr)?;
+                let kc = image_col(g, cfg, p.key_row, kr)?;
+                g.node1(Equal, &[qc, kc])?
+            }
+            AttnType::ConvLike { kernel } => {
+                let qc = image_col(g, cfg, p.pos_col, qr)?;
+                let kc = image_col(g, cfg, p.key_row, kr)?;
+                let reach = g.scalar_i64(kernel as i64 - 1)?;
+                let min_r = g.node1(Sub, &[qr, reach])?;
+                let min_c = g.node1(Sub, &[qc, reach])?;
+                let r_lo = g.node1(GreaterOrEqual, &[kr, min_r])?;
+                let r_hi = g.node1(LessOrEqual, &[kr, qr])?;
+                let c_lo = g.node1(GreaterOrEqual, &[kc, min_c])?;
+                let c_hi = g.node1(LessOrEqual, &[kc, qc])?;
+                let r = g.node1(And, &[r_lo, r_hi])?;
+                let c = g.node1(And, &[c_lo, c_hi])?;
+                g.node1(And, &[r, c])?
+            }
+            AttnType::Full => p.causal,
+        };
+        let text_any = g.node1(Or, &[q_text, k_text])?;
+        let allowed = g.node1(Or, &[text_any, image_rule])?;
+        g.node1(And, &[p.causal, allowed])
+    })
+}
+
+/// bool `[S, V]`, true where the reference masks a logit: positions before `text_seq_len`
+/// predict text ids only, later positions image ids only.
+pub fn logits_mask(g: &mut GraphBuilder, cfg: &DalleConfig, p: &Positions) -> Result<Value> {
+    g.scoped("logits_mask", |g| {
+        let text_seq_len = g.scalar_i64(cfg.text_seq_len as i64)?;
+        let predicts_image = g.node1(GreaterOrEqual, &[p.pos_col, text_seq_len])?;
+        let ntext = cfg.num_text_tokens_internal();
+        let is_image_id: Vec<bool> = (0..cfg.total_tokens()).map(|v| v >= ntext).collect();
+        let bytes = is_image_id.iter().map(|&b| u8::from(b)).collect();
+        let ids = crate::tensor::TensorData::from_bytes(
+            dalle_bundle::DType::Bool,
+            vec![1, cfg.total_tokens()],
+            bytes,
+        )?;
+        let ids = g.constant(ids)?;
+        let same = g.node1(Equal, &[predicts_image, ids])?;
+        g.node1(Not, &[same])
+    })
+}

@@ -1,0 +1,267 @@
+use dalle_bundle::io::decoder as io;
+use dalle_bundle::{GraphRole, Manifest, ModelFamily, Provenance};
+use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy};
+use dalle_export::families::dalle_pytorch as dp;
+use ndarray::{ArrayD, Axis, IxDyn, Slice};
+use ort::session::Session;
+use python_free_tests::{f32_input, fixture, i64_input, read_npy, session_from_file};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// fp32 logits: max |error| on unmasked entries.
+const LOGITS_ATOL: f32 = 1e-4;
+
+const CASES: [&str; 4] = [
+    "dalle_cli",
+    "dalle_ctor",
+    "dalle_variants",
+    "dalle_reversible",
+];
+
+/// Exports only the decoder graph of a fixture checkpoint.
+fn export_decoder(case: &str, dir: &Path) -> (PathBuf, dp::DalleConfig) {
+    let ckpt = dp::load(&fixture(case).join("dalle.pt")).unwrap();
+    let cfg = ckpt.cfg.clone();
+    let out = dir.join(case);
+    let mut w = BundleWriter::create(
+        &out,
+        ModelFamily::DallePytorch,
+        Provenance {
+            exporter: "test".into(),
+            sources: vec![],
+            notes: vec![],
+        },
+        false,
+        ExternalDataPolicy::default(),
+    )
+    .unwrap();
+    w.add_graph(dp::decoder_entry(&cfg, ckpt.transformer).unwrap())
+        .unwrap();
+    (w.commit().unwrap(), cfg)
+}
+
+/// The state inputs of the decoder with zero-length past, shaped from the manifest.
+fn empty_state(manifest: &Manifest, batch: usize) -> BTreeMap<String, ArrayD<f32>> {
+    let spec = manifest.graph(GraphRole::Decoder).unwrap();
+    spec.inputs
+        .iter()
+        .filter(|t| t.name.starts_with("past_"))
+        .map(|t| {
+            let shape: Vec<usize> = t
+                .dims
+                .iter()
+                .enumerate()
+                .map(|(i, d)| match d {
+                    dalle_bundle::Dim::Fixed(n) => *n as usize,
+                    dalle_bundle::Dim::Symbolic(s) if s == "past_sequence_length" => 0,
+                    _ if i == 0 => batch,
+                    other => panic!("unexpected dim {other}"),
+                })
+                .collect();
+            (t.name.clone(), ArrayD::zeros(IxDyn(&shape)))
+        })
+        .collect()
+}
+
+/// Runs one decoder call; returns the logits and the new state.
+fn step(
+    s: &mut Session,
+    ids: ArrayD<i64>,
+    state: &BTreeMap<String, ArrayD<f32>>,
+) -> (ArrayD<f32>, BTreeMap<String, ArrayD<f32>>) {
+    let mut inputs = vec![(io::INPUT_IDS.to_string(), i64_input(ids))];
+    for (name, value) in state {
+        inputs.push((name.clone(), f32_input(value.clone())));
+    }
+    let outputs = s.run(inputs).unwrap();
+    let logits = outputs[io::LOGITS]
+        .try_extract_array::<f32>()
+        .unwrap()
+        .to_owned();
+    let next = state
+        .keys()
+        .map(|past| {
+            let present = io::present_for(past).unwrap();
+            (
+                past.clone(),
+                outputs[present.as_str()]
+                    .try_extract_array::<f32>()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    (logits, next)
+}
+
+/// Compares logits; masked entries must be exactly -f32::MAX in both.
+fn compare(case: &str, what: &str, got: &ArrayD<f32>, want: &ArrayD<f32>) -> f32 {
+    assert_eq!(got.shape(), want.shape(), "{case} {what}");
+    let mut worst = 0.0f32;
+    for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
+        if *w == -f32::MAX {
+            assert_eq!(*g, -f32::MAX, "{case} {what}: entry {i} should be masked");
+        } else {
+            let d = (g - w).abs();
+            assert!(
+                d.is_finite() && d <= LOGITS_ATOL,
+                "{case} {what}: |{g} - {w}| = {d} at flat index {i}"
+            );
+            worst = worst.max(d);
+        }
+    }
+    worst
+}
+
+fn parity(case: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, cfg) = export_decoder(case, dir.path());
+    let manifest = Manifest::read_from_dir(&bundle).unwrap();
+    let mut s = session_from_file(&bundle.join("decoder.onnx"));
+    let ids = read_npy(&fixture(case).join("input_ids.npy")).i64();
+    let want = read_npy(&fixture(case).join("logits.npy")).f32();
+    let batch = ids.shape()[0];
+
+    // Teacher forcing: the whole sequence in one call with an empty cache.
+    let (logits, _) = step(&mut s, ids.clone(), &empty_state(&manifest, batch));
+    let full = compare(case, "teacher-forced", &logits, &want);
+
+    // Prefill BOS + text, then one token per call, feeding present back as past.
+    let text_len = cfg.text_len();
+    let (mut got, mut state) = step(
+        &mut s,
+        ids.slice_axis(Axis(1), Slice::from(..text_len)).to_owned(),
+        &empty_state(&manifest, batch),
+    );
+    for t in text_len..ids.shape()[1] {
+        let (l, next) = step(
+            &mut s,
+            ids.slice_axis(Axis(1), Slice::from(t..t + 1)).to_owned(),
+            &state,
+        );
+        got = ndarray::concatenate(Axis(1), &[got.view(), l.view()]).unwrap();
+        state = next;
+    }
+    let incremental = compare(case, "incremental", &got, &want);
+    eprintln!("{case}: max |error| teacher-forced {full:e}, incremental {incremental:e}");
+}
+
+#[test]
+fn cli_defaults_all_attention_types_match_reference() {
+    parity("dalle_cli");
+}
+
+#[test]
+fn constructor_defaults_rotary_shift_sandwich_match_reference() {
+    parity("dalle_ctor");
+}
+
+#[test]
+fn stable_shared_ids_shared_embeddings_fp16_match_reference() {
+    parity("dalle_variants");
+}
+
+#[test]
+fn reversible_matches_reference() {
+    parity("dalle_reversible");
+}
+
+#[test]
+fn configs_are_read_from_hparams() {
+    for case in CASES {
+        let ckpt = dp::load(&fixture(case).join("dalle.pt")).unwrap();
+        let c = &ckpt.cfg;
+        assert_eq!((c.text_seq_len, c.num_text_tokens), (8, 100), "{case}");
+        match case {
+            "dalle_cli" => assert!(!c.rotary_emb && !c.shift_tokens && c.attn_types.len() == 4),
+            "dalle_ctor" => assert!(c.rotary_emb && c.shift_tokens && c.sandwich_norm),
+            "dalle_variants" => assert!(
+                c.stable && c.share_input_output_emb && c.shared_attn_ids == vec![0, 0, 1, 1]
+            ),
+            _ => assert!(c.reversible),
+        }
+    }
+}
+
+#[test]
+fn unsupported_checkpoints_are_clear_errors() {
+    for (file, needle) in [
+        (
+            "sparse_attention.pt",
+            "attention type `sparse` (DeepSpeed SparseSelfAttention)",
+        ),
+        ("unknown_attention.pt", "attention type `mlp`"),
+        ("vqgan_vae.pt", "trained with VQGanVAE"),
+        ("deepspeed_placeholder.pt", "zero_to_fp32"),
+        ("no_hparams.pt", "no `hparams` dict"),
+    ] {
+        let path = fixture("dalle_bad").join(file);
+        let err = dp::load(&path)
+            .err()
+            .unwrap_or_else(|| panic!("{file} should be rejected"))
+            .to_string();
+        assert!(err.contains(needle), "{file}: {err}");
+    }
+    // A dVAE file is not a DALLE-pytorch checkpoint.
+    let err = dp::load(&fixture("dvae_small").join("encoder.pkl"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("forbidden global") || err.contains("not a DALLE-pytorch"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_and_wrong_shaped_tensors_name_the_tensor() {
+    let ckpt = dp::load(&fixture("dalle_cli").join("dalle.pt")).unwrap();
+    let cfg = ckpt.cfg.clone();
+    let mut tensors = ckpt.transformer.into_map();
+    tensors.remove("to_logits.1.bias");
+    let err = dp::decoder_entry(
+        &cfg,
+        dalle_export::weights::Weights::new("edited", tensors.clone()),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("missing tensor `to_logits.1.bias`"), "{err}");
+
+    let qkv = "transformer.layers.layers.2.0.fn.fn.fn.to_qkv.weight";
+    let t = tensors.remove(qkv).unwrap();
+    let v = t.to_f32_vec().unwrap();
+    tensors.insert(
+        qkv.into(),
+        dalle_export::TensorData::from_f32(vec![v.len() / 16, 16], &v).unwrap(),
+    );
+    tensors.insert(
+        "to_logits.1.bias".into(),
+        dalle_export::TensorData::from_f32(vec![172], &[0.0; 172]).unwrap(),
+    );
+    let err = dp::decoder_entry(
+        &cfg,
+        dalle_export::weights::Weights::new("edited", tensors.clone()),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains(&format!("`{qkv}` has shape [96, 16], expected [48, 32]")),
+        "{err}"
+    );
+
+    tensors.insert(qkv.into(), t);
+    tensors.insert(
+        "transformer.extra.weight".into(),
+        dalle_export::TensorData::from_f32(vec![1], &[0.0]).unwrap(),
+    );
+    let err = dp::decoder_entry(&cfg, dalle_export::weights::Weights::new("edited", tensors))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("unused tensor") && err.contains("transformer.extra.weight"),
+        "{err}"
+    );
+}

@@ -1,0 +1,369 @@
+//! [`DecoderStep`] on an ONNX Runtime session of the `decoder` graph, with the state kept in
+//! ONNX Runtime values bound through an [`IoBinding`] (see the [module docs](super) for why).
+//!
+//! State pairs come from the manifest, never from a layer count: every input named `past_*` is a
+//! state input, its output is [`present_for`]. Each state input's dims in the manifest are axis 0
+//! = batch (rows), one axis = `past_sequence_length`, the rest fixed sizes.
+
+use super::step::DecoderStep;
+use crate::error::{Error, Result};
+use dalle_bundle::io::decoder::{INPUT_IDS, LOGITS, present_for};
+use dalle_bundle::io::dims::PAST_SEQUENCE;
+use dalle_bundle::{DType, Dim, GraphRole, GraphSpec};
+use ndarray::{Array2, ArrayD, ArrayView2, Axis, IxDyn};
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{IoBinding, Session};
+use ort::value::{DynValue, Tensor, ValueType};
+use std::time::{Duration, Instant};
+
+const ROLE: GraphRole = GraphRole::Decoder;
+
+/// One state input and the output that replaces it.
+#[derive(Clone, Debug)]
+struct StatePair {
+    past: String,
+    present: String,
+    /// Dims after axis 0; `None` marks the past-length axis.
+    dims: Vec<Option<usize>>,
+}
+
+/// The state pairs of a decoder graph, from its manifest entry (in manifest order).
+fn state_pairs(spec: &GraphSpec) -> Result<Vec<StatePair>> {
+    let mut pairs = vec![];
+    for input in spec.inputs.iter().filter(|t| t.name.starts_with("past_")) {
+        let name = &input.name;
+        let present = present_for(name)
+            .filter(|p| spec.output(p).is_some())
+            .ok_or_else(|| {
+                Error::tensor(ROLE, name, "state input has no matching `present` output")
+            })?;
+        if input.dtype != DType::F32 {
+            return Err(Error::tensor(
+                ROLE,
+                name,
+                format!(
+                    "state is {}; this runtime handles float32 state",
+                    input.dtype
+                ),
+            ));
+        }
+        let mut dims = vec![];
+        for (axis, d) in input.dims.iter().enumerate().skip(1) {
+            dims.push(match d {
+                Dim::Symbolic(s) if s == PAST_SEQUENCE => None,
+                Dim::Fixed(n) => Some(usize::try_from(*n).map_err(|_| {
+                    Error::tensor(ROLE, name, format!("axis {axis} size {n} too large"))
+                })?),
+                Dim::Symbolic(s) => {
+                    return Err(Error::tensor(
+                        ROLE,
+                        name,
+                        format!(
+                            "axis {axis} is `{s}`; state dims must be batch, \
+                             `{PAST_SEQUENCE}` or fixed"
+                        ),
+                    ));
+                }
+            });
+        }
+        if dims.iter().filter(|d| d.is_none()).count() != 1 {
+            return Err(Error::tensor(
+                ROLE,
+                name,
+                format!("needs exactly one `{PAST_SEQUENCE}` axis after the batch axis"),
+            ));
+        }
+        pairs.push(StatePair {
+            past: name.clone(),
+            present,
+            dims,
+        });
+    }
+    Ok(pairs)
+}
+
+/// The decoder session with its binding. See the module docs.
+pub struct OrtDecoder<'s> {
+    session: &'s mut Session,
+    binding: IoBinding,
+    memory: MemoryInfo<'static>,
+    pairs: Vec<StatePair>,
+}
+
+/// The `past_*` values of every row, in state-pair order, owned by ONNX Runtime after the
+/// first step.
+pub struct OrtState {
+    values: Vec<DynValue>,
+    rows: usize,
+    past_length: usize,
+}
+
+impl OrtState {
+    /// Rows (batch entries) of the state.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Tokens seen so far.
+    pub fn past_length(&self) -> usize {
+        self.past_length
+    }
+}
+
+impl<'s> OrtDecoder<'s> {
+    /// Wraps a `decoder` session; `spec` is its manifest entry.
+    pub fn new(session: &'s mut Session, spec: &GraphSpec) -> Result<OrtDecoder<'s>> {
+        let pairs = state_pairs(spec)?;
+        let binding = session
+            .create_binding()
+            .map_err(|e| Error::ort("graph `decoder`: cannot create an IoBinding", e))?;
+        let memory = MemoryInfo::new(
+            AllocationDevice::CPU,
+            0,
+            AllocatorType::Device,
+            MemoryType::Default,
+        )
+        .map_err(|e| Error::ort("graph `decoder`: cannot describe CPU memory", e))?;
+        Ok(OrtDecoder {
+            session,
+            binding,
+            memory,
+            pairs,
+        })
+    }
+
+    /// Names of the state inputs, in the order the state holds them.
+    pub fn state_inputs(&self) -> Vec<&str> {
+        self.pairs.iter().map(|p| p.past.as_str()).collect()
+    }
+
+    fn shape(&self, pair: &StatePair, rows: usize, past: usize) -> Vec<usize> {
+        std::iter::once(rows)
+            .chain(pair.dims.iter().map(|d| d.unwrap_or(past)))
+            .collect()
+    }
+
+    fn bind(&mut self, ids: Tensor<i64>, state: &OrtState) -> Result<()> {
+        let err = |name: &str, e: ort::Error| {
+            Error::ort(format!("graph `decoder`: cannot bind `{name}`"), e)
+        };
+        self.binding
+            .bind_input(INPUT_IDS, &ids)
+            .map_err(|e| err(INPUT_IDS, e))?;
+        for (pair, value) in self.pairs.iter().zip(&state.values) {
+            self.binding
+                .bind_input(pair.past.as_str(), value)
+                .map_err(|e| err(&pair.past, e))?;
+            // Re-bound every step: the present grows, so ONNX Runtime must allocate it anew.
+            self.binding
+                .bind_output_to_device(pair.present.as_str(), &self.memory)
+                .map_err(|e| err(&pair.present, e))?;
+        }
+        self.binding
+            .bind_output_to_device(LOGITS, &self.memory)
+            .map_err(|e| err(LOGITS, e))
+    }
+}
+
+impl DecoderStep for OrtDecoder<'_> {
+    type State = OrtState;
+
+    fn empty_state(&mut self, rows: usize) -> Result<OrtState> {
+        let values = self
+            .pairs
+            .iter()
+            .map(|pair| {
+                let zeros = ArrayD::<f32>::zeros(IxDyn(&self.shape(pair, rows, 0)));
+                Tensor::from_array(zeros)
+                    .map(|t| t.into_dyn())
+                    .map_err(|e| Error::ort(format!("graph `decoder`: empty `{}`", pair.past), e))
+            })
+            .collect::<Result<_>>()?;
+        Ok(OrtState {
+            values,
+            rows,
+            past_length: 0,
+        })
+    }
+
+    /// The one host copy of the state: the prefilled prompt's rows, repeated per candidate.
+    fn select_rows(&mut self, state: &OrtState, rows: &[usize]) -> Result<OrtState> {
+        if let Some(&bad) = rows.iter().find(|&&r| r >= state.rows) {
+            return Err(Error::InvalidInput(format!(
+                "state row {bad} requested from a {}-row state",
+                state.rows
+            )));
+        }
+        let values = self
+            .pairs
+            .iter()
+            .zip(&state.values)
+            .map(|(pair, value)| {
+                let view = value.try_extract_array::<f32>().map_err(|e| {
+                    Error::tensor(ROLE, &pair.present, format!("cannot read it as float: {e}"))
+                })?;
+                Tensor::from_array(view.select(Axis(0), rows))
+                    .map(|t| t.into_dyn())
+                    .map_err(|e| Error::ort(format!("graph `decoder`: copying `{}`", pair.past), e))
+            })
+            .collect::<Result<_>>()?;
+        Ok(OrtState {
+            values,
+            rows: rows.len(),
+            past_length: state.past_length,
+        })
+    }
+
+    fn step(
+        &mut self,
+        input_ids: ArrayView2<'_, i64>,
+        state: &mut OrtState,
+        logits: &mut Array2<f32>,
+    ) -> Result<Duration> {
+        let (rows, sequence) = input_ids.dim();
+        if rows != state.rows || sequence == 0 {
+            return Err(Error::tensor(
+                ROLE,
+                INPUT_IDS,
+                format!(
+                    "has shape [{rows}, {sequence}] for a {}-row state",
+                    state.rows
+                ),
+            ));
+        }
+        let ids = Tensor::from_array(input_ids.to_owned())
+            .map_err(|e| Error::ort("graph `decoder`: cannot create `input_ids`", e))?;
+        self.bind(ids, state)?;
+
+        let started = Instant::now();
+        let mut outputs = self
+            .session
+            .run_binding(&self.binding)
+            .map_err(|e| Error::ort("graph `decoder`: run failed", e))?;
+        let model_time = started.elapsed();
+
+        let total = state.past_length + sequence;
+        for (pair, slot) in self.pairs.iter().zip(state.values.iter_mut()) {
+            let value = outputs
+                .remove(pair.present.as_str())
+                .ok_or_else(|| Error::tensor(ROLE, &pair.present, "missing from the outputs"))?;
+            let want: Vec<i64> = std::iter::once(rows)
+                .chain(pair.dims.iter().map(|d| d.unwrap_or(total)))
+                .map(|d| d as i64)
+                .collect();
+            match value.dtype() {
+                ValueType::Tensor { shape, .. } if shape.iter().eq(want.iter()) => {}
+                other => {
+                    return Err(Error::tensor(
+                        ROLE,
+                        &pair.present,
+                        format!("is {other:?}; expected float32 {want:?}"),
+                    ));
+                }
+            }
+            *slot = value;
+        }
+        state.past_length = total;
+
+        let value = outputs
+            .get(LOGITS)
+            .ok_or_else(|| Error::tensor(ROLE, LOGITS, "missing from the outputs"))?;
+        let (shape, data) = value
+            .try_extract_tensor::<f32>()
+            .map_err(|e| Error::tensor(ROLE, LOGITS, format!("cannot read it as float: {e}")))?;
+        let vocab = match shape[..] {
+            [r, s, v] if r == rows as i64 && s == sequence as i64 && v > 0 => v as usize,
+            _ => {
+                return Err(Error::tensor(
+                    ROLE,
+                    LOGITS,
+                    format!("has shape {shape:?}; expected [{rows}, {sequence}, vocab]"),
+                ));
+            }
+        };
+        if logits.dim() != (rows, vocab) {
+            *logits = Array2::zeros((rows, vocab));
+        }
+        for (r, mut out) in logits.outer_iter_mut().enumerate() {
+            let start = (r * sequence + sequence - 1) * vocab;
+            let last = data
+                .get(start..start + vocab)
+                .ok_or_else(|| Error::tensor(ROLE, LOGITS, "is shorter than its shape"))?;
+            out.iter_mut().zip(last).for_each(|(o, &x)| *o = x);
+        }
+        Ok(model_time)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dalle_bundle::TensorSpec;
+
+    fn spec(inputs: Vec<TensorSpec>, outputs: &[&str]) -> GraphSpec {
+        GraphSpec {
+            file: "decoder.onnx".into(),
+            external_data: None,
+            inputs,
+            outputs: outputs
+                .iter()
+                .map(|n| TensorSpec::new(*n, DType::F32, vec![]))
+                .collect(),
+            dim_ranges: Default::default(),
+            attributes: Default::default(),
+        }
+    }
+
+    fn kv(name: &str, dims: Vec<Dim>) -> TensorSpec {
+        TensorSpec::new(name, DType::F32, dims)
+    }
+
+    #[test]
+    fn state_pairs_come_from_the_manifest() {
+        let s = spec(
+            vec![
+                TensorSpec::new(
+                    INPUT_IDS,
+                    DType::I64,
+                    vec![Dim::sym("batch"), Dim::sym("sequence")],
+                ),
+                kv(
+                    "past_key_values.0.key",
+                    vec![
+                        Dim::sym("batch"),
+                        2.into(),
+                        Dim::sym(PAST_SEQUENCE),
+                        4.into(),
+                    ],
+                ),
+                kv(
+                    "past_shift.3.ff",
+                    vec![Dim::sym("batch"), Dim::sym(PAST_SEQUENCE), 8.into()],
+                ),
+            ],
+            &["logits", "present.0.key", "present_shift.3.ff"],
+        );
+        let pairs = state_pairs(&s).unwrap();
+        assert_eq!(pairs.len(), 2);
+        assert_eq!(pairs[0].present, "present.0.key");
+        assert_eq!(pairs[0].dims, vec![Some(2), None, Some(4)]);
+        assert_eq!(pairs[1].present, "present_shift.3.ff");
+        assert_eq!(pairs[1].dims, vec![None, Some(8)]);
+    }
+
+    #[test]
+    fn malformed_state_inputs_are_named() {
+        let past = |dims| spec(vec![kv("past_key_values.0.key", dims)], &["present.0.key"]);
+        let e = state_pairs(&past(vec![Dim::sym("batch"), Dim::sym("heads")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`heads`"), "{e}");
+        let e = state_pairs(&past(vec![Dim::sym("batch"), 4.into()]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exactly one"), "{e}");
+        let missing = spec(vec![kv("past_x", vec![Dim::sym("batch")])], &["logits"]);
+        let e = state_pairs(&missing).unwrap_err().to_string();
+        assert!(e.contains("past_x") && e.contains("present"), "{e}");
+    }
+}

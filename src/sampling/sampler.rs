@@ -1,0 +1,273 @@
+//! The seeded draw ([`Sampler`], [`CandidateRng`]) and the whole per-row pipeline
+//! ([`ImageTokenSampler`]: image range → CFG → filters → draw).
+
+use super::SamplingParams;
+use super::filters::{FilterChain, LogitsFilter, Temperature, TopK, TopP, cfg_combine};
+use crate::error::{Error, Result};
+use dalle_bundle::TokenLayout;
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+
+/// The random stream of one candidate: ChaCha20 keyed by the seed, on stream = candidate index,
+/// so candidate `i` draws the same numbers whatever batch it runs in.
+#[derive(Clone, Debug)]
+pub struct CandidateRng(ChaCha20Rng);
+
+impl CandidateRng {
+    pub fn new(seed: u64, candidate: u64) -> CandidateRng {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        rng.set_stream(candidate);
+        CandidateRng(rng)
+    }
+
+    /// Uniform in `[0, 1)` with 53 random bits.
+    pub fn uniform(&mut self) -> f64 {
+        (self.0.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
+/// Draws an index from `softmax(logits)` by inverse CDF (one uniform number per draw); `-inf`
+/// entries have probability 0.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sampler;
+
+impl Sampler {
+    /// The drawn index; errors if a logit is NaN or every logit is `-inf`.
+    pub fn draw(&self, logits: &[f32], rng: &mut CandidateRng) -> Result<usize> {
+        if logits.iter().any(|l| l.is_nan()) {
+            return Err(Error::InvalidInput(
+                "the decoder returned NaN logits; cannot sample".to_string(),
+            ));
+        }
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if max == f32::NEG_INFINITY {
+            return Err(Error::InvalidInput(
+                "every image token was filtered out (all logits -inf); cannot sample".to_string(),
+            ));
+        }
+        let weight = |l: f32| {
+            if l == f32::NEG_INFINITY {
+                0.0
+            } else {
+                f64::from(l - max).exp()
+            }
+        };
+        let total: f64 = logits.iter().map(|&l| weight(l)).sum();
+        let target = rng.uniform() * total;
+        let mut cumulative = 0.0;
+        let mut last = 0;
+        for (i, &l) in logits.iter().enumerate() {
+            let w = weight(l);
+            if w > 0.0 {
+                cumulative += w;
+                last = i;
+                if cumulative > target {
+                    return Ok(i);
+                }
+            }
+        }
+        // Rounding can leave `target` at the very top: the last possible token.
+        Ok(last)
+    }
+}
+
+/// Turns rows of decoder logits into image codes: see the [module docs](super).
+#[derive(Debug)]
+pub struct ImageTokenSampler {
+    offset: usize,
+    image_vocab: usize,
+    total_vocab: usize,
+    cond_scale: Option<f32>,
+    chain: FilterChain,
+    sampler: Sampler,
+}
+
+impl ImageTokenSampler {
+    /// Validates `params` and builds the chain for this token layout.
+    pub fn new(params: &SamplingParams, layout: &TokenLayout) -> Result<ImageTokenSampler> {
+        params.validate()?;
+        let offset = to_usize(layout.image_token_offset, "image_token_offset")?;
+        let image_vocab = to_usize(layout.image_vocab_size, "image_vocab_size")?;
+        let total_vocab = to_usize(layout.total_vocab_size, "total_vocab_size")?;
+        if image_vocab == 0 || offset.checked_add(image_vocab) != Some(total_vocab) {
+            return Err(Error::InvalidInput(format!(
+                "token layout: image ids [{offset}, {offset}+{image_vocab}) must end the unified \
+                 vocabulary of {total_vocab}"
+            )));
+        }
+        let mut chain = FilterChain::new();
+        if params.temperature != 1.0 {
+            chain = chain.with(Temperature(params.temperature as f32));
+        }
+        if let Some(k) = params.effective_top_k(total_vocab, image_vocab) {
+            chain = chain.with(TopK(k));
+        }
+        if let Some(p) = params.top_p.filter(|&p| p < 1.0) {
+            chain = chain.with(TopP(p));
+        }
+        Ok(ImageTokenSampler {
+            offset,
+            image_vocab,
+            total_vocab,
+            cond_scale: params.guided().then_some(params.cond_scale as f32),
+            chain,
+            sampler: Sampler,
+        })
+    }
+
+    /// Whether rows come in (conditional, unconditional) pairs.
+    pub fn guided(&self) -> bool {
+        self.cond_scale.is_some()
+    }
+
+    /// The image vocabulary (codes are `0..image_vocab`).
+    pub fn image_vocab(&self) -> usize {
+        self.image_vocab
+    }
+
+    /// The image range of a full logits row.
+    fn image_part<'r>(&self, row: &'r [f32], which: &str) -> Result<&'r [f32]> {
+        row.get(self.offset..)
+            .filter(|_| row.len() == self.total_vocab)
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "{which} logits row has {} entries; the token layout says {}",
+                    row.len(),
+                    self.total_vocab
+                ))
+            })
+    }
+
+    /// Samples one image code from a conditional logits row (full unified vocabulary) and, when
+    /// guided, its unconditional row. `scratch` is reused between calls.
+    pub fn sample(
+        &self,
+        cond: &[f32],
+        uncond: Option<&[f32]>,
+        rng: &mut CandidateRng,
+        scratch: &mut Vec<f32>,
+    ) -> Result<u32> {
+        let cond = self.image_part(cond, "conditional")?;
+        scratch.clear();
+        match (self.cond_scale, uncond) {
+            (Some(scale), Some(uncond)) => {
+                let uncond = self.image_part(uncond, "unconditional")?;
+                scratch.resize(self.image_vocab, 0.0);
+                cfg_combine(cond, uncond, scale, scratch);
+            }
+            (Some(_), None) => {
+                return Err(Error::InvalidInput(
+                    "guided sampling needs an unconditional logits row".to_string(),
+                ));
+            }
+            (None, _) => scratch.extend_from_slice(cond),
+        }
+        self.chain.apply(scratch);
+        let code = self.sampler.draw(scratch, rng)?;
+        u32::try_from(code).map_err(|_| Error::InvalidInput(format!("image code {code} too large")))
+    }
+}
+
+fn to_usize(v: u64, what: &str) -> Result<usize> {
+    usize::try_from(v)
+        .map_err(|_| Error::InvalidInput(format!("token layout: {what} {v} too large")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(text: u64, image: u64) -> TokenLayout {
+        TokenLayout {
+            text_length: 2,
+            text_vocab_size: text - 2,
+            bos_id: 0,
+            pad_id_base: text - 2,
+            image_grid: 2,
+            image_vocab_size: image,
+            image_token_offset: text,
+            total_vocab_size: text + image,
+        }
+    }
+
+    #[test]
+    fn same_seed_same_draws_other_stream_other_draws() {
+        let logits = [0.0f32; 64];
+        let draws = |seed, cand| {
+            let mut rng = CandidateRng::new(seed, cand);
+            (0..32)
+                .map(|_| Sampler.draw(&logits, &mut rng).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draws(7, 0), draws(7, 0));
+        assert_ne!(draws(7, 0), draws(7, 1));
+        assert_ne!(draws(7, 0), draws(8, 0));
+    }
+
+    #[test]
+    fn frequencies_follow_the_softmax() {
+        let logits = [0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln(), f32::NEG_INFINITY];
+        let mut rng = CandidateRng::new(42, 0);
+        let mut counts = [0usize; 4];
+        let n = 10_000;
+        for _ in 0..n {
+            counts[Sampler.draw(&logits, &mut rng).unwrap()] += 1;
+        }
+        for (c, p) in counts.iter().zip([0.5, 0.3, 0.2, 0.0]) {
+            let f = *c as f64 / n as f64;
+            // 4 standard deviations of a binomial proportion at n = 10k is at most 0.02.
+            assert!((f - p).abs() < 0.02, "frequency {f} for p {p}: {counts:?}");
+        }
+    }
+
+    #[test]
+    fn top_k_1_is_argmax_of_the_image_range() {
+        let params = SamplingParams {
+            top_k: Some(1),
+            ..SamplingParams::default()
+        };
+        let s = ImageTokenSampler::new(&params, &layout(4, 3)).unwrap();
+        // Text ids 0..4 hold a large (unmasked-looking) value: they must be ignored.
+        let row = [9.0, 9.0, 9.0, 9.0, 0.1, 0.7, 0.3];
+        let mut scratch = Vec::new();
+        for seed in 0..20 {
+            let mut rng = CandidateRng::new(seed, 0);
+            assert_eq!(s.sample(&row, None, &mut rng, &mut scratch).unwrap(), 1);
+        }
+    }
+
+    #[test]
+    fn guided_rows_are_combined_before_filtering() {
+        let params = SamplingParams {
+            top_k: Some(1),
+            cond_scale: 3.0,
+            ..SamplingParams::default()
+        };
+        let s = ImageTokenSampler::new(&params, &layout(2, 3)).unwrap();
+        let cond = [0.0, 0.0, 1.0, 2.0, 0.0];
+        let uncond = [0.0, 0.0, 0.0, 2.5, 0.0];
+        let mut rng = CandidateRng::new(0, 0);
+        let mut scratch = Vec::new();
+        // cond alone → code 1; uncond + 3 (cond - uncond) = [3, 1, 0] → code 0.
+        assert_eq!(
+            s.sample(&cond, Some(&uncond), &mut rng, &mut scratch)
+                .unwrap(),
+            0
+        );
+        let e = s.sample(&cond, None, &mut rng, &mut scratch).unwrap_err();
+        assert!(e.to_string().contains("unconditional"), "{e}");
+        let e = s
+            .sample(&cond[..4], Some(&uncond), &mut rng, &mut scratch)
+            .unwrap_err();
+        assert!(e.to_string().contains("4 entries"), "{e}");
+    }
+
+    #[test]
+    fn all_filtered_or_nan_is_an_error() {
+        let mut rng = CandidateRng::new(0, 0);
+        let e = Sampler.draw(&[f32::NEG_INFINITY; 3], &mut rng).unwrap_err();
+        assert!(e.to_string().contains("filtered out"), "{e}");
+        let e = Sampler.draw(&[0.0, f32::NAN], &mut rng).unwrap_err();
+        assert!(e.to_string().contains("NaN"), "{e}");
+    }
+}

@@ -1,0 +1,244 @@
+//! Prompt → text token ids, as DALLE-pytorch tokenizes them.
+//!
+//! A bundle that takes text carries a Hugging Face `tokenizer.json` (manifest `tokenizer`).
+//! [`TextTokenizer`] loads it with the `tokenizers` crate and [`TextTokenizer::encode`] returns
+//! the ids right-padded with 0 to the context length, like DALLE-pytorch's `tokenize`; a prompt
+//! longer than the context is truncated and reported ([`Encoded::truncated`], a warning), never
+//! cut silently ([`Encoded::ensure_fits`] turns it into an error).
+//!
+//! Two flavours, chosen by [`TextCleanup`]:
+//! - [`TextCleanup::Clip`]: the exporter's CLIP BPE (DALLE-pytorch's default `SimpleTokenizer`).
+//!   The text is first cleaned as `SimpleTokenizer` does ([`cleanup`]: ftfy subset, HTML
+//!   unescaping twice, whitespace collapse, lower-casing), which `tokenizer.json` cannot
+//!   express; the file does the CLIP regex split, byte-level mapping and BPE. No start/end
+//!   tokens are added.
+//! - [`TextCleanup::None`]: a user-supplied HF file (DALLE-pytorch `HugTokenizer`): the prompt
+//!   goes to the file as is, without special tokens from its post-processor (DALLE-pytorch
+//!   replaces that with a plain `ByteLevel` one).
+
+mod ftfy;
+mod html;
+mod html_entities;
+
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// The pre-tokenizer text cleanup applied before the `tokenizer.json` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextCleanup {
+    /// `SimpleTokenizer`'s cleanup (see [`cleanup`]).
+    Clip,
+    /// The prompt is passed unchanged.
+    None,
+}
+
+/// A bundle's text tokenizer.
+pub struct TextTokenizer {
+    inner: tokenizers::Tokenizer,
+    cleanup: TextCleanup,
+    path: PathBuf,
+}
+
+/// A tokenized prompt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Encoded {
+    /// Token ids, right-padded with 0 to the context length (cut to it when too long).
+    pub ids: Vec<u32>,
+    /// Number of tokens of the prompt before truncation.
+    pub token_count: usize,
+    /// Whether tokens were dropped to fit the context length.
+    pub truncated: bool,
+}
+
+impl Encoded {
+    /// Fails when the prompt did not fit (DALLE-pytorch's `truncate_text=False`).
+    pub fn ensure_fits(&self) -> Result<()> {
+        if self.truncated {
+            return Err(Error::PromptTooLong {
+                tokens: self.token_count,
+                context_length: self.ids.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl TextTokenizer {
+    /// Loads a `tokenizer.json`; the cleanup is [`TextCleanup::Clip`] when the file is the
+    /// CLIP BPE (`<|startoftext|>` = 49406, `<|endoftext|>` = 49407, 49408 ids, `</w>`
+    /// merges), [`TextCleanup::None`] otherwise. Override with [`TextTokenizer::with_cleanup`].
+    pub fn open(path: &Path) -> Result<TextTokenizer> {
+        if !path.is_file() {
+            return Err(Error::Tokenizer {
+                path: path.to_path_buf(),
+                message: "file does not exist".to_string(),
+            });
+        }
+        let mut inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+            path: path.to_path_buf(),
+            message: format!("cannot parse: {e}"),
+        })?;
+        // Truncation and padding are done here (and reported), not by the file's settings.
+        inner
+            .with_truncation(None)
+            .map_err(|e| Error::Tokenizer {
+                path: path.to_path_buf(),
+                message: format!("cannot disable truncation: {e}"),
+            })?
+            .with_padding(None);
+        let cleanup = if is_clip_bpe(&inner) {
+            TextCleanup::Clip
+        } else {
+            TextCleanup::None
+        };
+        Ok(TextTokenizer {
+            inner,
+            cleanup,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Uses `cleanup` instead of the detected one.
+    pub fn with_cleanup(mut self, cleanup: TextCleanup) -> TextTokenizer {
+        self.cleanup = cleanup;
+        self
+    }
+
+    /// The cleanup applied before tokenizing.
+    pub fn cleanup(&self) -> TextCleanup {
+        self.cleanup
+    }
+
+    /// Vocabulary size, special tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The token ids of `prompt` without padding or truncation.
+    pub fn token_ids(&self, prompt: &str) -> Result<Vec<u32>> {
+        let text = match self.cleanup {
+            TextCleanup::Clip => cleanup(prompt),
+            TextCleanup::None => prompt.to_string(),
+        };
+        let encoding = self
+            .inner
+            .encode(text.as_str(), false)
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                message: format!("cannot encode prompt {prompt:?}: {e}"),
+            })?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Tokenizes `prompt` into exactly `context_length` ids (0-padded). A prompt that does not
+    /// fit is cut to `context_length` tokens, with [`Encoded::truncated`] set and a warning
+    /// logged. An empty prompt (after cleanup) gives all padding, as in DALLE-pytorch.
+    pub fn encode(&self, prompt: &str, context_length: usize) -> Result<Encoded> {
+        let mut ids = self.token_ids(prompt)?;
+        let token_count = ids.len();
+        let truncated = token_count > context_length;
+        if truncated {
+            tracing::warn!(
+                "prompt has {token_count} tokens, more than the context length {context_length}: \
+                 keeping the first {context_length}"
+            );
+        }
+        ids.resize(context_length, 0);
+        Ok(Encoded {
+            ids,
+            token_count,
+            truncated,
+        })
+    }
+
+    /// Text of `ids` (padding 0 and special tokens skipped), for logs and debugging.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        let ids: Vec<u32> = ids.iter().copied().filter(|&id| id != 0).collect();
+        self.inner.decode(&ids, true).map_err(|e| Error::Tokenizer {
+            path: self.path.clone(),
+            message: format!("cannot decode: {e}"),
+        })
+    }
+}
+
+/// Whether the tokenizer is the CLIP BPE of `bpe_simple_vocab_16e6`.
+fn is_clip_bpe(tokenizer: &tokenizers::Tokenizer) -> bool {
+    tokenizer.get_vocab_size(true) == 49408
+        && tokenizer.token_to_id("<|startoftext|>") == Some(49406)
+        && tokenizer.token_to_id("<|endoftext|>") == Some(49407)
+        && tokenizer.token_to_id("!</w>") == Some(256)
+}
+
+/// `SimpleTokenizer`'s text cleanup: `whitespace_clean(basic_clean(text)).lower()`, that is
+/// `ftfy.fix_text` (the subset documented in `tokenizer/ftfy.rs`), `html.unescape` twice,
+/// whitespace runs → one space, strip, lower-case (full Unicode mapping, final sigma included).
+pub fn cleanup(text: &str) -> String {
+    let fixed = ftfy::fix_text(text);
+    let unescaped = html::unescape(&html::unescape(&fixed));
+    let collapsed = unescaped.split_whitespace().collect::<Vec<_>>().join(" ");
+    collapsed.to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn cleanup_matches_simple_tokenizer_steps() {
+        assert_eq!(cleanup("  A  Photo\tof\n a CAT  "), "a photo of a cat");
+        assert_eq!(cleanup("Tom &amp;amp; Jerry"), "tom & jerry");
+        assert_eq!(cleanup("cafÃ© &nbsp; “Quoted”"), "café \"quoted\"");
+        assert_eq!(cleanup("ΟΔΟΣ"), "οδος");
+        assert_eq!(cleanup("   "), "");
+    }
+
+    fn clip_tokenizer(dir: &Path) -> TextTokenizer {
+        let path = dir.join("tokenizer.json");
+        std::fs::write(
+            &path,
+            dalle_export::tokenizer::clip_bpe_tokenizer_json().unwrap(),
+        )
+        .unwrap();
+        TextTokenizer::open(&path).unwrap()
+    }
+
+    #[test]
+    fn encodes_pads_and_reports_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = clip_tokenizer(dir.path());
+        assert_eq!(tok.cleanup(), TextCleanup::Clip);
+        assert_eq!(tok.vocab_size(), 49408);
+        let e = tok.encode("A cat", 4).unwrap();
+        assert_eq!(e.ids, vec![320, 2368, 0, 0]);
+        assert_eq!((e.token_count, e.truncated), (2, false));
+        e.ensure_fits().unwrap();
+        let e = tok.encode("a cat on a mat", 3).unwrap();
+        assert_eq!((e.ids.len(), e.token_count, e.truncated), (3, 5, true));
+        assert!(matches!(
+            e.ensure_fits(),
+            Err(Error::PromptTooLong { tokens: 5, .. })
+        ));
+        let e = tok.encode(" \n ", 3).unwrap();
+        assert_eq!((e.ids, e.token_count), (vec![0, 0, 0], 0));
+        assert_eq!(
+            tok.decode(&tok.encode("a photo of a cat", 8).unwrap().ids)
+                .unwrap(),
+            "a photo of a cat"
+        );
+    }
+
+    #[test]
+    fn missing_and_corrupt_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("tokenizer.json");
+        let err = TextTokenizer::open(&missing).err().unwrap().to_string();
+        assert!(
+            err.contains("tokenizer.json") && err.contains("does not exist"),
+            "{err}"
+        );
+        std::fs::write(&missing, b"{\"model\": 1}").unwrap();
+        let err = TextTokenizer::open(&missing).err().unwrap().to_string();
+        assert!(err.contains("cannot parse"), "{err}");
+    }
+}
