@@ -160,7 +160,13 @@ fn exports_a_complete_dalle_pytorch_bundle() {
     let tok = fixture("tokenizer/tiny_wordlevel.json");
 
     // The default CLIP BPE tokenizer does not fit this checkpoint's 100-id text vocabulary.
-    let o = dalle_export(&["dalle-pytorch", "--checkpoint", ckpt.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = dalle_export(&[
+        "dalle-pytorch",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--tokenizer"), "{}", stderr(&o));
     assert!(!out.exists());
@@ -175,10 +181,23 @@ fn exports_a_complete_dalle_pytorch_bundle() {
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let mut names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
-    assert_eq!(names, ["decoder.onnx", "dvae_decoder.onnx", "dvae_encoder.onnx", "manifest.json", "tokenizer.json"]);
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        names,
+        [
+            "decoder.onnx",
+            "dvae_decoder.onnx",
+            "dvae_encoder.onnx",
+            "manifest.json",
+            "tokenizer.json"
+        ]
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["family"], "dalle-pytorch");
     assert_eq!(m["token_layout"]["image_token_offset"], 108);
     assert_eq!(m["token_layout"]["total_vocab_size"], 172);
@@ -187,7 +206,11 @@ fn exports_a_complete_dalle_pytorch_bundle() {
     assert_eq!(m["tokenizer"], "tokenizer.json");
     assert!(m["sampling"]["top_k"].as_u64().unwrap() >= 1);
     let inputs = m["graphs"]["decoder"]["inputs"].as_array().unwrap();
-    assert_eq!(inputs.len(), 1 + 4 * 2 + 4 * 2, "ids, 4 layers × (key, value), 4 × (attn, ff) shift history");
+    assert_eq!(
+        inputs.len(),
+        1 + 4 * 2 + 4 * 2,
+        "ids, 4 layers × (key, value), 4 × (attn, ff) shift history"
+    );
     let sources = m["provenance"]["sources"].as_array().unwrap();
     assert_eq!(sources.len(), 2);
 }

@@ -177,15 +177,28 @@ fn dalle_bundle(dir: &Path) -> PathBuf {
     let fixtures = repo().join("python-free-tests/fixtures");
     let ckpt = dp::load(&fixtures.join("dalle_ctor/dalle.pt")).unwrap();
     let cfg = ckpt.cfg.clone();
-    let tok = dp::tokenizer_for(&cfg, Some(&fixtures.join("tokenizer/tiny_wordlevel.json"))).unwrap();
-    let prov = dalle_bundle::Provenance { exporter: "test".into(), sources: vec![], notes: vec![] };
-    let mut w = BundleWriter::create(&dir.join("dalle"), dalle_bundle::ModelFamily::DallePytorch, prov, false, ExternalDataPolicy::default()).unwrap();
+    let tok =
+        dp::tokenizer_for(&cfg, Some(&fixtures.join("tokenizer/tiny_wordlevel.json"))).unwrap();
+    let prov = dalle_bundle::Provenance {
+        exporter: "test".into(),
+        sources: vec![],
+        notes: vec![],
+    };
+    let mut w = BundleWriter::create(
+        &dir.join("dalle"),
+        dalle_bundle::ModelFamily::DallePytorch,
+        prov,
+        false,
+        ExternalDataPolicy::default(),
+    )
+    .unwrap();
     let m = w.manifest_mut();
     m.token_layout = Some(cfg.token_layout());
     m.sampling = Some(dp::sampling_defaults(&cfg));
     m.tokenizer = Some("tokenizer.json".into());
     w.add_file("tokenizer.json", &tok).unwrap();
-    w.add_graph(dp::decoder_entry(&cfg, ckpt.transformer).unwrap()).unwrap();
+    w.add_graph(dp::decoder_entry(&cfg, ckpt.transformer).unwrap())
+        .unwrap();
     for e in dp::vae_entries(&cfg, &ckpt.root, ckpt.vae, dp::OpenAiVaeFiles::default()).unwrap() {
         w.add_graph(e).unwrap();
     }
@@ -193,7 +206,9 @@ fn dalle_bundle(dir: &Path) -> PathBuf {
 }
 
 fn sidecar_tokens(dir: &Path) -> serde_json::Value {
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("generation.json")).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("generation.json")).unwrap())
+            .unwrap();
     v["candidates"].clone()
 }
 
@@ -204,20 +219,48 @@ fn generates_from_an_exported_dalle_pytorch_checkpoint() {
     let b = b.to_str().unwrap();
     let run = |out: &Path, batch: &str| {
         dalle_ort(&[
-            "--ep", "cpu", "generate", "--model", b, "a small red circle above a blue square",
-            "-n", "3", "--top-k", "16", "--temperature", "0.9", "--cond-scale", "2", "--seed", "7",
-            "--batch", batch, "-o", out.to_str().unwrap(),
+            "--ep",
+            "cpu",
+            "generate",
+            "--model",
+            b,
+            "a small red circle above a blue square",
+            "-n",
+            "3",
+            "--top-k",
+            "16",
+            "--temperature",
+            "0.9",
+            "--cond-scale",
+            "2",
+            "--seed",
+            "7",
+            "--batch",
+            batch,
+            "-o",
+            out.to_str().unwrap(),
         ])
     };
     let a = dir.path().join("a");
     let o = run(&a, "3");
     assert!(o.status.success(), "{}", stderr(&o));
-    for f in ["candidate_00.png", "candidate_01.png", "candidate_02.png", "grid.png", "generation.json"] {
+    for f in [
+        "candidate_00.png",
+        "candidate_01.png",
+        "candidate_02.png",
+        "grid.png",
+        "generation.json",
+    ] {
         assert!(a.join(f).is_file(), "{f} missing");
     }
     let png = std::fs::read(a.join("candidate_00.png")).unwrap();
-    assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 32, "32×32 px from an 8×8 grid");
-    let sidecar: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("generation.json")).unwrap()).unwrap();
+    assert_eq!(
+        u32::from_be_bytes(png[16..20].try_into().unwrap()),
+        32,
+        "32×32 px from an 8×8 grid"
+    );
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("generation.json")).unwrap()).unwrap();
     assert_eq!(sidecar["prompt"], "a small red circle above a blue square");
     let text = serde_json::to_string(&sidecar).unwrap();
     assert!(text.contains("\"seed\":7"), "{text}");
@@ -230,7 +273,16 @@ fn generates_from_an_exported_dalle_pytorch_checkpoint() {
 
     // Invalid settings are clear errors.
     for (flag, value) in [("--top-k", "0"), ("--temperature", "0"), ("-n", "0")] {
-        let o = dalle_ort(&["generate", "--model", b, "a red circle", flag, value, "-o", dir.path().join("x").to_str().unwrap()]);
+        let o = dalle_ort(&[
+            "generate",
+            "--model",
+            b,
+            "a red circle",
+            flag,
+            value,
+            "-o",
+            dir.path().join("x").to_str().unwrap(),
+        ]);
         assert_eq!(o.status.code(), Some(1), "{flag} {value}: {}", stderr(&o));
         assert!(stderr(&o).starts_with("error: "), "{}", stderr(&o));
     }

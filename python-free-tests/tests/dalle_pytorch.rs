@@ -265,3 +265,94 @@ fn missing_and_wrong_shaped_tensors_name_the_tensor() {
         "{err}"
     );
 }
+
+/// `OpenAIDiscreteVAE` checkpoints: the dVAE comes from the checkpoint's own `vae.enc.`/`vae.dec.`
+/// tensors or from the released files by flag (which must then be identical).
+#[test]
+fn openai_dvae_from_checkpoint_or_flags() {
+    use dalle_export::weights::Weights;
+    let small = fixture("dvae_small");
+    let mut cfg = dp::load(&fixture("dalle_cli").join("dalle.pt"))
+        .unwrap()
+        .cfg;
+    cfg.vae = dp::VaeKind::OpenAi;
+    cfg.num_image_tokens = 64; // the small dVAE's codebook
+    let root = dalle_export::checkpoint::PickleValue::None;
+    let inside = || {
+        let mut t = BTreeMap::new();
+        for (half, file) in [
+            ("enc.", "encoder.safetensors"),
+            ("dec.", "decoder.safetensors"),
+        ] {
+            for (k, v) in dalle_export::checkpoint::read_safetensors(&small.join(file)).unwrap() {
+                t.insert(format!("{half}{k}"), v);
+            }
+        }
+        Weights::new("ckpt (vae.)", t)
+    };
+    let files = dp::OpenAiVaeFiles {
+        encoder: Some(&small.join("encoder.pkl")),
+        decoder: Some(&small.join("decoder.pkl")),
+    };
+
+    let roles = |e: Vec<dalle_export::bundle_writer::GraphEntry>| {
+        e.iter().map(|e| e.role).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        roles(dp::vae_entries(&cfg, &root, inside(), dp::OpenAiVaeFiles::default()).unwrap()),
+        [GraphRole::DvaeEncoder, GraphRole::DvaeDecoder]
+    );
+    assert_eq!(
+        roles(dp::vae_entries(&cfg, &root, inside(), files).unwrap()).len(),
+        2
+    );
+    assert_eq!(
+        roles(dp::vae_entries(&cfg, &root, Weights::default(), files).unwrap()).len(),
+        2
+    );
+
+    let err = dp::vae_entries(
+        &cfg,
+        &root,
+        Weights::default(),
+        dp::OpenAiVaeFiles::default(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("--vae-encoder encoder.pkl"), "{err}");
+
+    // Flags that are not the checkpoint's VAE.
+    let swapped = dp::OpenAiVaeFiles {
+        encoder: Some(&small.join("encoder.pkl")),
+        decoder: Some(&small.join("encoder.pkl")),
+    };
+    let err = dp::vae_entries(&cfg, &root, inside(), swapped)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("given as the decoder"), "{err}");
+    let mut edited = inside().into_map();
+    let w = edited.get_mut("enc.blocks.input.b").unwrap();
+    let v: Vec<f32> = w.to_f32_vec().unwrap().iter().map(|x| x + 1.0).collect();
+    *w = dalle_export::TensorData::from_f32(w.shape().to_vec(), &v).unwrap();
+    let err = dp::vae_entries(&cfg, &root, Weights::new("ckpt", edited), files)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("blocks.input.b") && err.contains("not the VAE this model was trained with"),
+        "{err}"
+    );
+
+    // A codebook that does not match the transformer's image vocabulary.
+    cfg.num_image_tokens = 8192;
+    let err = dp::vae_entries(&cfg, &root, inside(), dp::OpenAiVaeFiles::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("has 64 codes but the transformer embeds 8192"),
+        "{err}"
+    );
+}

@@ -167,6 +167,20 @@ pub fn vae_entries(
             let inside_dec = vae.split_prefix("dec.", format!("{} (vae.dec.)", vae.source()));
             let enc = openai_half(inside_enc, files.encoder, true)?;
             let dec = openai_half(inside_dec, files.decoder, false)?;
+            for e in [&enc, &dec] {
+                let vocab = e
+                    .attributes
+                    .get("vocab_size")
+                    .and_then(serde_json::Value::as_u64);
+                if vocab != Some(cfg.num_image_tokens as u64) {
+                    return Err(ExportError::Weights(format!(
+                        "the dVAE {} has {} codes but the transformer embeds {} image tokens",
+                        e.role,
+                        vocab.map_or("an unknown number of".to_string(), |v| v.to_string()),
+                        cfg.num_image_tokens
+                    )));
+                }
+            }
             vec![enc, dec]
         }
     };
