@@ -50,9 +50,44 @@ impl Loader<'_> {
     }
 }
 
-struct Shared<T> {
-    value: T,
-    digests: Vec<Vec<u8>>,
+/// Initializers of modules that several layers may share (`shared_attn_ids`/`shared_ff_ids`),
+/// with the digests of the first copy for checking the others.
+#[derive(Default)]
+struct SharedModules {
+    by_id: HashMap<i64, (Vec<Value>, Vec<Vec<u8>>)>,
+}
+
+impl SharedModules {
+    /// The initializers for module `id`: created from `specs` the first time; on later layers
+    /// the tensors are taken, checked equal to the first copy, and the first copy is returned.
+    fn get(
+        &mut self,
+        g: &mut GraphBuilder,
+        l: &mut Loader,
+        what: &str,
+        id: i64,
+        specs: &[(String, Vec<usize>)],
+    ) -> Result<Vec<Value>> {
+        if let Some((values, digests)) = self.by_id.get(&id) {
+            for ((name, shape), want) in specs.iter().zip(digests) {
+                if &l.digest(name, shape)? != want {
+                    return Err(ExportError::Weights(format!(
+                        "`{name}` belongs to shared {what} {id} but differs from the first layer's copy"
+                    )));
+                }
+            }
+            return Ok(values.clone());
+        }
+        let mut digests = Vec::with_capacity(specs.len());
+        let mut values = Vec::with_capacity(specs.len());
+        for (name, shape) in specs {
+            let t = l.w.take_f32(name, shape)?;
+            digests.push(Sha256::digest(t.bytes()).to_vec());
+            values.push(g.initializer(name, t)?);
+        }
+        self.by_id.insert(id, (values.clone(), digests));
+        Ok(values)
+    }
 }
 
 fn attention_weights(
@@ -60,42 +95,29 @@ fn attention_weights(
     l: &mut Loader,
     cfg: &DalleConfig,
     prefix: &str,
-    shared: &mut HashMap<i64, Shared<AttentionWeights>>,
+    shared: &mut SharedModules,
     id: i64,
 ) -> Result<AttentionWeights> {
     let (dim, inner) = (cfg.dim, cfg.inner_dim());
-    let qkv = names::find_one(l.w, prefix, names::TO_QKV)?;
-    let ow = names::find_one(l.w, prefix, names::TO_OUT_WEIGHT)?;
-    let ob = names::find_one(l.w, prefix, names::TO_OUT_BIAS)?;
     let specs = [
-        (qkv, vec![3 * inner, dim]),
-        (ow, vec![dim, inner]),
-        (ob, vec![dim]),
+        (
+            names::find_one(l.w, prefix, names::TO_QKV)?,
+            vec![3 * inner, dim],
+        ),
+        (
+            names::find_one(l.w, prefix, names::TO_OUT_WEIGHT)?,
+            vec![dim, inner],
+        ),
+        (names::find_one(l.w, prefix, names::TO_OUT_BIAS)?, vec![dim]),
     ];
-    if let Some(s) = shared.get(&id) {
-        for ((name, shape), want) in specs.iter().zip(&s.digests) {
-            if &l.digest(name, shape)? != want {
-                return Err(ExportError::Weights(format!(
-                    "`{name}` belongs to shared attention {id} but differs from the first layer's copy"
-                )));
-            }
-        }
-        return Ok(s.value);
+    match shared.get(g, l, "attention", id, &specs)?.as_slice() {
+        [to_qkv, to_out_w, to_out_b] => Ok(AttentionWeights {
+            to_qkv: *to_qkv,
+            to_out_w: *to_out_w,
+            to_out_b: *to_out_b,
+        }),
+        _ => Err(ExportError::node("attention", "expected three tensors")),
     }
-    let mut digests = Vec::new();
-    let mut values = Vec::new();
-    for (name, shape) in &specs {
-        let t = l.w.take_f32(name, shape)?;
-        digests.push(Sha256::digest(t.bytes()).to_vec());
-        values.push(g.initializer(name, t)?);
-    }
-    let value = AttentionWeights {
-        to_qkv: values[0],
-        to_out_w: values[1],
-        to_out_b: values[2],
-    };
-    shared.insert(id, Shared { value, digests });
-    Ok(value)
 }
 
 fn ff_weights(
@@ -103,7 +125,7 @@ fn ff_weights(
     l: &mut Loader,
     cfg: &DalleConfig,
     prefix: &str,
-    shared: &mut HashMap<i64, Shared<FeedForwardWeights>>,
+    shared: &mut SharedModules,
     id: i64,
 ) -> Result<FeedForwardWeights> {
     let dim = cfg.dim;
@@ -122,31 +144,15 @@ fn ff_weights(
         ),
         (names::find_one(l.w, prefix, names::FF_OUT_BIAS)?, vec![dim]),
     ];
-    if let Some(s) = shared.get(&id) {
-        for ((name, shape), want) in specs.iter().zip(&s.digests) {
-            if &l.digest(name, shape)? != want {
-                return Err(ExportError::Weights(format!(
-                    "`{name}` belongs to shared feed-forward {id} but differs from the first layer's copy"
-                )));
-            }
-        }
-        return Ok(s.value);
+    match shared.get(g, l, "feed-forward", id, &specs)?.as_slice() {
+        [w1, b1, w2, b2] => Ok(FeedForwardWeights {
+            w1: *w1,
+            b1: *b1,
+            w2: *w2,
+            b2: *b2,
+        }),
+        _ => Err(ExportError::node("feed_forward", "expected four tensors")),
     }
-    let mut digests = Vec::new();
-    let mut values = Vec::new();
-    for (name, shape) in &specs {
-        let t = l.w.take_f32(name, shape)?;
-        digests.push(Sha256::digest(t.bytes()).to_vec());
-        values.push(g.initializer(name, t)?);
-    }
-    let value = FeedForwardWeights {
-        w1: values[0],
-        b1: values[1],
-        w2: values[2],
-        b2: values[3],
-    };
-    shared.insert(id, Shared { value, digests });
-    Ok(value)
 }
 
 fn branch_weights(
@@ -361,8 +367,8 @@ fn run_layers(
     rotary: Option<&RotaryTables>,
     states: &[LayerState],
 ) -> Result<LayerOutputs> {
-    let mut shared_attn = HashMap::new();
-    let mut shared_ff = HashMap::new();
+    let mut shared_attn = SharedModules::default();
+    let mut shared_ff = SharedModules::default();
     let mut masks: HashMap<super::config::AttnType, Value> = HashMap::new();
     let (mut x1, mut x2) = (x, x);
     let mut out = LayerOutputs {
