@@ -816,3 +816,36 @@ fn conv_transpose_matches_hand_computation() {
         .to_string();
     assert!(err.contains("input has 3 channels"), "{err}");
 }
+
+#[test]
+fn f16_and_bf16_initializers_load_in_ort() {
+    let mut g = GraphBuilder::new("halves");
+    let x = g.input("x", DType::F32, dims![3]).unwrap();
+    let base = TensorData::from_f32(vec![3], &[1.5, -2.25, 0.125]).unwrap();
+    let mut y = x;
+    for (name, dt) in [("h.weight", DType::F16), ("b.weight", DType::BF16)] {
+        let w = g
+            .initializer(name, base.to_float_dtype(dt).unwrap())
+            .unwrap();
+        assert_eq!(g.dtype(w).unwrap(), dt);
+        let w = g.node1(Cast { to: DType::F32 }, &[w]).unwrap();
+        y = g.node1(Add, &[y, w]).unwrap();
+    }
+    g.output("y", y).unwrap();
+    // Both with the data inline and moved to external data.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("halves.onnx");
+    let ext = proto_io::ExternalData {
+        file_name: "halves.onnx.data".into(),
+        threshold_bytes: 1,
+    };
+    let model = g.finish().unwrap();
+    let inline = model.encode_to_vec();
+    proto_io::write_model(model, &path, Some(&ext)).unwrap();
+    for mut s in [session_from_bytes(&inline), session_from_file(&path)] {
+        let out = run(&mut s, vec![("x", f32_input(arr(&[3], vec![0.0; 3])))])
+            .remove(0)
+            .f32();
+        assert_close("halves", &out, &arr(&[3], vec![3.0, -4.5, 0.25]), 0.0);
+    }
+}
