@@ -203,14 +203,19 @@ pub fn decode_pixels(bundle: &mut Bundle, tokens: &Array3<i64>) -> Result<Array4
     Ok(array)
 }
 
-fn check_input(role: GraphRole, spec: &GraphSpec, name: &str, shape: &[usize]) -> Result<()> {
+pub(crate) fn check_input(
+    role: GraphRole,
+    spec: &GraphSpec,
+    name: &str,
+    shape: &[usize],
+) -> Result<()> {
     let input = spec.input(name).ok_or_else(|| {
         Error::tensor(role, name, "is not an input of this graph in the manifest")
     })?;
     check_input_shape(input, &spec.dim_ranges, shape).map_err(|m| Error::tensor(role, name, m))
 }
 
-fn usize_dims(role: GraphRole, name: &str, shape: &[i64]) -> Result<Vec<usize>> {
+pub(crate) fn usize_dims(role: GraphRole, name: &str, shape: &[i64]) -> Result<Vec<usize>> {
     shape
         .iter()
         .map(|&d| usize::try_from(d))

@@ -18,13 +18,15 @@
 //!
 //! Text-to-image generation ([`generate`]): prompt ids → prefill once → per-candidate sampling
 //! ([`sampling`]) with the decoder's state handed over through ONNX Runtime's IoBinding →
-//! `dvae_decoder` → PNGs, grid and a JSON sidecar. CLIP reranking comes later.
+//! `dvae_decoder` → PNGs, grid and a JSON sidecar; with `--rerank K`, [`clip`] scores every
+//! candidate from the decoded pixels and only the best K are written, in score order.
 //!
 //! Library code returns [`Error`] (thiserror); the `dalle-ort` binary wraps it in `anyhow`.
 //! Pure parts (execution-provider plans, the manifest/graph diff, `.npy` and image conversion)
 //! are unit-tested without ONNX Runtime.
 
 pub mod bundle;
+pub mod clip;
 pub mod contract;
 pub mod dvae;
 pub mod ep;

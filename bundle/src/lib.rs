@@ -14,7 +14,7 @@ pub mod manifest;
 
 pub use dtype::{DType, Dim};
 pub use manifest::{
-    DimRange, GraphRole, GraphSpec, Manifest, ModelFamily, Provenance, SamplingDefaults,
+    ClipInfo, DimRange, GraphRole, GraphSpec, Manifest, ModelFamily, Provenance, SamplingDefaults,
     SourceFile, TensorSpec, TokenLayout,
 };
 

@@ -212,6 +212,32 @@ pub struct SamplingDefaults {
     pub cond_scale: f64,
 }
 
+/// What the runtime needs to use a bundle's CLIP graphs (`clip_text`, `clip_image`): text
+/// tokenization, image preprocessing and the logit scale (Hugging Face `CLIPModel`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClipInfo {
+    /// Hugging Face `tokenizer.json` of the CLIP text model, inside the bundle (it applies no
+    /// start/end tokens itself: the runtime adds `bos_id` … `eos_id` and pads).
+    pub tokenizer: String,
+    /// Text context length (`input_ids` is `[batch, context_length]`).
+    pub context_length: u64,
+    /// `<|startoftext|>` id.
+    pub bos_id: u64,
+    /// `<|endoftext|>` id (kept as the last token when a prompt is truncated).
+    pub eos_id: u64,
+    /// Id the text is right-padded with.
+    pub pad_id: u64,
+    /// Raw learned `logit_scale`; logits are `exp(logit_scale) · cos`.
+    pub logit_scale: f64,
+    /// Side of the square `pixel_values` input.
+    pub image_size: u64,
+    /// Per-channel (RGB) mean and std of the normalization, on pixels in [0, 1].
+    pub image_mean: [f64; 3],
+    pub image_std: [f64; 3],
+    /// Embedding width of both towers' outputs.
+    pub projection_dim: u64,
+}
+
 /// A file the bundle was exported from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceFile {
@@ -248,6 +274,9 @@ pub struct Manifest {
     /// Tokenizer file name inside the bundle, where the model takes text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<String>,
+    /// CLIP tokenization, preprocessing and scale, where the bundle has CLIP graphs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<ClipInfo>,
     pub provenance: Provenance,
 }
 
@@ -261,6 +290,7 @@ impl Manifest {
             token_layout: None,
             sampling: None,
             tokenizer: None,
+            clip: None,
             provenance,
         }
     }
@@ -370,6 +400,15 @@ impl Manifest {
         }
         if let Some(tok) = &self.tokenizer {
             check_plain_file_name(tok, GraphRole::Decoder)?;
+        }
+        if let Some(clip) = &self.clip {
+            check_plain_file_name(&clip.tokenizer, GraphRole::ClipText)?;
+            if clip.image_std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+                return Err(BundleError::Invalid(format!(
+                    "clip.image_std must be positive, got {:?}",
+                    clip.image_std
+                )));
+            }
         }
         Ok(())
     }

@@ -134,11 +134,33 @@ fn bad_invocations_are_clear_errors() {
 
     let o = dalle_export(&["clip", "--model", "x", "--out", "y"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("not part of this build yet"),
-        "{}",
-        stderr(&o)
+    assert!(stderr(&o).contains("x: not a directory"), "{}", stderr(&o));
+}
+
+#[test]
+fn exports_a_hugging_face_clip_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("clip");
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../python-free-tests/fixtures/clip_small_gelu");
+    let o = dalle_export(&[
+        "clip",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("Gelu"), "{}", stderr(&o));
+    let m = dalle_bundle::Manifest::read_from_dir(&out).unwrap();
+    let clip = m.clip.unwrap();
+    assert_eq!(
+        (clip.pad_id, clip.eos_id, clip.projection_dim),
+        (0, 49407, 20)
     );
+    for f in ["clip_text.onnx", "clip_image.onnx", "clip_tokenizer.json"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
 }
 
 #[test]

@@ -172,6 +172,11 @@ fn errors_exit_non_zero_with_a_message() {
 /// A DALLE-pytorch bundle (rotary, shift tokens, sandwich norm, all four attention types,
 /// DiscreteVAE) from the committed fixture, with the tiny word-level tokenizer.
 fn dalle_bundle(dir: &Path) -> PathBuf {
+    dalle_bundle_with(dir, None)
+}
+
+/// [`dalle_bundle`], plus the CLIP of a Hugging Face directory when given.
+fn dalle_bundle_with(dir: &Path, clip: Option<&Path>) -> PathBuf {
     use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy};
     use dalle_export::families::dalle_pytorch as dp;
     let fixtures = repo().join("python-free-tests/fixtures");
@@ -201,6 +206,10 @@ fn dalle_bundle(dir: &Path) -> PathBuf {
         .unwrap();
     for e in dp::vae_entries(&cfg, &ckpt.root, ckpt.vae, dp::OpenAiVaeFiles::default()).unwrap() {
         w.add_graph(e).unwrap();
+    }
+    if let Some(c) = clip {
+        use dalle_export::families::clip;
+        clip::add_to_bundle(&mut w, c, clip::load(c).unwrap()).unwrap();
     }
     w.commit().unwrap()
 }
@@ -286,4 +295,209 @@ fn generates_from_an_exported_dalle_pytorch_checkpoint() {
         assert_eq!(o.status.code(), Some(1), "{flag} {value}: {}", stderr(&o));
         assert!(stderr(&o).starts_with("error: "), "{}", stderr(&o));
     }
+}
+
+fn clip_fixture() -> PathBuf {
+    repo().join("python-free-tests/fixtures/clip_small")
+}
+
+/// Parses `score<TAB>path` lines.
+fn printed_scores(o: &Output) -> Vec<f32> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// `clip-score` prints Hugging Face's `logits_per_text` for the fixture's PNGs (up to the
+/// 8-bit rounding of PIL's resampling, see tests/clip.rs).
+#[test]
+fn clip_score_matches_the_reference_logits() {
+    use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy};
+    use dalle_export::families::clip;
+    let dir = tempfile::tempdir().unwrap();
+    let fx = clip_fixture();
+    let prov = dalle_bundle::Provenance {
+        exporter: "test".into(),
+        sources: vec![],
+        notes: vec![],
+    };
+    let out = dir.path().join("clip");
+    let mut w = BundleWriter::create(
+        &out,
+        dalle_bundle::ModelFamily::Clip,
+        prov,
+        false,
+        ExternalDataPolicy::default(),
+    )
+    .unwrap();
+    clip::add_to_bundle(&mut w, &fx, clip::load(&fx).unwrap()).unwrap();
+    w.commit().unwrap();
+    let mut images: Vec<String> = std::fs::read_dir(&fx)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .map(|p| p.to_str().unwrap().to_string())
+        .collect();
+    images.sort();
+    let mut args = vec![
+        "--ep",
+        "cpu",
+        "clip-score",
+        "--model",
+        out.to_str().unwrap(),
+    ];
+    args.push("a photo of a cat");
+    args.extend(images.iter().map(String::as_str));
+    let o = dalle_ort(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = printed_scores(&o);
+    // logits_per_text.npy: f32 [5 prompts, 4 images]; row 0 is the last 80 bytes' first 16.
+    let npy = std::fs::read(fx.join("logits_per_text.npy")).unwrap();
+    let data = &npy[npy.len() - 80..];
+    let want: Vec<f32> = data[..16]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        // exp(2.3) ≈ 10 × a cosine that moves ~2e-4 with the 8-bit rounding of the pixels.
+        assert!(
+            (g - w).abs() < 5e-3,
+            "score {g} vs reference {w} ({got:?} vs {want:?})"
+        );
+    }
+
+    // Errors: no images; a bundle without CLIP.
+    let o = dalle_ort(&["clip-score", "--model", out.to_str().unwrap(), "a cat"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let plain = dalle_bundle(dir.path());
+    let o = dalle_ort(&[
+        "--ep",
+        "cpu",
+        "clip-score",
+        "--model",
+        plain.to_str().unwrap(),
+        "a cat",
+        &images[0],
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no CLIP model"), "{}", stderr(&o));
+}
+
+/// `generate --rerank`: the candidate CLIP scores highest (known from `clip-score` on the
+/// un-reranked run's PNGs, same seed) comes out first, all scores are in the sidecar, and
+/// `--rerank` on a bundle without CLIP is a clear error.
+#[test]
+fn generate_reranks_candidates_with_clip() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = dalle_bundle_with(&dir.path().join("with_clip"), Some(&clip_fixture()));
+    let b = b.to_str().unwrap();
+    let gen_args = |out: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "--ep",
+            "cpu",
+            "generate",
+            "--model",
+            b,
+            "a small red circle above a blue square",
+            "-n",
+            "6",
+            "--seed",
+            "11",
+            "-o",
+        ];
+        let out = out.to_str().unwrap().to_string();
+        let mut v: Vec<String> = a.drain(..).map(String::from).collect();
+        v.push(out);
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let plain = dir.path().join("plain");
+    let args = gen_args(&plain, &[]);
+    let o = dalle_ort(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pngs: Vec<String> = (0..6)
+        .map(|i| {
+            plain
+                .join(format!("candidate_{i:02}.png"))
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let mut args = vec!["--ep", "cpu", "clip-score", "--model", b];
+    args.push("a small red circle above a blue square");
+    args.extend(pngs.iter().map(String::as_str));
+    let o = dalle_ort(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let scores = printed_scores(&o);
+    let mut order: Vec<usize> = (0..6).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let best = order[0];
+    assert!(
+        scores[best] - scores[order[1]] > 1e-3,
+        "the fixture must prefer one candidate clearly: {scores:?}"
+    );
+
+    let ranked = dir.path().join("ranked");
+    let args = gen_args(&ranked, &["--rerank", "3"]);
+    let o = dalle_ort(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = ranked.join(format!("rank_00_candidate_{best:02}.png"));
+    assert!(
+        first.is_file(),
+        "best candidate {best} not first: {:?}",
+        std::fs::read_dir(&ranked)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        std::fs::read(&first).unwrap(),
+        std::fs::read(&pngs[best]).unwrap(),
+        "same seed, same pixels"
+    );
+    let written = std::fs::read_dir(&ranked)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("rank_")
+        })
+        .count();
+    assert_eq!(written, 3);
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ranked.join("generation.json")).unwrap())
+            .unwrap();
+    let cands = sidecar["candidates"].as_array().unwrap();
+    assert_eq!(cands.len(), 6);
+    for (i, c) in cands.iter().enumerate() {
+        let s = c["clip_score"].as_f64().unwrap() as f32;
+        assert!(
+            (s - scores[i]).abs() < 2e-3,
+            "candidate {i}: {s} vs {}",
+            scores[i]
+        );
+    }
+    assert_eq!(sidecar["rerank"]["order"][0].as_u64(), Some(best as u64));
+
+    // --rerank needs CLIP.
+    let no_clip = dalle_bundle(dir.path());
+    let o = dalle_ort(&[
+        "generate",
+        "--model",
+        no_clip.to_str().unwrap(),
+        "a red circle",
+        "-n",
+        "2",
+        "--rerank",
+        "1",
+        "-o",
+        dir.path().join("x").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--rerank"), "{}", stderr(&o));
 }

@@ -28,3 +28,7 @@ mod dalle_pytorch;
 
 /// Generation on ONNX Runtime: tiny decoder graph + random dVAE, batching, guidance, priming.
 mod generate;
+
+/// CLIP: exported text/image towers match Hugging Face `CLIPModel` (two configs), token ids
+/// match `CLIPTokenizerFast`, preprocessing matches `CLIPImageProcessor`, bad inputs, reranking.
+mod clip;

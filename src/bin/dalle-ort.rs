@@ -98,14 +98,15 @@ enum Command {
     /// Generate images from a text prompt (transformer decoder + dVAE): one PNG per candidate,
     /// a grid and a JSON sidecar in the output folder
     Generate(GenerateArgs),
-    /// Score how well images match a text prompt with CLIP
+    /// Score how well images (PNG or JPEG) match a text prompt with the bundle's CLIP:
+    /// exp(logit_scale) · cosine, one line per image in the order given
     ClipScore {
         #[command(flatten)]
         bundle: BundleArg,
         /// The text prompt
-        #[arg(long)]
         prompt: String,
         /// Images to score
+        #[arg(required = true)]
         images: Vec<PathBuf>,
     },
     /// Serve text-to-image generation over HTTP
@@ -204,15 +205,40 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Generate(args) => generate::run(g, options, args),
-        Command::ClipScore { .. } => bail!(
-            "`clip-score` needs a bundle with CLIP graphs (`clip_text`, `clip_image`); this \
-             build's exporter cannot produce them yet"
-        ),
+        Command::ClipScore {
+            bundle,
+            prompt,
+            images,
+        } => clip_score(g, options, &bundle.model, &prompt, &images),
         Command::Serve { .. } => bail!(
             "`serve` serves `generate`, which needs a bundle with a transformer decoder \
              (`decoder` graph); this build's exporter cannot produce one yet"
         ),
     }
+}
+
+fn clip_score(
+    g: &Global,
+    options: EpOptions,
+    model: &Path,
+    prompt: &str,
+    images: &[PathBuf],
+) -> Result<()> {
+    let mut bundle = open(model, options)?;
+    dalle::clip::info(&bundle)?;
+    load_ort(g)?;
+    for path in images {
+        let picture = preprocess::load_image(path)?;
+        let pixels = preprocess::to_chw_tensor(&picture);
+        let s = dalle::clip::score(&mut bundle, prompt, pixels.view())
+            .with_context(|| format!("scoring {}", path.display()))?;
+        let score = s
+            .first()
+            .copied()
+            .with_context(|| format!("no score for {}", path.display()))?;
+        println!("{score:.4}\t{}", path.display());
+    }
+    Ok(())
 }
 
 fn open(model: &Path, options: EpOptions) -> Result<Bundle> {
@@ -252,6 +278,12 @@ fn print_manifest(dir: &Path, m: &Manifest) {
     }
     if let Some(tok) = &m.tokenizer {
         println!("tokenizer:  {tok}");
+    }
+    if let Some(c) = &m.clip {
+        println!(
+            "clip:       {} (context {}, pad {}), image {} px, logit_scale {:.4}, projection {}",
+            c.tokenizer, c.context_length, c.pad_id, c.image_size, c.logit_scale, c.projection_dim
+        );
     }
     for (role, spec) in &m.graphs {
         println!("graph {role}: {}", spec.file);

@@ -46,7 +46,10 @@ mod tests;
 
 pub use ids::{image_id, push_image_codes, text_row, unconditional_row};
 pub use ort_step::{OrtDecoder, OrtState};
-pub use output::{GRID_FILE, PromptInfo, SIDECAR_FILE, candidate_file, grid, grid_shape, write};
+pub use output::{
+    GRID_FILE, PromptInfo, Rerank, SIDECAR_FILE, candidate_file, grid, grid_shape, ranked_file,
+    write, write_reranked,
+};
 pub use pipeline::{
     GenerateRequest, Generation, Timings, default_init_rows, generate, token_layout,
 };

@@ -33,6 +33,20 @@ pub fn candidate_file(index: usize) -> String {
     format!("candidate_{index:02}.png")
 }
 
+/// `rank_00_candidate_07.png`: a reranked candidate's file (rank first, so names sort by score).
+pub fn ranked_file(rank: usize, index: usize) -> String {
+    format!("rank_{rank:02}_{}", candidate_file(index))
+}
+
+/// CLIP reranking of a generation: every candidate's score and how many to keep.
+#[derive(Clone, Debug)]
+pub struct Rerank {
+    /// `exp(logit_scale) · cos(prompt, candidate)`, one per candidate.
+    pub scores: Vec<f32>,
+    /// Candidates written (the best `keep`, in score order).
+    pub keep: usize,
+}
+
 /// Columns and rows of a near-square grid for `n` images.
 pub fn grid_shape(n: usize) -> (usize, usize) {
     let mut cols = 1;
@@ -68,8 +82,21 @@ struct Settings<'a> {
 #[derive(Serialize)]
 struct Candidate<'a> {
     index: usize,
-    file: String,
+    /// The PNG written for it (`None`: dropped by reranking).
+    file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clip_score: Option<f32>,
+    /// 0 = best CLIP score.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rank: Option<usize>,
     image_tokens: &'a [u32],
+}
+
+#[derive(Serialize)]
+struct RerankRecord {
+    kept: usize,
+    /// Candidate indices from best to worst score.
+    order: Vec<usize>,
 }
 
 #[derive(Serialize)]
@@ -93,6 +120,8 @@ struct Sidecar<'a> {
     prompt: &'a PromptInfo,
     seed: u64,
     settings: Settings<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rerank: Option<RerankRecord>,
     candidates: Vec<Candidate<'a>>,
     timings: TimingsRecord,
 }
@@ -109,20 +138,64 @@ pub fn write(
     params: &SamplingParams,
     init_rows: Option<u64>,
 ) -> Result<Vec<PathBuf>> {
+    write_reranked(dir, generation, prompt, params, init_rows, None)
+}
+
+/// [`write`], reranked: with `rerank`, only the best `keep` candidates are written, as
+/// [`ranked_file`]s in score order (the grid too), and every score goes into the sidecar.
+pub fn write_reranked(
+    dir: &Path,
+    generation: &Generation,
+    prompt: &PromptInfo,
+    params: &SamplingParams,
+    init_rows: Option<u64>,
+    rerank: Option<&Rerank>,
+) -> Result<Vec<PathBuf>> {
+    let n = generation.tokens.len();
+    if let Some(r) = rerank
+        && r.scores.len() != n
+    {
+        return Err(Error::InvalidInput(format!(
+            "rerank: {} scores for {n} candidates",
+            r.scores.len()
+        )));
+    }
+    let order: Vec<usize> = match rerank {
+        Some(r) => crate::clip::ranking(&r.scores)
+            .into_iter()
+            .take(r.keep.max(1))
+            .collect(),
+        None => (0..n).collect(),
+    };
+    let file_of = |index: usize| -> Option<String> {
+        match rerank {
+            Some(_) => order
+                .iter()
+                .position(|&i| i == index)
+                .map(|rank| ranked_file(rank, index)),
+            None => Some(candidate_file(index)),
+        }
+    };
+    let rank_of = |index: usize| -> Option<usize> {
+        rerank.and_then(|r| {
+            crate::clip::ranking(&r.scores)
+                .iter()
+                .position(|&i| i == index)
+        })
+    };
     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
         path: dir.to_path_buf(),
         source,
     })?;
-    let images = generation
-        .pixels
-        .axis_iter(Axis(0))
-        .map(preprocess::from_chw_tensor)
-        .collect::<Result<Vec<_>>>()?;
+    let mut images = Vec::with_capacity(order.len());
     let mut written = vec![];
-    for (i, img) in images.iter().enumerate() {
-        let path = dir.join(candidate_file(i));
-        preprocess::save_png(img, &path)?;
+    for &i in &order {
+        let px = generation.pixels.index_axis(Axis(0), i);
+        let img = preprocess::from_chw_tensor(px)?;
+        let path = dir.join(file_of(i).unwrap_or_else(|| candidate_file(i)));
+        preprocess::save_png(&img, &path)?;
         written.push(path);
+        images.push(img);
     }
     let grid_path = dir.join(GRID_FILE);
     preprocess::save_png(&grid(&images), &grid_path)?;
@@ -139,13 +212,19 @@ pub fn write(
             init_rows: (generation.primed > 0).then_some(init_rows).flatten(),
             primed_tokens: generation.primed,
         },
+        rerank: rerank.map(|r| RerankRecord {
+            kept: order.len(),
+            order: crate::clip::ranking(&r.scores),
+        }),
         candidates: generation
             .tokens
             .iter()
             .enumerate()
             .map(|(index, tokens)| Candidate {
                 index,
-                file: candidate_file(index),
+                file: file_of(index),
+                clip_score: rerank.and_then(|r| r.scores.get(index).copied()),
+                rank: rank_of(index),
                 image_tokens: tokens,
             })
             .collect(),

@@ -6,8 +6,8 @@ use dalle_bundle::{ModelFamily, Provenance};
 use dalle_export::bundle_writer::{
     BundleWriter, ExternalDataPolicy, exporter_version, source_file,
 };
-use dalle_export::families::dalle_pytorch;
 use dalle_export::families::openai_dvae::{self, DecoderConfig, EncoderConfig};
+use dalle_export::families::{clip, dalle_pytorch};
 use dalle_export::graph::{check, proto_io, text};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -67,12 +67,17 @@ enum Command {
         /// OpenAI dVAE decoder (`decoder.pkl`) for checkpoints trained with OpenAIDiscreteVAE.
         #[arg(long)]
         vae_decoder: Option<PathBuf>,
+        /// A Hugging Face CLIP model directory to add for reranking (`clip_text`, `clip_image`).
+        #[arg(long, value_name = "DIR")]
+        clip: Option<PathBuf>,
         #[command(flatten)]
         out: OutArgs,
     },
-    /// A Hugging Face CLIP model directory (text and image encoders). Not yet available.
+    /// A Hugging Face CLIP model directory (config.json, model.safetensors or
+    /// pytorch_model.bin, tokenizer.json or vocab.json + merges.txt): text and image encoders.
     Clip {
-        #[arg(long)]
+        /// The model directory.
+        #[arg(long, value_name = "DIR")]
         model: PathBuf,
         #[command(flatten)]
         out: OutArgs,
@@ -126,6 +131,7 @@ fn run(command: Command) -> Result<()> {
             tokenizer,
             vae_encoder,
             vae_decoder,
+            clip,
             out,
         } => export_dalle_pytorch(
             &checkpoint,
@@ -134,11 +140,10 @@ fn run(command: Command) -> Result<()> {
                 encoder: vae_encoder.as_deref(),
                 decoder: vae_decoder.as_deref(),
             },
+            clip.as_deref(),
             &out,
         ),
-        Command::Clip { .. } => {
-            bail!("the CLIP exporter is not part of this build yet (issue #5 has not landed)")
-        }
+        Command::Clip { model, out } => export_clip(&model, &out),
         Command::Demo { seed, out } => export_demo(seed, &out),
         Command::Inspect { file } => inspect(&file),
     }
@@ -188,9 +193,18 @@ fn export_dalle_pytorch(
     checkpoint: &Path,
     tokenizer: Option<&Path>,
     vae_files: dalle_pytorch::OpenAiVaeFiles<'_>,
+    clip_dir: Option<&Path>,
     out: &OutArgs,
 ) -> Result<()> {
     let mut sources = vec![source_file("checkpoint", checkpoint)?];
+    let clip_model = match clip_dir {
+        Some(dir) => {
+            let m = clip::load(dir).context("reading the --clip model")?;
+            sources.extend(clip::sources(&m)?);
+            Some((dir, m))
+        }
+        None => None,
+    };
     for (role, p) in [
         ("tokenizer", tokenizer),
         ("vae_encoder", vae_files.encoder),
@@ -242,6 +256,45 @@ fn export_dalle_pytorch(
     for entry in dalle_pytorch::vae_entries(&cfg, &ckpt.root, ckpt.vae, vae_files)? {
         writer.add_graph(entry)?;
     }
+    if let Some((dir, m)) = clip_model {
+        clip::add_to_bundle(&mut writer, dir, m)
+            .with_context(|| format!("exporting CLIP {}", dir.display()))?;
+    }
+    let dir = writer.commit()?;
+    eprintln!("wrote bundle {}", dir.display());
+    Ok(())
+}
+
+fn export_clip(model_dir: &Path, out: &OutArgs) -> Result<()> {
+    let m = clip::load(model_dir)?;
+    let c = &m.cfg;
+    eprintln!(
+        "clip: text {}x{} ({} layers, {:?}, pooling {:?}), vision {}x{} patch {} ({} layers, {:?}), projection {}",
+        c.text.tower.hidden,
+        c.text.context_length,
+        c.text.tower.layers,
+        c.text.tower.activation,
+        c.text.pooling,
+        c.vision.tower.hidden,
+        c.vision.image_size,
+        c.vision.patch_size,
+        c.vision.tower.layers,
+        c.vision.tower.activation,
+        c.projection_dim
+    );
+    let provenance = Provenance {
+        exporter: exporter_version(),
+        sources: clip::sources(&m)?,
+        notes: vec![],
+    };
+    let mut writer = BundleWriter::create(
+        &out.out,
+        ModelFamily::Clip,
+        provenance,
+        out.force,
+        out.external_data,
+    )?;
+    clip::add_to_bundle(&mut writer, model_dir, m)?;
     let dir = writer.commit()?;
     eprintln!("wrote bundle {}", dir.display());
     Ok(())

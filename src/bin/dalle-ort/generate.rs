@@ -62,6 +62,10 @@ pub struct GenerateArgs {
     /// Token rows kept from --init-image (default: 7/16 of the grid, 14 of 32)
     #[arg(long, value_name = "R", requires = "init_image")]
     init_rows: Option<u64>,
+    /// Score every candidate with the bundle's CLIP (from the decoded pixels) and write only the
+    /// best K, in score order (`rank_00_candidate_NN.png`, ...); all scores go in the sidecar
+    #[arg(long, value_name = "K")]
+    rerank: Option<usize>,
     /// Use these tokenizer ids (comma-separated, 0 = padding) instead of tokenizing the prompt
     #[arg(long, value_name = "IDS", value_delimiter = ',')]
     text_ids: Option<Vec<u32>>,
@@ -98,6 +102,15 @@ pub fn run(g: &Global, options: EpOptions, args: GenerateArgs) -> Result<()> {
     params.validate()?;
     if args.candidates == 0 {
         bail!("invalid candidates: -n must be at least 1");
+    }
+    if let Some(k) = args.rerank {
+        if k == 0 || k > args.candidates {
+            bail!(
+                "invalid rerank: --rerank must be in 1..={} (the number of candidates), got {k}",
+                args.candidates
+            );
+        }
+        dalle::clip::info(&bundle).context("`--rerank` needs CLIP graphs in the bundle")?;
     }
 
     let text_length = usize::try_from(layout.text_length)?;
@@ -148,7 +161,27 @@ pub fn run(g: &Global, options: EpOptions, args: GenerateArgs) -> Result<()> {
     let generation = generate::generate(&mut bundle, &request, &mut |n| bar.inc(n as u64))
         .with_context(|| format!("generating {:?}", args.prompt))?;
     bar.finish_and_clear();
-    let files = generate::write(&args.output, &generation, &prompt, &params, init_rows)?;
+    let rerank = match args.rerank {
+        Some(keep) => {
+            let scores = dalle::clip::score(&mut bundle, &args.prompt, generation.pixels.view())
+                .context("scoring the candidates with CLIP")?;
+            Some(generate::Rerank { scores, keep })
+        }
+        None => None,
+    };
+    let files = generate::write_reranked(
+        &args.output,
+        &generation,
+        &prompt,
+        &params,
+        init_rows,
+        rerank.as_ref(),
+    )?;
+    if let Some(r) = &rerank {
+        for (rank, i) in dalle::clip::ranking(&r.scores).into_iter().enumerate() {
+            println!("clip rank {rank}: candidate {i} score {:.4}", r.scores[i]);
+        }
+    }
     for f in &files {
         println!("wrote {}", f.display());
     }

@@ -1,0 +1,222 @@
+//! Hugging Face CLIP (`CLIPModel`, transformers 5.24.0 `models/clip/`; Radford et al. 2021;
+//! facts: `shared/reference/models.md` §5) for reranking generated images.
+//!
+//! Reads a Hugging Face model directory (`config.json`; `model.safetensors` or
+//! `pytorch_model.bin` through the restricted PyTorch reader; `tokenizer.json` or `vocab.json` +
+//! `merges.txt`; optional `preprocessor_config.json`) and exports two graphs:
+//! `clip_text.onnx` (`text.rs`) and `clip_image.onnx` (`vision.rs`), both ending in
+//! L2-normalized embeddings, plus `clip_tokenizer.json` (`tokenizer.rs`) and the manifest's
+//! `clip` entry (context, special ids, `logit_scale`, image size, mean/std). Any size works:
+//! every width, depth, patch size and activation comes from `config.json` (`config.rs`).
+
+pub mod config;
+pub mod encoder;
+pub mod names;
+pub mod text;
+pub mod tokenizer;
+pub mod vision;
+
+pub use config::{Activation, ClipConfig, Pooling};
+pub use tokenizer::CLIP_TOKENIZER_FILE;
+
+use crate::bundle_writer::{BundleWriter, GraphEntry};
+use crate::checkpoint::{ClassAllowList, read_pytorch, read_safetensors, tensor_dict};
+use crate::error::{ExportError, Result};
+use crate::weights::Weights;
+use dalle_bundle::io::dims as d;
+use dalle_bundle::{ClipInfo, DimRange, GraphRole, SourceFile};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// OpenAI's CLIP normalization (the `CLIPImageProcessor` default).
+pub const OPENAI_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
+pub const OPENAI_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
+
+/// A read CLIP directory.
+pub struct ClipModel {
+    pub cfg: ClipConfig,
+    pub weights: Weights,
+    /// The raw learned `logit_scale`.
+    pub logit_scale: f64,
+    /// The files read (for provenance).
+    pub files: Vec<(&'static str, PathBuf)>,
+}
+
+/// Reads `config.json` and the weights of a Hugging Face CLIP directory.
+pub fn load(dir: &Path) -> Result<ClipModel> {
+    if !dir.is_dir() {
+        return Err(ExportError::Weights(format!(
+            "{}: not a directory (expected a Hugging Face CLIP model directory)",
+            dir.display()
+        )));
+    }
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(|e| {
+        ExportError::Weights(format!("{}: cannot read: {e}", config_path.display()))
+    })?;
+    let cfg = ClipConfig::from_json(&text, &config_path.display().to_string())?;
+    let st = dir.join("model.safetensors");
+    let bin = dir.join("pytorch_model.bin");
+    let (path, tensors) = if st.is_file() {
+        let t = read_safetensors(&st)?;
+        (st, t)
+    } else if bin.is_file() {
+        let root = read_pytorch(&bin, &ClassAllowList::none())?;
+        (bin, tensor_dict(&root)?)
+    } else {
+        return Err(ExportError::Weights(format!(
+            "{}: no weights: expected model.safetensors or pytorch_model.bin",
+            dir.display()
+        )));
+    };
+    let mut weights = Weights::new(path.display().to_string(), tensors);
+    // Buffers some checkpoints carry; the graphs derive positions themselves.
+    for tower in [names::Tower::Text, names::Tower::Vision] {
+        let name = names::position_ids(tower);
+        if let Some(shape) = weights.shape_of(&name).map(<[usize]>::to_vec) {
+            weights.take(&name, &shape)?;
+        }
+    }
+    let scale = weights.take_f32(names::LOGIT_SCALE, &[])?;
+    let logit_scale = scale
+        .to_f32_vec()?
+        .first()
+        .copied()
+        .map(f64::from)
+        .ok_or_else(|| ExportError::Weights("`logit_scale` is empty".into()))?;
+    Ok(ClipModel {
+        cfg,
+        weights,
+        logit_scale,
+        files: vec![("clip_config", config_path), ("clip_weights", path)],
+    })
+}
+
+/// Image size and normalization from `preprocessor_config.json` (defaults: OpenAI's).
+fn preprocessing(dir: &Path, cfg: &ClipConfig) -> Result<(u64, [f64; 3], [f64; 3])> {
+    let size = cfg.vision.image_size as u64;
+    let p = dir.join("preprocessor_config.json");
+    if !p.is_file() {
+        return Ok((size, OPENAI_MEAN, OPENAI_STD));
+    }
+    let text = std::fs::read_to_string(&p).map_err(|e| ExportError::io(&p, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| ExportError::Weights(format!("{}: invalid JSON: {e}", p.display())))?;
+    let triple = |key: &str, default: [f64; 3]| -> Result<[f64; 3]> {
+        match v.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(default),
+            Some(x) => serde_json::from_value::<[f64; 3]>(x.clone())
+                .map_err(|e| ExportError::Weights(format!("{}: `{key}`: {e}", p.display()))),
+        }
+    };
+    let crop = v
+        .get("crop_size")
+        .and_then(|c| c.get("height").or(Some(c)))
+        .and_then(serde_json::Value::as_u64);
+    if let Some(c) = crop
+        && c != size
+    {
+        return Err(ExportError::Unsupported(format!(
+            "{}: crop_size {c} differs from the vision model's image_size {size}",
+            p.display()
+        )));
+    }
+    Ok((
+        size,
+        triple("image_mean", OPENAI_MEAN)?,
+        triple("image_std", OPENAI_STD)?,
+    ))
+}
+
+fn entry(role: GraphRole, graph: crate::graph::GraphBuilder, cfg: &ClipConfig) -> GraphEntry {
+    let mut dim_ranges = BTreeMap::new();
+    dim_ranges.insert(d::BATCH.to_string(), DimRange::new(1, 8, 64));
+    let mut attributes = BTreeMap::new();
+    attributes.insert("projection_dim".into(), json!(cfg.projection_dim));
+    let tower = match role {
+        GraphRole::ClipText => {
+            attributes.insert("context_length".into(), json!(cfg.text.context_length));
+            attributes.insert(
+                "pooling".into(),
+                json!(match cfg.text.pooling {
+                    Pooling::ArgMaxId => "argmax_id".to_string(),
+                    Pooling::FirstEos(id) => format!("first_eos_{id}"),
+                }),
+            );
+            &cfg.text.tower
+        }
+        _ => {
+            attributes.insert("image_size".into(), json!(cfg.vision.image_size));
+            attributes.insert("patch_size".into(), json!(cfg.vision.patch_size));
+            &cfg.vision.tower
+        }
+    };
+    attributes.insert("layers".into(), json!(tower.layers));
+    attributes.insert("hidden".into(), json!(tower.hidden));
+    attributes.insert("heads".into(), json!(tower.heads));
+    attributes.insert(
+        "activation".into(),
+        json!(format!("{:?}", tower.activation)),
+    );
+    GraphEntry {
+        role,
+        graph,
+        dim_ranges,
+        attributes,
+    }
+}
+
+/// Both graphs; every tensor of the checkpoint must be used.
+pub fn entries(model: ClipModel) -> Result<(GraphEntry, GraphEntry)> {
+    let ClipModel {
+        cfg, mut weights, ..
+    } = model;
+    let text = text::build(&cfg, &mut weights)?;
+    let image = vision::build(&cfg, &mut weights)?;
+    weights.finish()?;
+    Ok((
+        entry(GraphRole::ClipText, text, &cfg),
+        entry(GraphRole::ClipImage, image, &cfg),
+    ))
+}
+
+/// Source files of a CLIP directory for the manifest's provenance.
+pub fn sources(model: &ClipModel) -> Result<Vec<SourceFile>> {
+    model
+        .files
+        .iter()
+        .map(|(role, p)| crate::bundle_writer::source_file(role, p))
+        .collect()
+}
+
+/// Adds a CLIP directory to a bundle: both graphs, `clip_tokenizer.json` and the manifest's
+/// `clip` entry.
+pub fn add_to_bundle(writer: &mut BundleWriter, dir: &Path, model: ClipModel) -> Result<()> {
+    let (tok, ids) = tokenizer::tokenizer_for_dir(dir)?;
+    let (image_size, mean, std) = preprocessing(dir, &model.cfg)?;
+    let info = ClipInfo {
+        tokenizer: CLIP_TOKENIZER_FILE.to_string(),
+        context_length: model.cfg.text.context_length as u64,
+        bos_id: ids.bos,
+        eos_id: ids.eos,
+        pad_id: ids.pad,
+        logit_scale: model.logit_scale,
+        image_size,
+        image_mean: mean,
+        image_std: std,
+        projection_dim: model.cfg.projection_dim as u64,
+    };
+    let vocab = model.cfg.text.vocab_size as u64;
+    if ids.bos >= vocab || ids.eos >= vocab || ids.pad >= vocab {
+        return Err(ExportError::Weights(format!(
+            "the CLIP tokenizer's special ids {ids:?} exceed the text model's vocab_size {vocab}"
+        )));
+    }
+    let (text, image) = entries(model)?;
+    writer.add_file(CLIP_TOKENIZER_FILE, &tok)?;
+    writer.add_graph(text)?;
+    writer.add_graph(image)?;
+    writer.manifest_mut().clip = Some(info);
+    Ok(())
+}
