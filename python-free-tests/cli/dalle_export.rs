@@ -236,3 +236,34 @@ fn exports_a_complete_dalle_pytorch_bundle() {
     let sources = m["provenance"]["sources"].as_array().unwrap();
     assert_eq!(sources.len(), 2);
 }
+
+#[test]
+fn clip_flag_adds_clip_to_a_dalle_pytorch_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bundle");
+    let o = dalle_export(&[
+        "dalle-pytorch",
+        "--checkpoint",
+        fixture("dalle_cli/dalle.pt").to_str().unwrap(),
+        "--tokenizer",
+        fixture("tokenizer/tiny_wordlevel.json").to_str().unwrap(),
+        "--clip",
+        fixture("clip_small").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    for role in [
+        "decoder",
+        "dvae_encoder",
+        "dvae_decoder",
+        "clip_text",
+        "clip_image",
+    ] {
+        assert!(m["graphs"][role].is_object(), "{role} missing from {m}");
+    }
+    assert!(m["clip"].is_object(), "{m}");
+    assert!(out.join("clip_tokenizer.json").is_file() && out.join("tokenizer.json").is_file());
+}
