@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup-ort.sh
-cargo build --release --locked --bin dalle-export --bin dalle-ort
+cargo build --release --locked -p dalle-export -p dalle --bin dalle-export --bin dalle-ort
 bin=target/release
 out=out/demo
 mkdir -p "$out"
