@@ -58,11 +58,6 @@ impl DType {
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F16 | DType::BF16 | DType::F64)
     }
-
-    /// True for signed or unsigned integer types (not bool).
-    pub fn is_int(self) -> bool {
-        matches!(self, DType::I64 | DType::I32 | DType::I8 | DType::U8)
-    }
 }
 
 impl fmt::Display for DType {

@@ -430,11 +430,6 @@ impl GraphBuilder {
             .collect()
     }
 
-    /// Number of nodes wired so far.
-    pub fn node_count(&self) -> usize {
-        self.nodes.len()
-    }
-
     /// Builds the `ModelProto` (initializer data inline) and validates it.
     pub fn finish(self) -> Result<proto::ModelProto> {
         let graph_name = self.name.clone();

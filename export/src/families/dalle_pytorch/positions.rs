@@ -21,11 +21,9 @@ use crate::graph::{GraphBuilder, Value};
 pub struct Positions {
     /// i64 `[S]`: absolute positions of the new tokens.
     pub pos: Value,
-    /// i64 `[T]`: positions of all keys (`0..P+S`).
-    pub key_pos: Value,
     /// bool `[S, T]`: key position ≤ query position.
     pub causal: Value,
-    /// i64 `[S, 1]` and `[1, T]` views of `pos` and `key_pos`.
+    /// i64 `[S, 1]` view of `pos` and `[1, T]` positions of every key (`0..P+S`).
     pub pos_col: Value,
     pub key_row: Value,
 }
@@ -66,7 +64,6 @@ pub fn positions(
         let causal = g.node1(LessOrEqual, &[key_row, pos_col])?;
         Ok(Positions {
             pos,
-            key_pos,
             causal,
             pos_col,
             key_row,

@@ -12,7 +12,7 @@
 //! ```
 
 use super::blocks::{DECODER_KERNELS, conv, res_block};
-use super::config::{DecoderConfig, GROUP_COUNT, LOGIT_LAPLACE_EPS};
+use super::config::{DOWNSAMPLE, DecoderConfig, GROUP_COUNT, LOGIT_LAPLACE_EPS};
 use super::names;
 use crate::dims;
 use crate::error::{ExportError, Result};
@@ -84,8 +84,8 @@ pub fn build(cfg: &DecoderConfig, w: &mut Weights) -> Result<GraphBuilder> {
         dims![
             d::BATCH,
             cfg.output_channels,
-            "grid_height*8",
-            "grid_width*8"
+            format!("{}*{DOWNSAMPLE}", d::GRID_HEIGHT),
+            format!("{}*{DOWNSAMPLE}", d::GRID_WIDTH)
         ],
     )?;
     Ok(g)

@@ -10,7 +10,7 @@
 //! ```
 
 use super::blocks::{ENCODER_KERNELS, conv, res_block};
-use super::config::{EncoderConfig, GROUP_COUNT, LOGIT_LAPLACE_EPS};
+use super::config::{DOWNSAMPLE, EncoderConfig, GROUP_COUNT, LOGIT_LAPLACE_EPS};
 use super::names;
 use crate::dims;
 use crate::error::Result;
@@ -83,7 +83,11 @@ pub fn build(cfg: &EncoderConfig, w: &mut Weights) -> Result<GraphBuilder> {
     g.output_as(
         dvae::IMAGE_TOKENS,
         tokens,
-        dims![d::BATCH, "height/8", "width/8"],
+        dims![
+            d::BATCH,
+            format!("{}/{DOWNSAMPLE}", d::HEIGHT),
+            format!("{}/{DOWNSAMPLE}", d::WIDTH)
+        ],
     )?;
     Ok(g)
 }

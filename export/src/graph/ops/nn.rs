@@ -35,6 +35,19 @@ fn window_out(
     }
 }
 
+/// Input and weight of a convolution must both have rank `spatial + 2` (N, C, spatial dims).
+fn check_kernel_rank(x: &[Dim], w: &[Dim], spatial: usize) -> Result<(), String> {
+    if x.len() != spatial + 2 || w.len() != spatial + 2 {
+        return Err(format!(
+            "input {} and weight {} must have rank {} for a {spatial}-D kernel",
+            format_dims(x),
+            format_dims(w),
+            spatial + 2
+        ));
+    }
+    Ok(())
+}
+
 /// 2-D (or N-D) convolution, NCHW. <https://onnx.ai/onnx/operators/onnx__Conv.html>
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conv {
@@ -82,14 +95,7 @@ impl Op for Conv {
         let x = ctx.shape(0)?.clone();
         let w = ctx.shape(1)?.clone();
         let spatial = self.kernel_shape.len();
-        if x.len() != spatial + 2 || w.len() != spatial + 2 {
-            return Err(format!(
-                "input {} and weight {} must have rank {} for a {spatial}-D kernel",
-                format_dims(&x),
-                format_dims(&w),
-                spatial + 2
-            ));
-        }
+        check_kernel_rank(&x, &w, spatial)?;
         if self.strides.len() != spatial
             || self.dilations.len() != spatial
             || self.pads.len() != 2 * spatial
@@ -221,14 +227,7 @@ impl Op for ConvTranspose {
         let x = ctx.shape(0)?.clone();
         let w = ctx.shape(1)?.clone();
         let spatial = self.kernel_shape.len();
-        if x.len() != spatial + 2 || w.len() != spatial + 2 {
-            return Err(format!(
-                "input {} and weight {} must have rank {} for a {spatial}-D kernel",
-                format_dims(&x),
-                format_dims(&w),
-                spatial + 2
-            ));
-        }
+        check_kernel_rank(&x, &w, spatial)?;
         if self.strides.len() != spatial
             || self.dilations.len() != spatial
             || self.output_padding.len() != spatial
