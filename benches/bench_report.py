@@ -49,7 +49,13 @@ def load_avg(u):
 
 # ---- weights read per step and the floor ------------------------------------------------------
 dim = info["dim"]
-weight_elems = info["transformer_params"] + info["to_logits_params"] + 2 * dim
+# The decoder graph's output projection: with `--logits last-image` (the default) only its image
+# rows (and their biases) are in the graph and read; with `--logits full`, all of it.
+LOGITS_MODE = manifest["graphs"]["decoder"].get("attributes", {}).get("logits", "full")
+image_codes = info["vae_params"]["num_tokens"]
+to_logits_read = (image_codes * (dim + 1) + 2 * dim if LOGITS_MODE == "last-image"
+                  else info["to_logits_params"])
+weight_elems = info["transformer_params"] + to_logits_read + 2 * dim
 weight_bytes = 4 * weight_elems
 gbps = bw["copy_gbps"]
 floor_ms = weight_bytes / (gbps * 1e9) * 1e3
@@ -135,7 +141,8 @@ L.append(f"One new image token per row after a prefilled prompt, through `OrtDec
          f"per step (sampling, ids, binding, state bookkeeping, copying the last logits out). "
          f"Floor = weight bytes read per step / copy bandwidth = {weight_bytes / 1e6:.1f} MB / "
          f"{gbps:.1f} GB/s = **{floor_ms:.1f} ms** (transformer {info['transformer_params']:,} + "
-         f"to_logits {info['to_logits_params']:,} parameters + one token and one position "
+         f"to_logits {to_logits_read:,} parameters read (`--logits {LOGITS_MODE}`"
+         + (": its image rows" if LOGITS_MODE == "last-image" else "") + ") + one token and one position "
          f"embedding row, float32; KV state read per step is extra, listed).\n")
 L.append("| Batch | Past length (mean of timed steps) | Step (ms) | Run in ORT (ms) | Outside run (ms) | Outside share | Tokens/s | Step / floor | KV read per step (MB) |")
 L.append("|---|---|---|---|---|---|---|---|---|")

@@ -89,7 +89,7 @@ fn main() -> Result<()> {
     let t = Instant::now();
     let session = bundle.session(GraphRole::Decoder)?.session_mut();
     let session_ms = ms(t.elapsed());
-    let mut decoder = OrtDecoder::new(session, &spec)?;
+    let mut decoder = OrtDecoder::new(session, &spec, &layout)?;
 
     let params = SamplingParams {
         filter_thres: Some(0.9),

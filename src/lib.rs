@@ -37,6 +37,7 @@ pub mod ort_lib;
 pub mod preprocess;
 pub mod sampling;
 pub mod session;
+pub mod shapes;
 pub mod tokenizer;
 
 pub use bundle::Bundle;

@@ -46,6 +46,10 @@ pub mod decoder {
     /// f32 `[batch, sequence, total_vocab]`; entries the reference masks (text positions
     /// predicting image ids and vice versa) hold `-f32::MAX`.
     pub const LOGITS: &str = "logits";
+    /// f32 `[batch, image_vocab]`: logits over the image codes (code 0 first) at each row's
+    /// **last** position only, in graphs exported for generation (`--logits last-image`); such a
+    /// graph has no `logits` output and skips the text rows of the output projection.
+    pub const IMAGE_LOGITS: &str = "image_logits";
 
     /// Which half of a layer's attention cache.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]

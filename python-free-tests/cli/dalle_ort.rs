@@ -202,7 +202,7 @@ fn dalle_bundle_with(dir: &Path, clip: Option<&Path>) -> PathBuf {
     m.sampling = Some(dp::sampling_defaults(&cfg));
     m.tokenizer = Some("tokenizer.json".into());
     w.add_file("tokenizer.json", &tok).unwrap();
-    w.add_graph(dp::decoder_entry(&cfg, ckpt.transformer).unwrap())
+    w.add_graph(dp::decoder_entry(&cfg, ckpt.transformer, Default::default()).unwrap())
         .unwrap();
     for e in dp::vae_entries(&cfg, &ckpt.root, ckpt.vae, dp::OpenAiVaeFiles::default()).unwrap() {
         w.add_graph(e).unwrap();

@@ -2,6 +2,7 @@ use dalle_bundle::io::decoder as io;
 use dalle_bundle::{GraphRole, Manifest, ModelFamily, Provenance};
 use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy};
 use dalle_export::families::dalle_pytorch as dp;
+use dalle_export::families::dalle_pytorch::decoder::LogitsOutput;
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use ort::session::Session;
 use python_free_tests::{f32_input, fixture, i64_input, read_npy, session_from_file};
@@ -18,11 +19,15 @@ const CASES: [&str; 4] = [
     "dalle_reversible",
 ];
 
-/// Exports only the decoder graph of a fixture checkpoint.
+/// Exports only the decoder graph (full logits) of a fixture checkpoint.
 fn export_decoder(case: &str, dir: &Path) -> (PathBuf, dp::DalleConfig) {
+    export_decoder_with(case, dir, LogitsOutput::Full)
+}
+
+fn export_decoder_with(case: &str, dir: &Path, logits: LogitsOutput) -> (PathBuf, dp::DalleConfig) {
     let ckpt = dp::load(&fixture(case).join("dalle.pt")).unwrap();
     let cfg = ckpt.cfg.clone();
-    let out = dir.join(case);
+    let out = dir.join(format!("{case}-{logits:?}"));
     let mut w = BundleWriter::create(
         &out,
         ModelFamily::DallePytorch,
@@ -35,7 +40,7 @@ fn export_decoder(case: &str, dir: &Path) -> (PathBuf, dp::DalleConfig) {
         ExternalDataPolicy::default(),
     )
     .unwrap();
-    w.add_graph(dp::decoder_entry(&cfg, ckpt.transformer).unwrap())
+    w.add_graph(dp::decoder_entry(&cfg, ckpt.transformer, logits).unwrap())
         .unwrap();
     (w.commit().unwrap(), cfg)
 }
@@ -69,12 +74,22 @@ fn step(
     ids: ArrayD<i64>,
     state: &BTreeMap<String, ArrayD<f32>>,
 ) -> (ArrayD<f32>, BTreeMap<String, ArrayD<f32>>) {
+    step_output(s, io::LOGITS, ids, state)
+}
+
+/// Runs one decoder call; returns output `logits_name` and the new state.
+fn step_output(
+    s: &mut Session,
+    logits_name: &str,
+    ids: ArrayD<i64>,
+    state: &BTreeMap<String, ArrayD<f32>>,
+) -> (ArrayD<f32>, BTreeMap<String, ArrayD<f32>>) {
     let mut inputs = vec![(io::INPUT_IDS.to_string(), i64_input(ids))];
     for (name, value) in state {
         inputs.push((name.clone(), f32_input(value.clone())));
     }
     let outputs = s.run(inputs).unwrap();
-    let logits = outputs[io::LOGITS]
+    let logits = outputs[logits_name]
         .try_extract_array::<f32>()
         .unwrap()
         .to_owned();
@@ -144,6 +159,69 @@ fn parity(case: &str) {
     }
     let incremental = compare(case, "incremental", &got, &want);
     eprintln!("{case}: max |error| teacher-forced {full:e}, incremental {incremental:e}");
+    parity_last_image(case, dir.path());
+}
+
+/// The generation graph (`image_logits`, last position only) against the reference logits'
+/// image range at the same positions: after the prompt prefill, after each fed image token, and
+/// teacher-forced on the whole sequence.
+fn parity_last_image(case: &str, dir: &Path) {
+    let (bundle, cfg) = export_decoder_with(case, dir, LogitsOutput::LastImage);
+    let manifest = Manifest::read_from_dir(&bundle).unwrap();
+    let spec = manifest.graph(GraphRole::Decoder).unwrap();
+    assert!(spec.output(io::LOGITS).is_none() && spec.output(io::IMAGE_LOGITS).is_some());
+    let mut s = session_from_file(&bundle.join("decoder.onnx"));
+    let ids = read_npy(&fixture(case).join("input_ids.npy")).i64();
+    let want = read_npy(&fixture(case).join("logits.npy")).f32();
+    let (batch, len) = (ids.shape()[0], ids.shape()[1]);
+    let offset = cfg.num_text_tokens_internal();
+    let image_at = |t: usize| {
+        want.slice_axis(Axis(1), Slice::from(t..t + 1))
+            .slice_axis(Axis(2), Slice::from(offset..))
+            .to_owned()
+            .into_shape_with_order(IxDyn(&[batch, cfg.num_image_tokens]))
+            .unwrap()
+    };
+    let text_len = cfg.text_len();
+    let (mut got, mut state) = step_output(
+        &mut s,
+        io::IMAGE_LOGITS,
+        ids.slice_axis(Axis(1), Slice::from(..text_len)).to_owned(),
+        &empty_state(&manifest, batch),
+    );
+    let mut worst = compare(
+        case,
+        "image logits after prefill",
+        &got,
+        &image_at(text_len - 1),
+    );
+    for t in text_len..len {
+        (got, state) = step_output(
+            &mut s,
+            io::IMAGE_LOGITS,
+            ids.slice_axis(Axis(1), Slice::from(t..t + 1)).to_owned(),
+            &state,
+        );
+        worst = worst.max(compare(
+            case,
+            &format!("image logits at {t}"),
+            &got,
+            &image_at(t),
+        ));
+    }
+    let (tf, _) = step_output(
+        &mut s,
+        io::IMAGE_LOGITS,
+        ids,
+        &empty_state(&manifest, batch),
+    );
+    worst = worst.max(compare(
+        case,
+        "image logits teacher-forced",
+        &tf,
+        &image_at(len - 1),
+    ));
+    eprintln!("{case}: last-image graph max |error| {worst:e}");
 }
 
 #[test]
@@ -222,6 +300,7 @@ fn missing_and_wrong_shaped_tensors_name_the_tensor() {
     let err = dp::decoder_entry(
         &cfg,
         dalle_export::weights::Weights::new("edited", tensors.clone()),
+        LogitsOutput::Full,
     )
     .err()
     .unwrap()
@@ -242,6 +321,7 @@ fn missing_and_wrong_shaped_tensors_name_the_tensor() {
     let err = dp::decoder_entry(
         &cfg,
         dalle_export::weights::Weights::new("edited", tensors.clone()),
+        LogitsOutput::Full,
     )
     .err()
     .unwrap()
@@ -256,10 +336,14 @@ fn missing_and_wrong_shaped_tensors_name_the_tensor() {
         "transformer.extra.weight".into(),
         dalle_export::TensorData::from_f32(vec![1], &[0.0]).unwrap(),
     );
-    let err = dp::decoder_entry(&cfg, dalle_export::weights::Weights::new("edited", tensors))
-        .err()
-        .unwrap()
-        .to_string();
+    let err = dp::decoder_entry(
+        &cfg,
+        dalle_export::weights::Weights::new("edited", tensors),
+        LogitsOutput::Full,
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(
         err.contains("unused tensor") && err.contains("transformer.extra.weight"),
         "{err}"

@@ -32,3 +32,6 @@ mod generate;
 /// CLIP: exported text/image towers match Hugging Face `CLIPModel` (two configs), token ids
 /// match `CLIPTokenizerFast`, preprocessing matches `CLIPImageProcessor`, bad inputs, reranking.
 mod clip;
+
+/// Shape-world evaluator: detection, judging and caption parsing on the world's own renders.
+mod shapes;

@@ -6,7 +6,8 @@ use crate::error::{Error, Result};
 use ndarray::{Array2, ArrayView2};
 use std::time::Duration;
 
-/// Logits (full unified vocabulary) for one row, from everything that row has been fed.
+/// Logits (full unified vocabulary) for one row, from everything that row has been fed; the
+/// fake hands the loop the image part (from `image_offset`), as the real decoder does.
 pub type LogitsFn = Box<dyn Fn(&[i64]) -> Vec<f32>>;
 
 /// One `step` call as the fake saw it.
@@ -20,6 +21,7 @@ pub struct Call {
 /// See the module docs.
 pub struct FakeDecoder {
     pub logits: LogitsFn,
+    pub image_offset: usize,
     pub calls: Vec<Call>,
     pub empty_states: Vec<usize>,
     pub selections: Vec<Vec<usize>>,
@@ -32,9 +34,10 @@ pub struct FakeState {
 }
 
 impl FakeDecoder {
-    pub fn new(logits: LogitsFn) -> FakeDecoder {
+    pub fn new(logits: LogitsFn, image_offset: usize) -> FakeDecoder {
         FakeDecoder {
             logits,
+            image_offset,
             calls: vec![],
             empty_states: vec![],
             selections: vec![],
@@ -82,7 +85,8 @@ impl DecoderStep for FakeDecoder {
         let mut out = Vec::new();
         for (history, ids) in state.rows.iter_mut().zip(input_ids.rows()) {
             history.extend(ids.iter());
-            out.push((self.logits)(history));
+            let full = (self.logits)(history);
+            out.push(full.get(self.image_offset..).unwrap_or_default().to_vec());
         }
         let width = out.first().map_or(0, Vec::len);
         *logits = Array2::from_shape_vec((out.len(), width), out.concat())

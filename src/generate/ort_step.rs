@@ -7,9 +7,9 @@
 
 use super::step::DecoderStep;
 use crate::error::{Error, Result};
-use dalle_bundle::io::decoder::{INPUT_IDS, LOGITS, present_for};
+use dalle_bundle::io::decoder::{IMAGE_LOGITS, INPUT_IDS, LOGITS, present_for};
 use dalle_bundle::io::dims::PAST_SEQUENCE;
-use dalle_bundle::{DType, Dim, GraphRole, GraphSpec};
+use dalle_bundle::{DType, Dim, GraphRole, GraphSpec, TokenLayout};
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, IxDyn};
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session};
@@ -82,12 +82,51 @@ fn state_pairs(spec: &GraphSpec) -> Result<Vec<StatePair>> {
     Ok(pairs)
 }
 
+/// Where the image-vocabulary logits of the last position come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LogitsSource {
+    /// `image_logits` `[batch, image_vocab]`: the graph computes nothing else.
+    ImageLast,
+    /// `logits` `[batch, sequence, total_vocab]`: the last position's `[offset, offset + image)`.
+    Full { offset: usize, image_vocab: usize },
+}
+
+impl LogitsSource {
+    fn of(spec: &GraphSpec, layout: &TokenLayout) -> Result<LogitsSource> {
+        if spec.output(IMAGE_LOGITS).is_some() {
+            return Ok(LogitsSource::ImageLast);
+        }
+        if spec.output(LOGITS).is_none() {
+            return Err(Error::tensor(
+                ROLE,
+                IMAGE_LOGITS,
+                format!("missing: the decoder must output `{IMAGE_LOGITS}` or `{LOGITS}`"),
+            ));
+        }
+        let size = |v: u64, what: &str| {
+            usize::try_from(v).map_err(|_| Error::InvalidInput(format!("token layout: {what} {v}")))
+        };
+        Ok(LogitsSource::Full {
+            offset: size(layout.image_token_offset, "image_token_offset")?,
+            image_vocab: size(layout.image_vocab_size, "image_vocab_size")?,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            LogitsSource::ImageLast => IMAGE_LOGITS,
+            LogitsSource::Full { .. } => LOGITS,
+        }
+    }
+}
+
 /// The decoder session with its binding. See the module docs.
 pub struct OrtDecoder<'s> {
     session: &'s mut Session,
     binding: IoBinding,
     memory: MemoryInfo<'static>,
     pairs: Vec<StatePair>,
+    logits: LogitsSource,
 }
 
 /// The `past_*` values of every row, in state-pair order, owned by ONNX Runtime after the
@@ -112,8 +151,13 @@ impl OrtState {
 
 impl<'s> OrtDecoder<'s> {
     /// Wraps a `decoder` session; `spec` is its manifest entry.
-    pub fn new(session: &'s mut Session, spec: &GraphSpec) -> Result<OrtDecoder<'s>> {
+    pub fn new(
+        session: &'s mut Session,
+        spec: &GraphSpec,
+        layout: &TokenLayout,
+    ) -> Result<OrtDecoder<'s>> {
         let pairs = state_pairs(spec)?;
+        let logits = LogitsSource::of(spec, layout)?;
         let binding = session
             .create_binding()
             .map_err(|e| Error::ort("graph `decoder`: cannot create an IoBinding", e))?;
@@ -129,6 +173,7 @@ impl<'s> OrtDecoder<'s> {
             binding,
             memory,
             pairs,
+            logits,
         })
     }
 
@@ -159,9 +204,10 @@ impl<'s> OrtDecoder<'s> {
                 .bind_output_to_device(pair.present.as_str(), &self.memory)
                 .map_err(|e| err(&pair.present, e))?;
         }
+        let logits = self.logits.name();
         self.binding
-            .bind_output_to_device(LOGITS, &self.memory)
-            .map_err(|e| err(LOGITS, e))
+            .bind_output_to_device(logits, &self.memory)
+            .map_err(|e| err(logits, e))
     }
 }
 
@@ -265,30 +311,57 @@ impl DecoderStep for OrtDecoder<'_> {
         }
         state.past_length = total;
 
+        let name = self.logits.name();
         let value = outputs
-            .get(LOGITS)
-            .ok_or_else(|| Error::tensor(ROLE, LOGITS, "missing from the outputs"))?;
+            .get(name)
+            .ok_or_else(|| Error::tensor(ROLE, name, "missing from the outputs"))?;
         let (shape, data) = value
             .try_extract_tensor::<f32>()
-            .map_err(|e| Error::tensor(ROLE, LOGITS, format!("cannot read it as float: {e}")))?;
-        let vocab = match shape[..] {
-            [r, s, v] if r == rows as i64 && s == sequence as i64 && v > 0 => v as usize,
+            .map_err(|e| Error::tensor(ROLE, name, format!("cannot read it as float: {e}")))?;
+        // row r's image logits start at `base + r * stride` in `data`
+        let (width, base, stride) = match (self.logits, &shape[..]) {
+            (LogitsSource::ImageLast, [r, v]) if *r == rows as i64 && *v > 0 => {
+                let v = *v as usize;
+                (v, 0, v)
+            }
+            (
+                LogitsSource::Full {
+                    offset,
+                    image_vocab,
+                },
+                [r, s, v],
+            ) if *r == rows as i64
+                && *s == sequence as i64
+                && usize::try_from(*v).ok() == offset.checked_add(image_vocab) =>
+            {
+                let v = *v as usize;
+                (image_vocab, (sequence - 1) * v + offset, sequence * v)
+            }
             _ => {
+                let want = match self.logits {
+                    LogitsSource::ImageLast => format!("[{rows}, image_vocab]"),
+                    LogitsSource::Full {
+                        offset,
+                        image_vocab,
+                    } => {
+                        format!("[{rows}, {sequence}, {}]", offset + image_vocab)
+                    }
+                };
                 return Err(Error::tensor(
                     ROLE,
-                    LOGITS,
-                    format!("has shape {shape:?}; expected [{rows}, {sequence}, vocab]"),
+                    name,
+                    format!("has shape {shape:?}; expected {want}"),
                 ));
             }
         };
-        if logits.dim() != (rows, vocab) {
-            *logits = Array2::zeros((rows, vocab));
+        if logits.dim() != (rows, width) {
+            *logits = Array2::zeros((rows, width));
         }
         for (r, mut out) in logits.outer_iter_mut().enumerate() {
-            let start = (r * sequence + sequence - 1) * vocab;
+            let start = base + r * stride;
             let last = data
-                .get(start..start + vocab)
-                .ok_or_else(|| Error::tensor(ROLE, LOGITS, "is shorter than its shape"))?;
+                .get(start..start + width)
+                .ok_or_else(|| Error::tensor(ROLE, name, "is shorter than its shape"))?;
             out.iter_mut().zip(last).for_each(|(o, &x)| *o = x);
         }
         Ok(model_time)
@@ -365,5 +438,36 @@ mod tests {
         let missing = spec(vec![kv("past_x", vec![Dim::sym("batch")])], &["logits"]);
         let e = state_pairs(&missing).unwrap_err().to_string();
         assert!(e.contains("past_x") && e.contains("present"), "{e}");
+    }
+
+    #[test]
+    fn logits_come_from_image_logits_else_from_the_full_output() {
+        let layout = TokenLayout {
+            text_length: 2,
+            text_vocab_size: 3,
+            bos_id: 0,
+            pad_id_base: 3,
+            image_grid: 2,
+            image_vocab_size: 4,
+            image_token_offset: 5,
+            total_vocab_size: 9,
+        };
+        let both = spec(vec![], &["logits", "image_logits"]);
+        assert_eq!(
+            LogitsSource::of(&both, &layout).unwrap(),
+            LogitsSource::ImageLast
+        );
+        let full = spec(vec![], &["logits"]);
+        assert_eq!(
+            LogitsSource::of(&full, &layout).unwrap(),
+            LogitsSource::Full {
+                offset: 5,
+                image_vocab: 4
+            }
+        );
+        let e = LogitsSource::of(&spec(vec![], &["present.0.key"]), &layout)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must output `image_logits` or `logits`"), "{e}");
     }
 }

@@ -130,7 +130,7 @@ pub fn generate(
         prime,
     };
     let session = bundle.session(GraphRole::Decoder)?.session_mut();
-    let mut decoder = OrtDecoder::new(session, &spec)?;
+    let mut decoder = OrtDecoder::new(session, &spec, &layout)?;
     let run = sample_images(&mut decoder, &layout, &request.text_ids, &config, progress)?;
     drop(decoder);
     timings.sampling = run.timings;

@@ -1,5 +1,5 @@
 //! The decoder seen by the generation loop: one call feeds new tokens with a state and returns
-//! the logits of each row's last position.
+//! the image-vocabulary logits of each row's last position.
 //!
 //! The loop never looks inside the state: the ONNX Runtime implementation
 //! ([`super::OrtDecoder`]) keeps `past_*` values owned by ONNX Runtime, the tests' fake decoder
@@ -22,8 +22,8 @@ pub trait DecoderStep {
     fn select_rows(&mut self, state: &Self::State, rows: &[usize]) -> Result<Self::State>;
 
     /// Feeds `input_ids` `[rows, sequence]` (unified vocabulary) after `state`, replaces `state`
-    /// with the grown one, and writes the logits of each row's **last** position into `logits`
-    /// (reshaped to `[rows, total_vocab]` if needed). Returns the time spent inside the model run
+    /// with the grown one, and writes the logits over the image vocabulary (code 0 first) of
+    /// each row's **last** position into `logits` (reshaped to `[rows, image_vocab]` if needed). Returns the time spent inside the model run
     /// itself, so the caller can tell it from its own per-step overhead.
     fn step(
         &mut self,

@@ -41,7 +41,7 @@ fn run(d: &mut FakeDecoder, text: &[u32], cfg: &LoopConfig) -> TokenRun {
 
 #[test]
 fn prefill_once_then_broadcast_and_one_new_token_per_step() {
-    let mut d = FakeDecoder::new(Box::new(history_logits));
+    let mut d = FakeDecoder::new(Box::new(history_logits), 14);
     let out = run(&mut d, &[3, 4], &config(5, 2, 7));
     assert_eq!(d.empty_states, vec![1], "one prefill of one row");
     assert_eq!(d.calls[0].ids.row(0).to_vec(), vec![0, 3, 4, 12, 13]);
@@ -80,14 +80,14 @@ fn same_seed_same_tokens_whatever_the_batch() {
     let runs: Vec<Vec<Vec<u32>>> = [1, 2, 3, 5, 8]
         .iter()
         .map(|&b| {
-            let mut d = FakeDecoder::new(Box::new(history_logits));
+            let mut d = FakeDecoder::new(Box::new(history_logits), 14);
             run(&mut d, &[3], &config(5, b, 11)).candidates
         })
         .collect();
     for r in &runs[1..] {
         assert_eq!(r, &runs[0]);
     }
-    let mut d = FakeDecoder::new(Box::new(history_logits));
+    let mut d = FakeDecoder::new(Box::new(history_logits), 14);
     let other = run(&mut d, &[3], &config(5, 5, 12)).candidates;
     assert_ne!(other, runs[0], "another seed gives other tokens");
     assert!(
@@ -115,7 +115,7 @@ fn guidance_runs_two_independent_halves_and_combines_them() {
     let mut cfg = config(3, 2, 0);
     cfg.params.top_k = Some(1);
     cfg.params.cond_scale = 3.0;
-    let mut d = FakeDecoder::new(Box::new(guided_logits));
+    let mut d = FakeDecoder::new(Box::new(guided_logits), 14);
     let out = run(&mut d, &text, &cfg);
     assert_eq!(text, vec![3, 4], "the caller's text is untouched");
     assert_eq!(d.empty_states, vec![2]);
@@ -139,7 +139,7 @@ fn guidance_runs_two_independent_halves_and_combines_them() {
     assert_eq!(out.candidates, vec![vec![0; 4]; 3]);
 
     cfg.params.cond_scale = 1.0;
-    let mut d = FakeDecoder::new(Box::new(guided_logits));
+    let mut d = FakeDecoder::new(Box::new(guided_logits), 14);
     let out = run(&mut d, &text, &cfg);
     assert_eq!(
         d.empty_states,
@@ -153,7 +153,7 @@ fn guidance_runs_two_independent_halves_and_combines_them() {
 fn priming_fixes_the_first_rows() {
     let mut cfg = config(3, 3, 5);
     cfg.prime = vec![2, 3];
-    let mut d = FakeDecoder::new(Box::new(history_logits));
+    let mut d = FakeDecoder::new(Box::new(history_logits), 14);
     let out = run(&mut d, &[3], &cfg);
     assert_eq!(
         d.calls[0].ids.row(0).to_vec(),
@@ -173,7 +173,7 @@ fn priming_fixes_the_first_rows() {
 #[test]
 fn bad_loop_settings_are_errors() {
     let layout = tiny_layout();
-    let mut d = FakeDecoder::new(Box::new(history_logits));
+    let mut d = FakeDecoder::new(Box::new(history_logits), 14);
     let mut bad = |cfg: LoopConfig| {
         sample_images(&mut d, &layout, &[], &cfg, &mut |_| {})
             .unwrap_err()

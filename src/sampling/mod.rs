@@ -1,12 +1,11 @@
 //! Image-token sampling: validated settings, a composable logits-filter chain, and a seeded
 //! sampler. This module is the only place that turns decoder logits into image tokens.
 //!
-//! Per row of decoder logits (unified vocabulary, `TokenLayout::total_vocab_size` wide) the
-//! [`ImageTokenSampler`] does, in this order:
+//! Per row of image-vocabulary logits (`TokenLayout::image_vocab_size` wide: the decoder's
+//! `image_logits` output, or the image range `[image_token_offset, total_vocab_size)` of its full
+//! `logits`, cut out by the runtime) the [`ImageTokenSampler`] does, in this order:
 //!
-//! 1. **Restrict to image ids** `[image_token_offset, total_vocab_size)`: the graph's logits mask
-//!    already holds `-f32::MAX` elsewhere, so only image codes can be drawn; the result is an
-//!    image *code* `0..image_vocab_size`.
+//! 1. Only image codes can be drawn: the result is an image *code* `0..image_vocab_size`.
 //! 2. **Classifier-free guidance** ([`cfg_combine`]) when `cond_scale != 1`:
 //!    `uncond + (cond - uncond) * cond_scale`, from two independent rows (never a shared cache).
 //! 3. The [`FilterChain`]: [`Temperature`] → [`TopK`] → [`TopP`] (Hugging Face order; top-k is

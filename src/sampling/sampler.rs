@@ -74,9 +74,7 @@ impl Sampler {
 /// Turns rows of decoder logits into image codes: see the [module docs](super).
 #[derive(Debug)]
 pub struct ImageTokenSampler {
-    offset: usize,
     image_vocab: usize,
-    total_vocab: usize,
     cond_scale: Option<f32>,
     chain: FilterChain,
     sampler: Sampler,
@@ -106,9 +104,7 @@ impl ImageTokenSampler {
             chain = chain.with(TopP(p));
         }
         Ok(ImageTokenSampler {
-            offset,
             image_vocab,
-            total_vocab,
             cond_scale: params.guided().then_some(params.cond_scale as f32),
             chain,
             sampler: Sampler,
@@ -125,20 +121,20 @@ impl ImageTokenSampler {
         self.image_vocab
     }
 
-    /// The image range of a full logits row.
+    /// The row itself when it has one entry per image code.
     fn image_part<'r>(&self, row: &'r [f32], which: &str) -> Result<&'r [f32]> {
-        row.get(self.offset..)
-            .filter(|_| row.len() == self.total_vocab)
-            .ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "{which} logits row has {} entries; the token layout says {}",
-                    row.len(),
-                    self.total_vocab
-                ))
-            })
+        if row.len() == self.image_vocab {
+            Ok(row)
+        } else {
+            Err(Error::InvalidInput(format!(
+                "{which} logits row has {} entries; the image vocabulary has {}",
+                row.len(),
+                self.image_vocab
+            )))
+        }
     }
 
-    /// Samples one image code from a conditional logits row (full unified vocabulary) and, when
+    /// Samples one image code from a conditional row of image-vocabulary logits and, when
     /// guided, its unconditional row. `scratch` is reused between calls.
     pub fn sample(
         &self,
@@ -227,8 +223,7 @@ mod tests {
             ..SamplingParams::default()
         };
         let s = ImageTokenSampler::new(&params, &layout(4, 3)).unwrap();
-        // Text ids 0..4 hold a large (unmasked-looking) value: they must be ignored.
-        let row = [9.0, 9.0, 9.0, 9.0, 0.1, 0.7, 0.3];
+        let row = [0.1, 0.7, 0.3];
         let mut scratch = Vec::new();
         for seed in 0..20 {
             let mut rng = CandidateRng::new(seed, 0);
@@ -244,8 +239,8 @@ mod tests {
             ..SamplingParams::default()
         };
         let s = ImageTokenSampler::new(&params, &layout(2, 3)).unwrap();
-        let cond = [0.0, 0.0, 1.0, 2.0, 0.0];
-        let uncond = [0.0, 0.0, 0.0, 2.5, 0.0];
+        let cond = [1.0, 2.0, 0.0];
+        let uncond = [0.0, 2.5, 0.0];
         let mut rng = CandidateRng::new(0, 0);
         let mut scratch = Vec::new();
         // cond alone → code 1; uncond + 3 (cond - uncond) = [3, 1, 0] → code 0.
@@ -257,9 +252,9 @@ mod tests {
         let e = s.sample(&cond, None, &mut rng, &mut scratch).unwrap_err();
         assert!(e.to_string().contains("unconditional"), "{e}");
         let e = s
-            .sample(&cond[..4], Some(&uncond), &mut rng, &mut scratch)
+            .sample(&cond[..2], Some(&uncond), &mut rng, &mut scratch)
             .unwrap_err();
-        assert!(e.to_string().contains("4 entries"), "{e}");
+        assert!(e.to_string().contains("2 entries"), "{e}");
     }
 
     #[test]

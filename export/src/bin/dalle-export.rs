@@ -6,6 +6,7 @@ use dalle_bundle::{ModelFamily, Provenance};
 use dalle_export::bundle_writer::{
     BundleWriter, ExternalDataPolicy, exporter_version, source_file,
 };
+use dalle_export::families::dalle_pytorch::decoder::LogitsOutput;
 use dalle_export::families::openai_dvae::{self, DecoderConfig, EncoderConfig};
 use dalle_export::families::{clip, dalle_pytorch};
 use dalle_export::graph::{check, proto_io, text};
@@ -70,6 +71,10 @@ enum Command {
         /// A Hugging Face CLIP model directory to add for reranking (`clip_text`, `clip_image`).
         #[arg(long, value_name = "DIR")]
         clip: Option<PathBuf>,
+        /// Decoder logits: `last-image` (the last position's image logits only; what generation
+        /// needs, fastest) or `full` (every position, whole vocabulary, masked like the reference)
+        #[arg(long, value_enum, default_value_t = LogitsArg::LastImage)]
+        logits: LogitsArg,
         #[command(flatten)]
         out: OutArgs,
     },
@@ -132,6 +137,7 @@ fn run(command: Command) -> Result<()> {
             vae_encoder,
             vae_decoder,
             clip,
+            logits,
             out,
         } => export_dalle_pytorch(
             &checkpoint,
@@ -141,6 +147,7 @@ fn run(command: Command) -> Result<()> {
                 decoder: vae_decoder.as_deref(),
             },
             clip.as_deref(),
+            logits.into(),
             &out,
         ),
         Command::Clip { model, out } => export_clip(&model, &out),
@@ -189,11 +196,28 @@ fn export_dvae(encoder: Option<&Path>, decoder: Option<&Path>, out: &OutArgs) ->
     Ok(())
 }
 
+/// `--logits`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogitsArg {
+    LastImage,
+    Full,
+}
+
+impl From<LogitsArg> for LogitsOutput {
+    fn from(a: LogitsArg) -> LogitsOutput {
+        match a {
+            LogitsArg::LastImage => LogitsOutput::LastImage,
+            LogitsArg::Full => LogitsOutput::Full,
+        }
+    }
+}
+
 fn export_dalle_pytorch(
     checkpoint: &Path,
     tokenizer: Option<&Path>,
     vae_files: dalle_pytorch::OpenAiVaeFiles<'_>,
     clip_dir: Option<&Path>,
+    logits: LogitsOutput,
     out: &OutArgs,
 ) -> Result<()> {
     let mut sources = vec![source_file("checkpoint", checkpoint)?];
@@ -252,7 +276,11 @@ fn export_dalle_pytorch(
         m.tokenizer = Some(dalle_export::tokenizer::TOKENIZER_FILE.to_string());
     }
     writer.add_file(dalle_export::tokenizer::TOKENIZER_FILE, &tokenizer_json)?;
-    writer.add_graph(dalle_pytorch::decoder_entry(&cfg, ckpt.transformer)?)?;
+    writer.add_graph(dalle_pytorch::decoder_entry(
+        &cfg,
+        ckpt.transformer,
+        logits,
+    )?)?;
     for entry in dalle_pytorch::vae_entries(&cfg, &ckpt.root, ckpt.vae, vae_files)? {
         writer.add_graph(entry)?;
     }

@@ -6,8 +6,16 @@
 //!   ─ layers 0..depth (see layers.rs; each with its own past/present key/value, and shift-token
 //!     history per branch when shift_tokens)
 //!   ─ reversible: mean of the two streams ─ stable: x / max(x)
-//!   ─ to_logits: LayerNorm → Linear ─ Where(logits mask, −f32::MAX) → logits [B,S,V]
+//!   ─ to_logits, one of two outputs (`LogitsOutput`):
+//!     full:       LayerNorm → Linear ─ Where(logits mask, −f32::MAX) → logits [B,S,V]
+//!     last-image: last position only → LayerNorm → Linear on the image rows → image_logits [B,I]
 //! ```
+//!
+//! `last-image` is what generation needs (it only ever samples the next image token): it skips
+//! the text rows of the output projection (85% of it for a CLIP-BPE vocabulary) and every
+//! position but the last, so a prefill no longer materializes `[B, S, V]` logits. Its rows are
+//! exactly the full graph's last-position image logits (the logits mask never masks image ids
+//! at image-predicting positions, so no mask is needed).
 //!
 //! Positions of the new tokens come from the past length (`positions.rs`), so one graph serves
 //! the prefill (zero-length past) and every decode step, with no `If`/`Loop`.
@@ -21,9 +29,11 @@ use super::shift::shift_tokens;
 use crate::dims;
 use crate::error::{ExportError, Result};
 use crate::graph::ops::{
-    Add, Concat, Div, Gather, GreaterOrEqual, Mul, ReduceMax, Reshape, Sub, Unsqueeze, Where,
+    Add, Concat, Div, Gather, GreaterOrEqual, Mul, ReduceMax, Reshape, Slice, Squeeze, Sub,
+    Unsqueeze, Where,
 };
 use crate::graph::{GraphBuilder, Value};
+use crate::tensor::TensorData;
 use crate::weights::Weights;
 use dalle_bundle::DType;
 use dalle_bundle::io::decoder::{self as io, KvKind};
@@ -191,7 +201,18 @@ struct LayerState {
 
 /// Builds the decoder graph, taking the transformer's tensors from `w` (VAE tensors must have
 /// been split off already).
-pub fn build(cfg: &DalleConfig, w: &mut Weights) -> Result<GraphBuilder> {
+/// Which logits the decoder graph outputs (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogitsOutput {
+    /// `logits` `[batch, sequence, total_vocab]`, masked like the reference: for parity checks
+    /// and for callers that need text logits or every position.
+    Full,
+    /// `image_logits` `[batch, image_vocab]` of the last position: for generation.
+    #[default]
+    LastImage,
+}
+
+pub fn build(cfg: &DalleConfig, w: &mut Weights, logits: LogitsOutput) -> Result<GraphBuilder> {
     let mut g = GraphBuilder::new("decoder");
     let (dim, h, dh) = (cfg.dim, cfg.heads, cfg.dim_head);
     let ids = g.input(io::INPUT_IDS, DType::I64, dims![d::BATCH, d::SEQUENCE])?;
@@ -238,13 +259,24 @@ pub fn build(cfg: &DalleConfig, w: &mut Weights) -> Result<GraphBuilder> {
 
     let x = embed(&mut g, &mut l, cfg, ids, &p)?;
     let out = run_layers(&mut g, &mut l, cfg, x, &p, rotary.as_ref(), &states)?;
-    let logits = to_logits(&mut g, &mut l, cfg, out.x, &p)?;
-
-    g.output_as(
-        io::LOGITS,
-        logits,
-        dims![d::BATCH, d::SEQUENCE, cfg.total_tokens()],
-    )?;
+    match logits {
+        LogitsOutput::Full => {
+            let logits = to_logits(&mut g, &mut l, cfg, out.x, &p)?;
+            g.output_as(
+                io::LOGITS,
+                logits,
+                dims![d::BATCH, d::SEQUENCE, cfg.total_tokens()],
+            )?;
+        }
+        LogitsOutput::LastImage => {
+            let logits = to_image_logits_last(&mut g, &mut l, cfg, out.x)?;
+            g.output_as(
+                io::IMAGE_LOGITS,
+                logits,
+                dims![d::BATCH, cfg.num_image_tokens],
+            )?;
+        }
+    }
     for (i, (k, v)) in out.kv.iter().enumerate() {
         let kv = dims![d::BATCH, h, d::TOTAL_SEQUENCE, dh];
         g.output_as(&io::present_name(i, KvKind::Key), *k, kv.clone())?;
@@ -481,15 +513,7 @@ fn to_logits(
     p: &Positions,
 ) -> Result<Value> {
     let dim = cfg.dim;
-    let x = if cfg.stable {
-        g.scoped("divide_max", |g| {
-            let axes = g.const_i64(&[-1])?;
-            let m = g.node1(ReduceMax { keepdims: true }, &[x, axes])?;
-            g.node1(Div, &[x, m])
-        })?
-    } else {
-        x
-    };
+    let x = divide_max(g, cfg, x)?;
     let mask = positions::logits_mask(g, cfg, p)?;
     g.scoped("to_logits", |g| {
         let norm = Norm {
@@ -512,5 +536,84 @@ fn to_logits(
         let logits = layers::linear(g, h, w, Some(b))?;
         let neg = g.scalar_float(-f32::MAX, DType::F32)?;
         g.node1(Where, &[mask, neg, logits])
+    })
+}
+
+/// `stable`: `x / max(x)` over the model dimension, as the reference's `DivideMax`.
+fn divide_max(g: &mut GraphBuilder, cfg: &DalleConfig, x: Value) -> Result<Value> {
+    if !cfg.stable {
+        return Ok(x);
+    }
+    g.scoped("divide_max", |g| {
+        let axes = g.const_i64(&[-1])?;
+        let m = g.node1(ReduceMax { keepdims: true }, &[x, axes])?;
+        g.node1(Div, &[x, m])
+    })
+}
+
+/// Rows `[start, start + count)` of a row-major f32 matrix `[rows, cols]`.
+fn rows_of(t: &TensorData, start: usize, count: usize) -> Result<TensorData> {
+    let shape = t.shape();
+    let cols: usize = shape.iter().skip(1).product();
+    let bytes = t
+        .bytes()
+        .get(start * cols * 4..(start + count) * cols * 4)
+        .ok_or_else(|| {
+            ExportError::Weights(format!(
+                "rows {start}..{} of a {shape:?} tensor",
+                start + count
+            ))
+        })?;
+    let mut out_shape = shape.to_vec();
+    out_shape[0] = count;
+    TensorData::from_bytes(DType::F32, out_shape, bytes.to_vec())
+}
+
+/// The last position's logits over the image codes: `[B, image_vocab]`. The output projection's
+/// image rows become their own initializers (`….image_rows`), so the text rows are not in the
+/// graph at all; with `share_input_output_emb` the shared table is sliced in the graph instead.
+fn to_image_logits_last(
+    g: &mut GraphBuilder,
+    l: &mut Loader,
+    cfg: &DalleConfig,
+    x: Value,
+) -> Result<Value> {
+    let (dim, total) = (cfg.dim, cfg.total_tokens());
+    let (offset, image) = (cfg.num_text_tokens_internal(), cfg.num_image_tokens);
+    let x = g.scoped("last_position", |g| {
+        let starts = g.const_i64(&[-1])?;
+        let ends = g.const_i64(&[i64::MAX])?;
+        let axes = g.const_i64(&[1])?;
+        let last = g.node1(Slice, &[x, starts, ends, axes])?;
+        g.node1(Squeeze, &[last, axes])
+    })?;
+    let x = divide_max(g, cfg, x)?;
+    g.scoped("to_logits", |g| {
+        let norm = Norm {
+            weight: l.take(g, &format!("{}.weight", names::LOGITS_NORM), &[dim])?,
+            bias: l.take(g, &format!("{}.bias", names::LOGITS_NORM), &[dim])?,
+        };
+        let h = layers::layer_norm(g, x, norm)?;
+        let w_name = format!("{}.weight", names::LOGITS_LINEAR);
+        let w = if cfg.share_input_output_emb {
+            let table = g.value_named(&w_name)?;
+            let starts = g.const_i64(&[offset as i64])?;
+            let ends = g.const_i64(&[total as i64])?;
+            let axes = g.const_i64(&[0])?;
+            g.node1(Slice, &[table, starts, ends, axes])?
+        } else {
+            let full = l.w.take_f32(&w_name, &[total, dim])?;
+            g.initializer(
+                &format!("{w_name}.image_rows"),
+                rows_of(&full, offset, image)?,
+            )?
+        };
+        let b_name = format!("{}.bias", names::LOGITS_LINEAR);
+        let bias = l.w.take_f32(&b_name, &[total])?;
+        let b = g.initializer(
+            &format!("{b_name}.image_rows"),
+            rows_of(&bias, offset, image)?,
+        )?;
+        layers::linear(g, h, w, Some(b))
     })
 }

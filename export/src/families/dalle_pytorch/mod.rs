@@ -79,9 +79,14 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     })
 }
 
-/// Builds `decoder.onnx` and checks every transformer tensor was used.
-pub fn decoder_entry(cfg: &DalleConfig, mut w: Weights) -> Result<GraphEntry> {
-    let graph = decoder::build(cfg, &mut w)?;
+/// Builds `decoder.onnx` with the chosen logits output and checks every transformer tensor was
+/// used.
+pub fn decoder_entry(
+    cfg: &DalleConfig,
+    mut w: Weights,
+    logits: decoder::LogitsOutput,
+) -> Result<GraphEntry> {
+    let graph = decoder::build(cfg, &mut w, logits)?;
     w.finish()?;
     let seq = cfg.seq_len() as u64;
     let mut dim_ranges = BTreeMap::new();
@@ -111,6 +116,13 @@ pub fn decoder_entry(cfg: &DalleConfig, mut w: Weights) -> Result<GraphEntry> {
     attributes.insert("rotary_emb".into(), json!(cfg.rotary_emb));
     attributes.insert("shift_tokens".into(), json!(cfg.shift_tokens));
     attributes.insert("reversible".into(), json!(cfg.reversible));
+    attributes.insert(
+        "logits".into(),
+        json!(match logits {
+            decoder::LogitsOutput::Full => "full",
+            decoder::LogitsOutput::LastImage => "last-image",
+        }),
+    );
     if let Some(v) = &cfg.version {
         attributes.insert("dalle_pytorch_version".into(), json!(v));
     }

@@ -1,0 +1,166 @@
+//! The shipped demo model end to end, as README command (1) runs it: the trained DALLE-pytorch
+//! checkpoint and CLIP in `models/shapes/` are exported into a bundle, `dalle-ort generate` draws
+//! the default prompt with the default seed and reranks with CLIP, and `shapes-eval judge` checks
+//! that the best picture shows what the prompt asks (colour, shape, size, position). Also runs
+//! `shapes-eval eval` on a few held-out prompts (a test target of the `dalle` package).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Keep in sync with `scripts/demo.sh`.
+const PROMPT: &str = "a large red circle on the left";
+const DEMO_ARGS: [&str; 10] = [
+    "-n",
+    "8",
+    "--top-k",
+    "16",
+    "--cond-scale",
+    "3",
+    "--seed",
+    "7",
+    "--rerank",
+    "4",
+];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+fn run(exe: &str, args: &[&str]) -> Output {
+    let o = Command::new(exe).args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{exe} {args:?}:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// `models/shapes/` exported like `dalle-export dalle-pytorch --tokenizer … --clip …` does.
+fn export(dir: &Path) -> PathBuf {
+    use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy};
+    use dalle_export::families::{clip, dalle_pytorch as dp};
+    let models = repo().join("models/shapes");
+    let ckpt = dp::load(&models.join("dalle.pt")).unwrap();
+    let cfg = ckpt.cfg.clone();
+    let tok = dp::tokenizer_for(&cfg, Some(&models.join("tokenizer.json"))).unwrap();
+    let prov = dalle_bundle::Provenance {
+        exporter: "test".into(),
+        sources: vec![],
+        notes: vec![],
+    };
+    let mut w = BundleWriter::create(
+        &dir.join("shapes"),
+        dalle_bundle::ModelFamily::DallePytorch,
+        prov,
+        false,
+        ExternalDataPolicy::default(),
+    )
+    .unwrap();
+    let m = w.manifest_mut();
+    m.token_layout = Some(cfg.token_layout());
+    m.sampling = Some(dp::sampling_defaults(&cfg));
+    m.tokenizer = Some("tokenizer.json".into());
+    w.add_file("tokenizer.json", &tok).unwrap();
+    w.add_graph(dp::decoder_entry(&cfg, ckpt.transformer, Default::default()).unwrap())
+        .unwrap();
+    for e in dp::vae_entries(&cfg, &ckpt.root, ckpt.vae, dp::OpenAiVaeFiles::default()).unwrap() {
+        w.add_graph(e).unwrap();
+    }
+    let clip_dir = models.join("clip");
+    clip::add_to_bundle(&mut w, &clip_dir, clip::load(&clip_dir).unwrap()).unwrap();
+    w.commit().unwrap()
+}
+
+#[test]
+fn default_prompt_with_the_default_seed_is_rendered_correctly() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = export(dir.path());
+    let out = dir.path().join("out");
+    let mut args = vec![
+        "--ep",
+        "cpu",
+        "generate",
+        "--model",
+        bundle.to_str().unwrap(),
+        PROMPT,
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend(DEMO_ARGS);
+    run(env!("CARGO_BIN_EXE_dalle-ort"), &args);
+    let mut best: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("rank_00_")
+        })
+        .collect();
+    assert_eq!(best.len(), 1, "{best:?}");
+    let best = best.remove(0);
+    let prompts = repo().join("models/shapes/heldout.json");
+    let o = run(
+        env!("CARGO_BIN_EXE_shapes-eval"),
+        &[
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "judge",
+            "--prompt",
+            PROMPT,
+            best.to_str().unwrap(),
+        ],
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains(": correct"));
+}
+
+#[test]
+fn eval_prints_the_score_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = export(dir.path());
+    let prompts = repo().join("models/shapes/heldout.json");
+    let report = dir.path().join("table.md");
+    let o = run(
+        env!("CARGO_BIN_EXE_shapes-eval"),
+        &[
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "eval",
+            "--model",
+            bundle.to_str().unwrap(),
+            "-n",
+            "2",
+            "--limit",
+            "3",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
+    let table = std::fs::read_to_string(&report).unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&table));
+    assert!(table.contains("| prompts | check | one sample | CLIP best of 2 | any of 2 |"));
+    for check in ["one object", "colour", "shape", "size", "position", "all"] {
+        assert!(
+            table.contains(&format!("| single (3) | {check} |")),
+            "{table}"
+        );
+    }
+    // a prompt outside the world's caption language is a clear error
+    let o = Command::new(env!("CARGO_BIN_EXE_shapes-eval"))
+        .args([
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "judge",
+            "--prompt",
+            "a cat",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a caption of the shape world"));
+}
