@@ -12,8 +12,8 @@
 # bandwidth (benches/bandwidth.py); decode-step latency against past length at batch 1 and 8
 # (`cargo bench --bench decode_step`); the sampling micro-bench (`cargo bench --bench sampling`);
 # end-to-end `dalle-ort generate` for N candidates with/without CFG and rerank (wall time, max
-# RSS, the sidecar's timings); CLIP scoring cost per image (`dalle-ort clip-score`); the PyTorch
-# peer (benches/generate_torch.py, timed steps + extrapolation); then benches/bench_report.py
+# RSS, the sidecar's timings), and with --no-cpu-arena (memory); CLIP scoring cost per image
+# (`dalle-ort clip-score`); the PyTorch peer (benches/generate_torch.py, timed steps + extrapolation); then benches/bench_report.py
 # writes the results file.
 #
 # Environment overrides:
@@ -157,6 +157,16 @@ for cfg in 1 "$COND_SCALE"; do
 done
 
 # --- CLIP scoring per image (marginal: 4 images minus 1 image, over 3) ----------------------
+: >"$WORK/e2e_noarena.tsv"
+for cfg in 1 "$COND_SCALE"; do
+    name="e2e_cfg${cfg}_noarena"
+    say "dalle-ort --no-cpu-arena generate -n $CANDIDATES --cond-scale $cfg"
+    timed "$name" target/release/dalle-ort --ep cpu --no-cpu-arena generate --model "$WORK/bundle" \
+        "$PROMPT" -n "$CANDIDATES" --filter-thres "$FILTER_THRES" --temperature 1 \
+        --cond-scale "$cfg" --seed "$SEED" -o "$WORK/$name"
+    printf '%s\t%s\t%s\t%s\n' "$name" "$cfg" no "$(cat "$WORK/$name.time")" >>"$WORK/e2e_noarena.tsv"
+done
+
 say "dalle-ort clip-score"
 img=$(ls "$WORK"/e2e_cfg1_rerank_no/candidate_*.png | head -n1)
 timed clip1 target/release/dalle-ort --ep cpu clip-score --model "$WORK/bundle_clip" "$PROMPT" "$img"

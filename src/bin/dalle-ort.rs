@@ -55,6 +55,10 @@ struct Global {
     #[arg(long, global = true, value_name = "DIR")]
     trt_timing_cache: Option<PathBuf>,
 
+    /// Turn off the CPU provider's memory arena (lower peak memory, somewhat slower steps)
+    #[arg(long, global = true)]
+    no_cpu_arena: bool,
+
     /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -152,6 +156,7 @@ fn run(cli: Cli) -> Result<()> {
         trt_fp16: g.trt_fp16,
         trt_engine_cache: g.trt_engine_cache.clone(),
         trt_timing_cache: g.trt_timing_cache.clone(),
+        no_cpu_arena: g.no_cpu_arena,
     };
     match cli.command {
         Command::Info { bundle } => {

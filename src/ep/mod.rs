@@ -96,6 +96,16 @@ pub struct EpOptions {
     pub trt_engine_cache: Option<PathBuf>,
     /// Folder for the TensorRT timing cache (enables it).
     pub trt_timing_cache: Option<PathBuf>,
+    /// Turn off the CPU provider's memory arena: freed buffers go back to the system instead of
+    /// staying reserved, which lowers peak memory of a generation (the KV state grows by one
+    /// position per step) at some cost in speed.
+    pub no_cpu_arena: bool,
+}
+
+/// CPU provider settings (registered only when they differ from ONNX Runtime's defaults).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuSettings {
+    pub arena: bool,
 }
 
 /// CUDA provider settings.
@@ -120,6 +130,7 @@ pub struct TensorRtSettings {
 /// One provider to register, with its settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProviderSettings {
+    Cpu(CpuSettings),
     Cuda(CudaSettings),
     TensorRt(TensorRtSettings),
 }
@@ -128,6 +139,7 @@ impl ProviderSettings {
     /// The provider these settings are for.
     pub fn kind(&self) -> ProviderKind {
         match self {
+            ProviderSettings::Cpu(_) => ProviderKind::Cpu,
             ProviderSettings::Cuda(_) => ProviderKind::Cuda,
             ProviderSettings::TensorRt(_) => ProviderKind::TensorRt,
         }
@@ -136,6 +148,7 @@ impl ProviderSettings {
     /// The settings as ONNX Runtime provider-option key/value pairs (for logs and `info`).
     pub fn ort_options(&self) -> Vec<(&'static str, String)> {
         match self {
+            ProviderSettings::Cpu(c) => vec![("use_arena", u8::from(c.arena).to_string())],
             ProviderSettings::Cuda(c) => vec![("device_id", c.device_id.to_string())],
             ProviderSettings::TensorRt(t) => {
                 let mut o = vec![("device_id", t.device_id.to_string())];
@@ -165,7 +178,7 @@ impl ProviderSettings {
 }
 
 /// The providers to register on one graph's session, in priority order. Empty means ONNX
-/// Runtime's CPU provider only (which is always there and needs no registration).
+/// Runtime's CPU provider only, with its defaults (always there, needs no registration).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EpPlan {
     /// The provider the user's choice resolved to.
@@ -185,6 +198,9 @@ pub fn plan_for_graph(
         device_id: options.device_id,
     };
     let providers = match kind {
+        ProviderKind::Cpu if options.no_cpu_arena => {
+            vec![ProviderSettings::Cpu(CpuSettings { arena: false })]
+        }
         ProviderKind::Cpu => vec![],
         ProviderKind::Cuda => vec![ProviderSettings::Cuda(cuda)],
         ProviderKind::TensorRt => vec![
@@ -272,7 +288,42 @@ mod tests {
             trt_fp16: true,
             trt_engine_cache: Some("/cache/engines".into()),
             trt_timing_cache: Some("/cache/timing".into()),
+            no_cpu_arena: false,
         }
+    }
+
+    #[test]
+    fn cpu_without_arena_registers_the_cpu_provider_with_use_arena_0() {
+        let opts = EpOptions {
+            no_cpu_arena: true,
+            ..options(EpChoice::Cpu)
+        };
+        let plan = plan_for_graph(
+            ProviderKind::Cpu,
+            &opts,
+            GraphRole::Decoder,
+            &encoder_spec(),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.providers,
+            vec![ProviderSettings::Cpu(CpuSettings { arena: false })]
+        );
+        assert_eq!(plan.providers[0].kind(), ProviderKind::Cpu);
+        assert_eq!(
+            plan.providers[0].ort_options(),
+            vec![("use_arena", "0".to_string())]
+        );
+        // the GPU providers ignore the CPU setting
+        let plan = plan_for_graph(
+            ProviderKind::Cuda,
+            &opts,
+            GraphRole::Decoder,
+            &encoder_spec(),
+        )
+        .unwrap();
+        assert_eq!(plan.providers.len(), 1);
+        assert_eq!(plan.providers[0].kind(), ProviderKind::Cuda);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use ort::session::builder::SessionBuilder;
 /// The `ort` provider for one entry of a plan, set to fail loudly.
 pub fn dispatch(settings: &ProviderSettings) -> Result<ExecutionProviderDispatch> {
     let ep = match settings {
+        ProviderSettings::Cpu(c) => ep::CPU::default().with_arena_allocator(c.arena).build(),
         ProviderSettings::Cuda(c) => ep::CUDA::default()
             .with_device_id(device_id(c.device_id)?)
             .build(),
@@ -79,6 +80,9 @@ pub fn apply(
 
 /// Advice for a GPU provider that failed: install the GPU build, or the CUDA libraries.
 fn gpu_hint(provider: ProviderKind) -> String {
+    if provider == ProviderKind::Cpu {
+        return String::new();
+    }
     match ort_lib::loaded_library() {
         Some(lib) if !lib.has_gpu_providers() => format!(
             "\nhint: the loaded ONNX Runtime ({}) is the CPU build; run `{}`, or point --ort-lib / \
@@ -174,7 +178,7 @@ pub fn resolve(env: &Environment, choice: EpChoice, device: u32) -> Result<AutoD
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ep::{CudaSettings, TensorRtSettings, TrtProfile};
+    use crate::ep::{CpuSettings, CudaSettings, TensorRtSettings, TrtProfile};
 
     #[test]
     fn dispatch_builds_both_gpu_providers() {
@@ -195,6 +199,8 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(trt.name(), "TensorrtExecutionProvider");
+        let cpu = dispatch(&ProviderSettings::Cpu(CpuSettings { arena: false })).unwrap();
+        assert_eq!(cpu.name(), "CPUExecutionProvider");
     }
 
     /// Needs the real CPU library (`scripts/setup-ort.sh`, which the test command runs first);
