@@ -22,8 +22,9 @@
 //! every step because a bound output keeps its last value, which would otherwise be re-used with
 //! the old (shorter) shape. The only host copy of the state is the broadcast of the prefilled
 //! prompt to each batch of candidates (once per batch, [`DecoderStep::select_rows`]).
-//! Per step, the host allocates the `[rows, 1]` ids and copies `[rows, vocab]` logits of the last
-//! position out of ORT's output.
+//! Per step, the host allocates the `[rows, 1]` ids and copies the `[rows, image_vocab]` logits of
+//! the last position out of ORT's output (the graph's `image_logits`, or the image range of the
+//! last position of its full `logits`).
 //!
 //! Time inside ONNX Runtime's `run_binding` is reported separately from the loop's wall time
 //! ([`LoopTimings`]), so the per-step overhead of sampling and state handling is visible
