@@ -6,6 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "export_bundle.rs"]
+mod export_bundle;
+
 fn dalle_ort(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dalle-ort"))
         .args(args)
@@ -177,41 +180,13 @@ fn dalle_bundle(dir: &Path) -> PathBuf {
 
 /// [`dalle_bundle`], plus the CLIP of a Hugging Face directory when given.
 fn dalle_bundle_with(dir: &Path, clip: Option<&Path>) -> PathBuf {
-    use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy};
-    use dalle_export::families::dalle_pytorch as dp;
     let fixtures = repo().join("python-free-tests/fixtures");
-    let ckpt = dp::load(&fixtures.join("dalle_ctor/dalle.pt")).unwrap();
-    let cfg = ckpt.cfg.clone();
-    let tok =
-        dp::tokenizer_for(&cfg, Some(&fixtures.join("tokenizer/tiny_wordlevel.json"))).unwrap();
-    let prov = dalle_bundle::Provenance {
-        exporter: "test".into(),
-        sources: vec![],
-        notes: vec![],
-    };
-    let mut w = BundleWriter::create(
+    export_bundle::export(
+        &fixtures.join("dalle_ctor/dalle.pt"),
+        &fixtures.join("tokenizer/tiny_wordlevel.json"),
+        clip,
         &dir.join("dalle"),
-        dalle_bundle::ModelFamily::DallePytorch,
-        prov,
-        false,
-        ExternalDataPolicy::default(),
     )
-    .unwrap();
-    let m = w.manifest_mut();
-    m.token_layout = Some(cfg.token_layout());
-    m.sampling = Some(dp::sampling_defaults(&cfg));
-    m.tokenizer = Some("tokenizer.json".into());
-    w.add_file("tokenizer.json", &tok).unwrap();
-    w.add_graph(dp::decoder_entry(&cfg, ckpt.transformer, Default::default()).unwrap())
-        .unwrap();
-    for e in dp::vae_entries(&cfg, &ckpt.root, ckpt.vae, dp::OpenAiVaeFiles::default()).unwrap() {
-        w.add_graph(e).unwrap();
-    }
-    if let Some(c) = clip {
-        use dalle_export::families::clip;
-        clip::add_to_bundle(&mut w, c, clip::load(c).unwrap()).unwrap();
-    }
-    w.commit().unwrap()
 }
 
 fn sidecar_tokens(dir: &Path) -> serde_json::Value {

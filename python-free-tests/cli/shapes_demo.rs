@@ -9,6 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "export_bundle.rs"]
+mod export_bundle;
+
 /// Keep in sync with `scripts/demo.sh`.
 const PROMPT: &str = "a large red circle on the left";
 const DEMO_ARGS: [&str; 10] = [
@@ -41,38 +44,13 @@ fn run(exe: &str, args: &[&str]) -> Output {
 
 /// `models/shapes/` exported like `dalle-export dalle-pytorch --tokenizer … --clip …` does.
 fn export(dir: &Path) -> PathBuf {
-    use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy};
-    use dalle_export::families::{clip, dalle_pytorch as dp};
     let models = repo().join("models/shapes");
-    let ckpt = dp::load(&models.join("dalle.pt")).unwrap();
-    let cfg = ckpt.cfg.clone();
-    let tok = dp::tokenizer_for(&cfg, Some(&models.join("tokenizer.json"))).unwrap();
-    let prov = dalle_bundle::Provenance {
-        exporter: "test".into(),
-        sources: vec![],
-        notes: vec![],
-    };
-    let mut w = BundleWriter::create(
+    export_bundle::export(
+        &models.join("dalle.pt"),
+        &models.join("tokenizer.json"),
+        Some(&models.join("clip")),
         &dir.join("shapes"),
-        dalle_bundle::ModelFamily::DallePytorch,
-        prov,
-        false,
-        ExternalDataPolicy::default(),
     )
-    .unwrap();
-    let m = w.manifest_mut();
-    m.token_layout = Some(cfg.token_layout());
-    m.sampling = Some(dp::sampling_defaults(&cfg));
-    m.tokenizer = Some("tokenizer.json".into());
-    w.add_file("tokenizer.json", &tok).unwrap();
-    w.add_graph(dp::decoder_entry(&cfg, ckpt.transformer, Default::default()).unwrap())
-        .unwrap();
-    for e in dp::vae_entries(&cfg, &ckpt.root, ckpt.vae, dp::OpenAiVaeFiles::default()).unwrap() {
-        w.add_graph(e).unwrap();
-    }
-    let clip_dir = models.join("clip");
-    clip::add_to_bundle(&mut w, &clip_dir, clip::load(&clip_dir).unwrap()).unwrap();
-    w.commit().unwrap()
 }
 
 #[test]

@@ -516,11 +516,7 @@ fn to_logits(
     let x = divide_max(g, cfg, x)?;
     let mask = positions::logits_mask(g, cfg, p)?;
     g.scoped("to_logits", |g| {
-        let norm = Norm {
-            weight: l.take(g, &format!("{}.weight", names::LOGITS_NORM), &[dim])?,
-            bias: l.take(g, &format!("{}.bias", names::LOGITS_NORM), &[dim])?,
-        };
-        let h = layers::layer_norm(g, x, norm)?;
+        let h = logits_norm(g, l, cfg, x)?;
         let w_name = format!("{}.weight", names::LOGITS_LINEAR);
         let w = if cfg.share_input_output_emb {
             // Already an initializer: the shared embedding table.
@@ -537,6 +533,16 @@ fn to_logits(
         let neg = g.scalar_float(-f32::MAX, DType::F32)?;
         g.node1(Where, &[mask, neg, logits])
     })
+}
+
+/// `to_logits.0`: the LayerNorm before the output projection.
+fn logits_norm(g: &mut GraphBuilder, l: &mut Loader, cfg: &DalleConfig, x: Value) -> Result<Value> {
+    let dim = cfg.dim;
+    let norm = Norm {
+        weight: l.take(g, &format!("{}.weight", names::LOGITS_NORM), &[dim])?,
+        bias: l.take(g, &format!("{}.bias", names::LOGITS_NORM), &[dim])?,
+    };
+    layers::layer_norm(g, x, norm)
 }
 
 /// `stable`: `x / max(x)` over the model dimension, as the reference's `DivideMax`.
@@ -589,11 +595,7 @@ fn to_image_logits_last(
     })?;
     let x = divide_max(g, cfg, x)?;
     g.scoped("to_logits", |g| {
-        let norm = Norm {
-            weight: l.take(g, &format!("{}.weight", names::LOGITS_NORM), &[dim])?,
-            bias: l.take(g, &format!("{}.bias", names::LOGITS_NORM), &[dim])?,
-        };
-        let h = layers::layer_norm(g, x, norm)?;
+        let h = logits_norm(g, l, cfg, x)?;
         let w_name = format!("{}.weight", names::LOGITS_LINEAR);
         let w = if cfg.share_input_output_emb {
             let table = g.value_named(&w_name)?;
