@@ -19,6 +19,30 @@ pub fn fixture(case: &str) -> PathBuf {
         .join(case)
 }
 
+/// The provenance the tests' bundles record.
+pub fn test_provenance() -> dalle_bundle::Provenance {
+    dalle_bundle::Provenance {
+        exporter: "test".into(),
+        sources: vec![],
+        notes: vec![],
+    }
+}
+
+/// A writer for a new bundle at `out` (no `--force`, default external-data policy).
+pub fn test_writer(
+    out: &Path,
+    family: dalle_bundle::ModelFamily,
+) -> dalle_export::bundle_writer::BundleWriter {
+    dalle_export::bundle_writer::BundleWriter::create(
+        out,
+        family,
+        test_provenance(),
+        false,
+        dalle_export::bundle_writer::ExternalDataPolicy::default(),
+    )
+    .unwrap_or_else(|e| panic!("cannot start a bundle at {}: {e}", out.display()))
+}
+
 /// The process-wide ONNX Runtime environment. ORT-backed tests are never skipped: a missing
 /// library fails with the command that installs it.
 pub fn ort_env() -> Environment {

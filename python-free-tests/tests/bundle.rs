@@ -1,5 +1,5 @@
 use dalle::{Bundle, EpOptions};
-use dalle_bundle::{GraphRole, Manifest, ModelFamily, Provenance};
+use dalle_bundle::{GraphRole, Manifest, ModelFamily};
 use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy};
 use dalle_export::families::openai_dvae::{self, DecoderConfig, EncoderConfig};
 use python_free_tests::ort_env;
@@ -23,11 +23,7 @@ fn random_bundle(out: &Path, policy: ExternalDataPolicy) -> PathBuf {
     let mut w = BundleWriter::create(
         out,
         ModelFamily::RandomDemo,
-        Provenance {
-            exporter: "test".into(),
-            sources: vec![],
-            notes: vec![],
-        },
+        python_free_tests::test_provenance(),
         true,
         policy,
     )
@@ -139,11 +135,7 @@ fn an_existing_bundle_is_kept_without_force() {
     let err = BundleWriter::create(
         &out,
         ModelFamily::RandomDemo,
-        Provenance {
-            exporter: "test".into(),
-            sources: vec![],
-            notes: vec![],
-        },
+        python_free_tests::test_provenance(),
         false,
         ExternalDataPolicy::default(),
     )
@@ -156,11 +148,7 @@ fn an_existing_bundle_is_kept_without_force() {
         let mut w = BundleWriter::create(
             &out,
             ModelFamily::RandomDemo,
-            Provenance {
-                exporter: "test".into(),
-                sources: vec![],
-                notes: vec![],
-            },
+            python_free_tests::test_provenance(),
             true,
             ExternalDataPolicy::default(),
         )

@@ -1,7 +1,6 @@
 use dalle::ep::{EpChoice, EpOptions};
 use dalle::{Bundle, clip, preprocess};
-use dalle_bundle::{ModelFamily, Provenance};
-use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy};
+use dalle_bundle::ModelFamily;
 use dalle_export::families::clip as export_clip;
 use ndarray::{Array2, Array4, ArrayD, Axis, Ix2, Ix4};
 use python_free_tests::{assert_close, fixture, read_npy};
@@ -21,18 +20,7 @@ const PIXEL_MEAN_ATOL: f32 = 0.006;
 const CASES: [&str; 2] = ["clip_small", "clip_small_gelu"];
 
 fn export(model_dir: &Path, out: &Path) -> PathBuf {
-    let mut w = BundleWriter::create(
-        out,
-        ModelFamily::Clip,
-        Provenance {
-            exporter: "test".into(),
-            sources: vec![],
-            notes: vec![],
-        },
-        false,
-        ExternalDataPolicy::default(),
-    )
-    .unwrap();
+    let mut w = python_free_tests::test_writer(out, ModelFamily::Clip);
     let m = export_clip::load(model_dir).unwrap();
     export_clip::add_to_bundle(&mut w, model_dir, m).unwrap();
     w.commit().unwrap()
@@ -154,18 +142,7 @@ fn load_err(dir: &Path) -> String {
     match export_clip::load(dir) {
         Ok(m) => {
             let tmp = tempfile::tempdir().unwrap();
-            let mut w = BundleWriter::create(
-                &tmp.path().join("b"),
-                ModelFamily::Clip,
-                Provenance {
-                    exporter: "test".into(),
-                    sources: vec![],
-                    notes: vec![],
-                },
-                false,
-                ExternalDataPolicy::default(),
-            )
-            .unwrap();
+            let mut w = python_free_tests::test_writer(&tmp.path().join("b"), ModelFamily::Clip);
             export_clip::add_to_bundle(&mut w, dir, m)
                 .err()
                 .map(|e| e.to_string())

@@ -1,6 +1,5 @@
 use dalle_bundle::io::decoder as io;
-use dalle_bundle::{GraphRole, Manifest, ModelFamily, Provenance};
-use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy};
+use dalle_bundle::{GraphRole, Manifest, ModelFamily};
 use dalle_export::families::dalle_pytorch as dp;
 use dalle_export::families::dalle_pytorch::decoder::LogitsOutput;
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
@@ -28,18 +27,7 @@ fn export_decoder_with(case: &str, dir: &Path, logits: LogitsOutput) -> (PathBuf
     let ckpt = dp::load(&fixture(case).join("dalle.pt")).unwrap();
     let cfg = ckpt.cfg.clone();
     let out = dir.join(format!("{case}-{logits:?}"));
-    let mut w = BundleWriter::create(
-        &out,
-        ModelFamily::DallePytorch,
-        Provenance {
-            exporter: "test".into(),
-            sources: vec![],
-            notes: vec![],
-        },
-        false,
-        ExternalDataPolicy::default(),
-    )
-    .unwrap();
+    let mut w = python_free_tests::test_writer(&out, ModelFamily::DallePytorch);
     w.add_graph(dp::decoder_entry(&cfg, ckpt.transformer, logits).unwrap())
         .unwrap();
     (w.commit().unwrap(), cfg)

@@ -5,8 +5,7 @@
 
 use dalle::{Bundle, EpOptions};
 use dalle_bundle::io::dvae;
-use dalle_bundle::{Dim, GraphRole, ModelFamily, Provenance};
-use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy};
+use dalle_bundle::{Dim, GraphRole, ModelFamily};
 use dalle_export::checkpoint::{ClassAllowList, RECORD_CLASSES, read_pytorch, tensor_dict};
 use dalle_export::families::dalle_pytorch::discrete_vae::{self, DiscreteVaeConfig, Normalization};
 use dalle_export::weights::Weights;
@@ -45,18 +44,7 @@ fn train_dalle(case: &str) -> (DiscreteVaeConfig, Weights, PathBuf) {
 }
 
 fn export(cfg: &DiscreteVaeConfig, mut w: Weights, out: &Path) -> PathBuf {
-    let mut writer = BundleWriter::create(
-        out,
-        ModelFamily::DallePytorch,
-        Provenance {
-            exporter: "test".into(),
-            sources: vec![],
-            notes: vec![],
-        },
-        false,
-        ExternalDataPolicy::default(),
-    )
-    .unwrap();
+    let mut writer = python_free_tests::test_writer(out, ModelFamily::DallePytorch);
     writer
         .add_graph(discrete_vae::encoder_entry(cfg, &mut w).unwrap())
         .unwrap();

@@ -1,5 +1,5 @@
 use dalle::{Bundle, EpOptions};
-use dalle_bundle::{ModelFamily, Provenance};
+use dalle_bundle::ModelFamily;
 use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy};
 use dalle_export::families::openai_dvae;
 use ndarray::{Array3, Ix3, Ix4};
@@ -28,18 +28,7 @@ fn export(ext: &str, dir: &Path) -> PathBuf {
 
 fn export_from(fixture_dir: &Path, ext: &str, dir: &Path) -> PathBuf {
     let out = dir.join(format!("bundle-{ext}"));
-    let mut w = BundleWriter::create(
-        &out,
-        ModelFamily::OpenaiDvae,
-        Provenance {
-            exporter: "test".into(),
-            sources: vec![],
-            notes: vec![],
-        },
-        false,
-        ExternalDataPolicy::default(),
-    )
-    .unwrap();
+    let mut w = python_free_tests::test_writer(&out, ModelFamily::OpenaiDvae);
     let (cfg, weights) =
         openai_dvae::load_encoder(&fixture_dir.join(format!("encoder.{ext}"))).unwrap();
     w.add_graph(openai_dvae::encoder_entry(&cfg, weights).unwrap())
@@ -177,11 +166,7 @@ fn export_error(
         let mut w = BundleWriter::create(
             &out,
             ModelFamily::OpenaiDvae,
-            Provenance {
-                exporter: "test".into(),
-                sources: vec![],
-                notes: vec![],
-            },
+            python_free_tests::test_provenance(),
             false,
             ExternalDataPolicy::default(),
         )?;

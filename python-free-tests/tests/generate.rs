@@ -10,7 +10,7 @@ use dalle::{Bundle, dvae, preprocess};
 use dalle_bundle::io::decoder::{INPUT_IDS, KvKind, LOGITS, past_name, present_name};
 use dalle_bundle::io::dims::{BATCH, PAST_SEQUENCE, SEQUENCE, TOTAL_SEQUENCE};
 use dalle_bundle::{DType, DimRange, GraphRole, TokenLayout};
-use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy, GraphEntry};
+use dalle_export::bundle_writer::GraphEntry;
 use dalle_export::dims;
 use dalle_export::families::openai_dvae::{self, DecoderConfig, EncoderConfig};
 use dalle_export::graph::GraphBuilder;
@@ -117,19 +117,10 @@ fn bundle(dir: &Path, decoder: bool) -> PathBuf {
         output_channels: 3,
         vocab_size: IMAGE_VOCAB as usize,
     };
-    let prov = dalle_bundle::Provenance {
-        exporter: "test".into(),
-        sources: vec![],
-        notes: vec![],
-    };
-    let mut w = BundleWriter::create(
+    let mut w = python_free_tests::test_writer(
         &dir.join(if decoder { "b" } else { "dvae_only" }),
         dalle_bundle::ModelFamily::RandomDemo,
-        prov,
-        false,
-        ExternalDataPolicy::default(),
-    )
-    .unwrap();
+    );
     w.add_graph(
         openai_dvae::encoder_entry(&enc, openai_dvae::random_encoder(&enc, 1).unwrap()).unwrap(),
     )
