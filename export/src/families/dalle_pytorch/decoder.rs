@@ -557,22 +557,19 @@ fn divide_max(g: &mut GraphBuilder, cfg: &DalleConfig, x: Value) -> Result<Value
     })
 }
 
-/// Rows `[start, start + count)` of a row-major f32 matrix `[rows, cols]`.
+/// Rows `[start, start + count)` (along axis 0) of a row-major tensor.
 fn rows_of(t: &TensorData, start: usize, count: usize) -> Result<TensorData> {
     let shape = t.shape();
-    let cols: usize = shape.iter().skip(1).product();
-    let bytes = t
-        .bytes()
-        .get(start * cols * 4..(start + count) * cols * 4)
-        .ok_or_else(|| {
-            ExportError::Weights(format!(
-                "rows {start}..{} of a {shape:?} tensor",
-                start + count
-            ))
-        })?;
-    let mut out_shape = shape.to_vec();
-    out_shape[0] = count;
-    TensorData::from_bytes(DType::F32, out_shape, bytes.to_vec())
+    let row_bytes = shape.iter().skip(1).product::<usize>() * t.dtype().size();
+    let range = start * row_bytes..(start + count) * row_bytes;
+    let (Some(bytes), Some((_, rest))) = (t.bytes().get(range), shape.split_first()) else {
+        return Err(ExportError::Weights(format!(
+            "rows {start}..{} of a {shape:?} tensor",
+            start + count
+        )));
+    };
+    let out_shape = std::iter::once(count).chain(rest.iter().copied()).collect();
+    TensorData::from_bytes(t.dtype(), out_shape, bytes.to_vec())
 }
 
 /// The last position's logits over the image codes: `[B, image_vocab]`. The output projection's
