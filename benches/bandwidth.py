@@ -1,6 +1,11 @@
-"""Memory copy bandwidth of this machine for benches/bench.sh: numpy copies of a 1 GiB float32
-array (`np.copyto`, bytes read + bytes written per second), with 1 thread and with T threads
-each copying its own slice at once (numpy releases the GIL while copying). Best of RUNS.
+"""Memory bandwidth of this machine for benches/bench.sh, with 1 thread and with T threads each
+working on its own slice of a 1 GiB float32 array at once (numpy releases the GIL), best of RUNS:
+
+- copy: `np.copyto` (bytes read + bytes written per second, the STREAM convention) — the
+  issue's floor divides by this;
+- read: `np.add.reduce` over the array (bytes read per second) — what a matrix-vector product,
+  which only reads its weights, can at best stream.
+
 Prints one JSON line."""
 
 import argparse
@@ -35,7 +40,18 @@ def main():
                 th.join()
             best = min(best, time.perf_counter() - t)
         out[f"copy_gbps_{threads}t"] = 2 * src.nbytes / best / 1e9
+        best = float("inf")
+        for _ in range(args.runs):
+            ts = [threading.Thread(target=np.add.reduce, args=(src[a:b],)) for a, b in bounds]
+            t = time.perf_counter()
+            for th in ts:
+                th.start()
+            for th in ts:
+                th.join()
+            best = min(best, time.perf_counter() - t)
+        out[f"read_gbps_{threads}t"] = src.nbytes / best / 1e9
     out["copy_gbps"] = max(v for k, v in out.items() if k.startswith("copy_gbps_"))
+    out["read_gbps"] = max(v for k, v in out.items() if k.startswith("read_gbps_"))
     print(json.dumps(out))
 
 

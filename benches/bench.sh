@@ -25,6 +25,8 @@
 #   FILTER_THRES  DALLE-pytorch top-k threshold      (default 0.9, generate.py's default)
 #   PEER_STEPS    timed peer steps per window        (default 4)
 #   STEP_RUNS     timed decode steps per point       (default 10)
+#   KV_CACHE      decoder cache layout measured      (default in-place; the decode-step bench
+#                 also runs the other layout, `concat`, for comparison)
 #   THREADS       torch threads                      (default: physical cores, like ORT's pool)
 #   RESULTS       output file                        (default benches/RESULTS.md)
 #   KEEP_WORK=1   keep the work folder (raw JSON, bundles) and print its path
@@ -35,7 +37,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 COMMAND="benches/bench.sh${*:+ $*}"
 for v in PYTHON CHECKPOINT CLIP_FIXTURE CANDIDATES COND_SCALE FILTER_THRES PEER_STEPS STEP_RUNS \
-    THREADS RESULTS; do
+    THREADS RESULTS KV_CACHE; do
     if [[ -n "${!v:-}" ]]; then COMMAND="$v=${!v} $COMMAND"; fi
 done
 PYTHON=${PYTHON:-/work/venv/bin/python}
@@ -46,6 +48,12 @@ COND_SCALE=${COND_SCALE:-3}
 FILTER_THRES=${FILTER_THRES:-0.9}
 PEER_STEPS=${PEER_STEPS:-4}
 STEP_RUNS=${STEP_RUNS:-10}
+KV_CACHE=${KV_CACHE:-in-place}
+case $KV_CACHE in
+    in-place) OTHER_KV_CACHE=concat ;;
+    concat) OTHER_KV_CACHE=in-place ;;
+    *) echo "KV_CACHE must be in-place or concat" >&2; exit 2 ;;
+esac
 RESULTS=${RESULTS:-benches/RESULTS.md}
 SEED=1
 PROMPT="a watercolor painting of a lighthouse on a cliff at sunset"
@@ -117,10 +125,12 @@ if [[ -n "$(git status --porcelain 2>/dev/null)" ]]; then GIT_REV="$GIT_REV (unc
 say "timing dalle-export dalle-pytorch"
 sync
 timed export target/release/dalle-export dalle-pytorch --checkpoint "$CHECKPOINT/dalle.pt" \
-    --out "$WORK/bundle" --force
+    --kv-cache "$KV_CACHE" --out "$WORK/bundle" --force
 sync
 timed export_clip target/release/dalle-export dalle-pytorch --checkpoint "$CHECKPOINT/dalle.pt" \
-    --clip "$CLIP_FIXTURE" --out "$WORK/bundle_clip" --force
+    --kv-cache "$KV_CACHE" --clip "$CLIP_FIXTURE" --out "$WORK/bundle_clip" --force
+target/release/dalle-export dalle-pytorch --checkpoint "$CHECKPOINT/dalle.pt" \
+    --kv-cache "$OTHER_KV_CACHE" --out "$WORK/bundle_other" --force
 (cd "$WORK/bundle_clip" && find . -type f -printf '%f\t%s\n' | sort) >"$WORK/sizes.tsv"
 
 # --- bandwidth ------------------------------------------------------------------------------
@@ -131,6 +141,10 @@ say "copy bandwidth"
 say "cargo bench --bench decode_step"
 STEP_BUNDLE="$WORK/bundle" STEP_RUNS="$STEP_RUNS" cargo bench --bench decode_step 2>"$WORK/step.log" |
     grep '^{' | tail -n1 >"$WORK/step.json" || { cat "$WORK/step.log" >&2; exit 1; }
+say "cargo bench --bench decode_step (--kv-cache $OTHER_KV_CACHE)"
+STEP_BUNDLE="$WORK/bundle_other" STEP_RUNS="$STEP_RUNS" cargo bench --bench decode_step \
+    2>"$WORK/step_other.log" | grep '^{' | tail -n1 >"$WORK/step_other.json" ||
+    { cat "$WORK/step_other.log" >&2; exit 1; }
 
 # --- sampling micro-bench -------------------------------------------------------------------
 say "cargo bench --bench sampling"
@@ -193,5 +207,5 @@ UPTIME_AFTER=$(uptime)
 say "writing $RESULTS"
 export ROOT WORK RESULTS COMMAND CPU_MODEL LOGICAL PHYSICAL THREADS MEM_KB RUSTC ORT_VERSION \
     GIT_REV UPTIME_BEFORE UPTIME_AFTER CHECKPOINT CLIP_FIXTURE CANDIDATES COND_SCALE \
-    FILTER_THRES PEER_STEPS STEP_RUNS PROMPT SEED
+    FILTER_THRES PEER_STEPS STEP_RUNS PROMPT SEED KV_CACHE OTHER_KV_CACHE
 "$PYTHON" benches/bench_report.py

@@ -23,7 +23,7 @@ start=$(date +%s)
 "$bin/dalle-export" dalle-pytorch \
     --checkpoint models/shapes/dalle.pt \
     --tokenizer models/shapes/tokenizer.json \
-    --clip models/shapes/clip \
+    --clip models/shapes/clip --kv-cache in-place \
     --out "$out/shapes-bundle" --force
 "$bin/dalle-ort" info --model "$out/shapes-bundle"
 rm -rf "$out/generated"

@@ -51,6 +51,14 @@ pub mod decoder {
     /// graph has no `logits` output and skips the text rows of the output projection.
     pub const IMAGE_LOGITS: &str = "image_logits";
 
+    /// i64 `[1]`: tokens already held in the caches, in graphs exported with an in-place KV
+    /// cache (manifest attribute `kv_cache` = `in-place`). Their `past_key_values.*` are
+    /// `[batch, heads, capacity, head_dim]` (capacity = attribute `kv_capacity`), and their
+    /// `present.*` are the same buffers with the new tokens written at `cache_length..`: bind
+    /// one buffer as both and nothing is copied. `cache_length + sequence` must not exceed the
+    /// capacity.
+    pub const CACHE_LENGTH: &str = "cache_length";
+
     /// Which half of a layer's attention cache.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum KvKind {

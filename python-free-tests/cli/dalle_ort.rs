@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use dalle_export::families::dalle_pytorch::decoder::{DecoderOptions, KvCacheLayout};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -201,13 +202,13 @@ fn generates_from_an_exported_dalle_pytorch_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let b = dalle_bundle(dir.path());
     let b = b.to_str().unwrap();
-    let run = |out: &Path, batch: &str| {
+    let run = |model: &str, out: &Path, batch: &str| {
         dalle_ort(&[
             "--ep",
             "cpu",
             "generate",
             "--model",
-            b,
+            model,
             "a small red circle above a blue square",
             "-n",
             "3",
@@ -226,7 +227,7 @@ fn generates_from_an_exported_dalle_pytorch_checkpoint() {
         ])
     };
     let a = dir.path().join("a");
-    let o = run(&a, "3");
+    let o = run(b, &a, "3");
     assert!(o.status.success(), "{}", stderr(&o));
     for f in [
         "candidate_00.png",
@@ -251,9 +252,34 @@ fn generates_from_an_exported_dalle_pytorch_checkpoint() {
 
     // Same seed, other batch cap: identical tokens.
     let c = dir.path().join("c");
-    let o = run(&c, "1");
+    let o = run(b, &c, "1");
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(sidecar_tokens(&a), sidecar_tokens(&c));
+
+    // The same checkpoint with an in-place KV cache (fixed-capacity buffers bound as past and
+    // present, shift-token histories still growing): the same tokens, batched or not.
+    let fixtures = repo().join("python-free-tests/fixtures");
+    let in_place = export_bundle::export_with(
+        &fixtures.join("dalle_ctor/dalle.pt"),
+        &fixtures.join("tokenizer/tiny_wordlevel.json"),
+        None,
+        &dir.path().join("dalle-in-place"),
+        DecoderOptions {
+            kv_cache: KvCacheLayout::InPlace,
+            ..Default::default()
+        },
+    );
+    let in_place = in_place.to_str().unwrap();
+    for (out, batch) in [("d", "3"), ("e", "1")] {
+        let d = dir.path().join(out);
+        let o = run(in_place, &d, batch);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(
+            sidecar_tokens(&a),
+            sidecar_tokens(&d),
+            "in-place, batch {batch}"
+        );
+    }
 
     // Invalid settings are clear errors.
     for (flag, value) in [("--top-k", "0"), ("--temperature", "0"), ("-n", "0")] {

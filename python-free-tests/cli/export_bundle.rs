@@ -5,7 +5,19 @@ use std::path::{Path, PathBuf};
 
 /// Exports `checkpoint` with `tokenizer` (and the CLIP of a Hugging Face directory when given)
 /// into `out`; returns the bundle directory.
+#[allow(dead_code)] // each including test target uses `export`, `export_with` or both
 pub fn export(checkpoint: &Path, tokenizer: &Path, clip: Option<&Path>, out: &Path) -> PathBuf {
+    export_with(checkpoint, tokenizer, clip, out, Default::default())
+}
+
+/// [`export`] with the given decoder options (`--logits`, `--kv-cache`).
+pub fn export_with(
+    checkpoint: &Path,
+    tokenizer: &Path,
+    clip: Option<&Path>,
+    out: &Path,
+    decoder: dalle_export::families::dalle_pytorch::decoder::DecoderOptions,
+) -> PathBuf {
     use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy};
     use dalle_export::families::dalle_pytorch as dp;
     let ckpt = dp::load(checkpoint).unwrap();
@@ -29,7 +41,7 @@ pub fn export(checkpoint: &Path, tokenizer: &Path, clip: Option<&Path>, out: &Pa
     m.sampling = Some(dp::sampling_defaults(&cfg));
     m.tokenizer = Some("tokenizer.json".into());
     w.add_file("tokenizer.json", &tok).unwrap();
-    w.add_graph(dp::decoder_entry(&cfg, ckpt.transformer, Default::default()).unwrap())
+    w.add_graph(dp::decoder_entry(&cfg, ckpt.transformer, decoder).unwrap())
         .unwrap();
     for e in dp::vae_entries(&cfg, &ckpt.root, ckpt.vae, dp::OpenAiVaeFiles::default()).unwrap() {
         w.add_graph(e).unwrap();

@@ -42,14 +42,20 @@ fn run(exe: &str, args: &[&str]) -> Output {
     o
 }
 
-/// `models/shapes/` exported like `dalle-export dalle-pytorch --tokenizer … --clip …` does.
+/// `models/shapes/` exported like `dalle-export dalle-pytorch --tokenizer … --clip …
+/// --kv-cache in-place` does (keep in sync with `scripts/demo.sh`).
 fn export(dir: &Path) -> PathBuf {
+    use dalle_export::families::dalle_pytorch::decoder::{DecoderOptions, KvCacheLayout};
     let models = repo().join("models/shapes");
-    export_bundle::export(
+    export_bundle::export_with(
         &models.join("dalle.pt"),
         &models.join("tokenizer.json"),
         Some(&models.join("clip")),
         &dir.join("shapes"),
+        DecoderOptions {
+            kv_cache: KvCacheLayout::InPlace,
+            ..Default::default()
+        },
     )
 }
 

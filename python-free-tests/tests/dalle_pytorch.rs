@@ -1,7 +1,7 @@
 use dalle_bundle::io::decoder as io;
 use dalle_bundle::{GraphRole, Manifest, ModelFamily};
 use dalle_export::families::dalle_pytorch as dp;
-use dalle_export::families::dalle_pytorch::decoder::LogitsOutput;
+use dalle_export::families::dalle_pytorch::decoder::{DecoderOptions, KvCacheLayout, LogitsOutput};
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use ort::session::Session;
 use python_free_tests::{f32_input, fixture, i64_input, read_npy, session_from_file};
@@ -18,25 +18,29 @@ const CASES: [&str; 4] = [
     "dalle_reversible",
 ];
 
-/// Exports only the decoder graph (full logits) of a fixture checkpoint.
-fn export_decoder(case: &str, dir: &Path) -> (PathBuf, dp::DalleConfig) {
-    export_decoder_with(case, dir, LogitsOutput::Full)
-}
-
-fn export_decoder_with(case: &str, dir: &Path, logits: LogitsOutput) -> (PathBuf, dp::DalleConfig) {
+fn export_decoder_with(case: &str, dir: &Path, opts: DecoderOptions) -> (PathBuf, dp::DalleConfig) {
     let ckpt = dp::load(&fixture(case).join("dalle.pt")).unwrap();
     let cfg = ckpt.cfg.clone();
-    let out = dir.join(format!("{case}-{logits:?}"));
+    let out = dir.join(format!("{case}-{:?}-{:?}", opts.logits, opts.kv_cache));
     let mut w = python_free_tests::test_writer(&out, ModelFamily::DallePytorch);
-    w.add_graph(dp::decoder_entry(&cfg, ckpt.transformer, logits).unwrap())
+    w.add_graph(dp::decoder_entry(&cfg, ckpt.transformer, opts).unwrap())
         .unwrap();
     (w.commit().unwrap(), cfg)
 }
 
+/// The decoder's state between calls: the `past_*` tensors and, for an in-place cache, the
+/// number of tokens they hold (fed as `cache_length`).
+#[derive(Clone)]
+struct State {
+    tensors: BTreeMap<String, ArrayD<f32>>,
+    cache_length: Option<usize>,
+}
+
 /// The state inputs of the decoder with zero-length past, shaped from the manifest.
-fn empty_state(manifest: &Manifest, batch: usize) -> BTreeMap<String, ArrayD<f32>> {
+fn empty_state(manifest: &Manifest, batch: usize) -> State {
     let spec = manifest.graph(GraphRole::Decoder).unwrap();
-    spec.inputs
+    let tensors = spec
+        .inputs
         .iter()
         .filter(|t| t.name.starts_with("past_"))
         .map(|t| {
@@ -53,15 +57,16 @@ fn empty_state(manifest: &Manifest, batch: usize) -> BTreeMap<String, ArrayD<f32
                 .collect();
             (t.name.clone(), ArrayD::zeros(IxDyn(&shape)))
         })
-        .collect()
+        .collect();
+    let in_place = spec.input(io::CACHE_LENGTH).is_some();
+    State {
+        tensors,
+        cache_length: in_place.then_some(0),
+    }
 }
 
 /// Runs one decoder call; returns the logits and the new state.
-fn step(
-    s: &mut Session,
-    ids: ArrayD<i64>,
-    state: &BTreeMap<String, ArrayD<f32>>,
-) -> (ArrayD<f32>, BTreeMap<String, ArrayD<f32>>) {
+fn step(s: &mut Session, ids: ArrayD<i64>, state: &State) -> (ArrayD<f32>, State) {
     step_output(s, io::LOGITS, ids, state)
 }
 
@@ -70,18 +75,26 @@ fn step_output(
     s: &mut Session,
     logits_name: &str,
     ids: ArrayD<i64>,
-    state: &BTreeMap<String, ArrayD<f32>>,
-) -> (ArrayD<f32>, BTreeMap<String, ArrayD<f32>>) {
+    state: &State,
+) -> (ArrayD<f32>, State) {
+    let fed = ids.shape()[1];
     let mut inputs = vec![(io::INPUT_IDS.to_string(), i64_input(ids))];
-    for (name, value) in state {
+    for (name, value) in &state.tensors {
         inputs.push((name.clone(), f32_input(value.clone())));
+    }
+    if let Some(n) = state.cache_length {
+        inputs.push((
+            io::CACHE_LENGTH.to_string(),
+            i64_input(ArrayD::from_shape_vec(IxDyn(&[1]), vec![n as i64]).unwrap()),
+        ));
     }
     let outputs = s.run(inputs).unwrap();
     let logits = outputs[logits_name]
         .try_extract_array::<f32>()
         .unwrap()
         .to_owned();
-    let next = state
+    let tensors = state
+        .tensors
         .keys()
         .map(|past| {
             let present = io::present_for(past).unwrap();
@@ -94,6 +107,10 @@ fn step_output(
             )
         })
         .collect();
+    let next = State {
+        tensors,
+        cache_length: state.cache_length.map(|n| n + fed),
+    };
     (logits, next)
 }
 
@@ -118,7 +135,39 @@ fn compare(case: &str, what: &str, got: &ArrayD<f32>, want: &ArrayD<f32>) -> f32
 
 fn parity(case: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (bundle, cfg) = export_decoder(case, dir.path());
+    parity_full(case, dir.path(), KvCacheLayout::Concat);
+    parity_last_image(case, dir.path(), KvCacheLayout::Concat);
+    let ckpt = dp::load(&fixture(case).join("dalle.pt")).unwrap();
+    if ckpt.cfg.dim_head.is_multiple_of(8) {
+        parity_full(case, dir.path(), KvCacheLayout::InPlace);
+        parity_last_image(case, dir.path(), KvCacheLayout::InPlace);
+    } else {
+        // ONNX Runtime's GroupQueryAttention takes head sizes that are multiples of 8 only.
+        let opts = DecoderOptions {
+            logits: LogitsOutput::LastImage,
+            kv_cache: KvCacheLayout::InPlace,
+        };
+        let err = dp::decoder_entry(&ckpt.cfg, ckpt.transformer, opts)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("multiple of 8") && err.contains("--kv-cache concat"),
+            "{err}"
+        );
+    }
+}
+
+/// The full-logits graph against the reference logits, teacher-forced and one token at a time.
+fn parity_full(case: &str, dir: &Path, kv_cache: KvCacheLayout) {
+    let (bundle, cfg) = export_decoder_with(
+        case,
+        dir,
+        DecoderOptions {
+            logits: LogitsOutput::Full,
+            kv_cache,
+        },
+    );
     let manifest = Manifest::read_from_dir(&bundle).unwrap();
     let mut s = session_from_file(&bundle.join("decoder.onnx"));
     let ids = read_npy(&fixture(case).join("input_ids.npy")).i64();
@@ -146,15 +195,24 @@ fn parity(case: &str) {
         state = next;
     }
     let incremental = compare(case, "incremental", &got, &want);
-    eprintln!("{case}: max |error| teacher-forced {full:e}, incremental {incremental:e}");
-    parity_last_image(case, dir.path());
+    eprintln!(
+        "{case} ({} cache): max |error| teacher-forced {full:e}, incremental {incremental:e}",
+        kv_cache.name()
+    );
 }
 
 /// The generation graph (`image_logits`, last position only) against the reference logits'
 /// image range at the same positions: after the prompt prefill, after each fed image token, and
 /// teacher-forced on the whole sequence.
-fn parity_last_image(case: &str, dir: &Path) {
-    let (bundle, cfg) = export_decoder_with(case, dir, LogitsOutput::LastImage);
+fn parity_last_image(case: &str, dir: &Path, kv_cache: KvCacheLayout) {
+    let (bundle, cfg) = export_decoder_with(
+        case,
+        dir,
+        DecoderOptions {
+            logits: LogitsOutput::LastImage,
+            kv_cache,
+        },
+    );
     let manifest = Manifest::read_from_dir(&bundle).unwrap();
     let spec = manifest.graph(GraphRole::Decoder).unwrap();
     assert!(spec.output(io::LOGITS).is_none() && spec.output(io::IMAGE_LOGITS).is_some());
@@ -209,7 +267,10 @@ fn parity_last_image(case: &str, dir: &Path) {
         &tf,
         &image_at(len - 1),
     ));
-    eprintln!("{case}: last-image graph max |error| {worst:e}");
+    eprintln!(
+        "{case} ({} cache): last-image graph max |error| {worst:e}",
+        kv_cache.name()
+    );
 }
 
 #[test]
@@ -288,7 +349,7 @@ fn missing_and_wrong_shaped_tensors_name_the_tensor() {
     let err = dp::decoder_entry(
         &cfg,
         dalle_export::weights::Weights::new("edited", tensors.clone()),
-        LogitsOutput::Full,
+        DecoderOptions::default(),
     )
     .err()
     .unwrap()
@@ -309,7 +370,7 @@ fn missing_and_wrong_shaped_tensors_name_the_tensor() {
     let err = dp::decoder_entry(
         &cfg,
         dalle_export::weights::Weights::new("edited", tensors.clone()),
-        LogitsOutput::Full,
+        DecoderOptions::default(),
     )
     .err()
     .unwrap()
@@ -327,7 +388,7 @@ fn missing_and_wrong_shaped_tensors_name_the_tensor() {
     let err = dp::decoder_entry(
         &cfg,
         dalle_export::weights::Weights::new("edited", tensors),
-        LogitsOutput::Full,
+        DecoderOptions::default(),
     )
     .err()
     .unwrap()
@@ -427,4 +488,72 @@ fn openai_dvae_from_checkpoint_or_flags() {
         err.contains("has 64 codes but the transformer embeds 8192"),
         "{err}"
     );
+}
+
+/// The runtime's state handling of an in-place cache (buffers bound as past and present, rows
+/// copied by `select_rows`, several tokens after a past on a multi-row batch) against the
+/// concatenated cache, through `OrtDecoder` as generation uses it; and a clear error when the
+/// cache is full.
+#[test]
+fn in_place_cache_through_the_runtime_matches_concat() {
+    use dalle::generate::{DecoderStep, OrtDecoder};
+    let case = "dalle_cli";
+    let dir = tempfile::tempdir().unwrap();
+    let ids = read_npy(&fixture(case).join("input_ids.npy")).i64();
+    let (batch, len) = (ids.shape()[0], ids.shape()[1]);
+    let rows = 3;
+    let mut runs = vec![];
+    for kv_cache in [KvCacheLayout::Concat, KvCacheLayout::InPlace] {
+        let opts = DecoderOptions {
+            logits: LogitsOutput::LastImage,
+            kv_cache,
+        };
+        let (bundle, cfg) = export_decoder_with(case, dir.path(), opts);
+        let manifest = Manifest::read_from_dir(&bundle).unwrap();
+        let spec = manifest.graph(GraphRole::Decoder).unwrap();
+        let mut session = session_from_file(&bundle.join("decoder.onnx"));
+        let mut dec = OrtDecoder::new(&mut session, spec, &cfg.token_layout()).unwrap();
+        let text_len = cfg.text_len();
+        let row_ids = |r: usize, from: usize, to: usize| -> Vec<i64> {
+            (from..to).map(|t| ids[[r % batch, t]]).collect()
+        };
+        let mut one = dec.empty_state(1).unwrap();
+        let mut logits = ndarray::Array2::zeros((0, 0));
+        let prompt = ndarray::Array2::from_shape_vec((1, text_len), row_ids(0, 0, text_len));
+        dec.step(prompt.unwrap().view(), &mut one, &mut logits)
+            .unwrap();
+        let mut state = dec.select_rows(&one, &vec![0; rows]).unwrap();
+        let mut got = vec![];
+        // Two tokens in one call after the past, then one per call.
+        let mut t = text_len;
+        while t < len {
+            let n = if t == text_len { 2 } else { 1 };
+            let step: Vec<i64> = (0..rows).flat_map(|r| row_ids(r, t, t + n)).collect();
+            let step = ndarray::Array2::from_shape_vec((rows, n), step).unwrap();
+            dec.step(step.view(), &mut state, &mut logits).unwrap();
+            got.push(logits.clone());
+            t += n;
+        }
+        assert_eq!(state.past_length(), len);
+        if kv_cache == KvCacheLayout::InPlace {
+            let one_more = ndarray::Array2::from_elem((rows, 1), ids[[0, len - 1]]);
+            let e = dec
+                .step(one_more.view(), &mut state, &mut logits)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("in-place cache holds {len} tokens")),
+                "{e}"
+            );
+        }
+        runs.push(got);
+    }
+    let mut worst = 0.0f32;
+    for (a, b) in runs[0].iter().zip(&runs[1]) {
+        for (x, y) in a.iter().zip(b) {
+            worst = worst.max((x - y).abs());
+        }
+    }
+    assert!(worst <= LOGITS_ATOL, "in-place vs concat: {worst:e}");
+    eprintln!("runtime in-place vs concat: max |difference| {worst:e}");
 }

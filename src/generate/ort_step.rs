@@ -3,11 +3,16 @@
 //!
 //! State pairs come from the manifest, never from a layer count: every input named `past_*` is a
 //! state input, its output is [`present_for`]. Each state input's dims in the manifest are axis 0
-//! = batch (rows), one axis = `past_sequence_length`, the rest fixed sizes.
+//! = batch (rows), then either one `past_sequence_length` axis and fixed sizes (a *growing*
+//! state: ONNX Runtime allocates a longer present every step, which replaces the past) or fixed
+//! sizes only (an *in-place* state, `--kv-cache in-place`: a buffer of the cache's capacity,
+//! allocated once per state with ONNX Runtime's allocator and bound as both the past input and
+//! the present output, so the graph writes the new tokens into it and nothing is copied; the
+//! graph then takes the tokens already seen as `cache_length`).
 
 use super::step::DecoderStep;
 use crate::error::{Error, Result};
-use dalle_bundle::io::decoder::{IMAGE_LOGITS, INPUT_IDS, LOGITS, present_for};
+use dalle_bundle::io::decoder::{CACHE_LENGTH, IMAGE_LOGITS, INPUT_IDS, LOGITS, present_for};
 use dalle_bundle::io::dims::PAST_SEQUENCE;
 use dalle_bundle::{DType, Dim, GraphRole, GraphSpec, TokenLayout};
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, IxDyn};
@@ -23,8 +28,15 @@ const ROLE: GraphRole = GraphRole::Decoder;
 struct StatePair {
     past: String,
     present: String,
-    /// Dims after axis 0; `None` marks the past-length axis.
+    /// Dims after axis 0; `None` marks the past-length axis (none: an in-place state).
     dims: Vec<Option<usize>>,
+}
+
+impl StatePair {
+    /// A fixed-size buffer bound as both past and present.
+    fn in_place(&self) -> bool {
+        self.dims.iter().all(Option::is_some)
+    }
 }
 
 /// The state pairs of a decoder graph, from its manifest entry (in manifest order).
@@ -66,11 +78,11 @@ fn state_pairs(spec: &GraphSpec) -> Result<Vec<StatePair>> {
                 }
             });
         }
-        if dims.iter().filter(|d| d.is_none()).count() != 1 {
+        if dims.iter().filter(|d| d.is_none()).count() > 1 {
             return Err(Error::tensor(
                 ROLE,
                 name,
-                format!("needs exactly one `{PAST_SEQUENCE}` axis after the batch axis"),
+                format!("has more than one `{PAST_SEQUENCE}` axis"),
             ));
         }
         pairs.push(StatePair {
@@ -120,6 +132,44 @@ impl LogitsSource {
     }
 }
 
+/// The capacity of an in-place cache: manifest attribute `kv_capacity`, required (with the
+/// `cache_length` input) exactly when some state input is in place.
+fn in_place_capacity(spec: &GraphSpec, pairs: &[StatePair]) -> Result<Option<usize>> {
+    let in_place = pairs.iter().find(|p| p.in_place());
+    let has_length = spec.input(CACHE_LENGTH).is_some();
+    match (in_place, has_length) {
+        (None, false) => Ok(None),
+        (None, true) => Err(Error::tensor(
+            ROLE,
+            CACHE_LENGTH,
+            "is an input but no state input is a fixed-size (in-place) cache",
+        )),
+        (Some(p), false) => Err(Error::tensor(
+            ROLE,
+            &p.past,
+            format!(
+                "has no `{PAST_SEQUENCE}` axis (an in-place cache) but the graph has no `{CACHE_LENGTH}` input"
+            ),
+        )),
+        (Some(p), true) => {
+            let capacity = spec
+                .attributes
+                .get("kv_capacity")
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|c| usize::try_from(c).ok())
+                .filter(|&c| c > 0)
+                .ok_or_else(|| {
+                    Error::tensor(
+                        ROLE,
+                        &p.past,
+                        "is an in-place cache but the manifest gives no positive `kv_capacity`",
+                    )
+                })?;
+            Ok(Some(capacity))
+        }
+    }
+}
+
 /// The decoder session with its binding. See the module docs.
 pub struct OrtDecoder<'s> {
     session: &'s mut Session,
@@ -127,6 +177,8 @@ pub struct OrtDecoder<'s> {
     memory: MemoryInfo<'static>,
     pairs: Vec<StatePair>,
     logits: LogitsSource,
+    /// `Some(tokens)` when the caches are updated in place.
+    capacity: Option<usize>,
 }
 
 /// The `past_*` values of every row, in state-pair order, owned by ONNX Runtime after the
@@ -157,6 +209,7 @@ impl<'s> OrtDecoder<'s> {
         layout: &TokenLayout,
     ) -> Result<OrtDecoder<'s>> {
         let pairs = state_pairs(spec)?;
+        let capacity = in_place_capacity(spec, &pairs)?;
         let logits = LogitsSource::of(spec, layout)?;
         let binding = session
             .create_binding()
@@ -174,6 +227,7 @@ impl<'s> OrtDecoder<'s> {
             memory,
             pairs,
             logits,
+            capacity,
         })
     }
 
@@ -188,21 +242,51 @@ impl<'s> OrtDecoder<'s> {
             .collect()
     }
 
-    fn bind(&mut self, ids: Tensor<i64>, state: &OrtState) -> Result<()> {
+    /// A state buffer allocated by ONNX Runtime (only such values can be bound as outputs,
+    /// which in-place states are), its contents written by `fill`.
+    fn allocate(
+        &self,
+        pair: &StatePair,
+        shape: &[usize],
+        fill: impl FnOnce(&mut [f32]) -> Result<()>,
+    ) -> Result<DynValue> {
+        let err = |e| Error::ort(format!("graph `decoder`: allocating `{}`", pair.past), e);
+        let mut t = Tensor::<f32>::new(self.session.allocator(), shape.to_vec()).map_err(err)?;
+        fill(t.extract_tensor_mut().1)?;
+        Ok(t.into_dyn())
+    }
+
+    fn bind(&mut self, ids: Tensor<i64>, state: &mut OrtState) -> Result<()> {
         let err = |name: &str, e: ort::Error| {
             Error::ort(format!("graph `decoder`: cannot bind `{name}`"), e)
         };
         self.binding
             .bind_input(INPUT_IDS, &ids)
             .map_err(|e| err(INPUT_IDS, e))?;
-        for (pair, value) in self.pairs.iter().zip(&state.values) {
+        if self.capacity.is_some() {
+            let length = i64::try_from(state.past_length)
+                .map_err(|_| Error::InvalidInput("past length overflows i64".into()))?;
+            let length =
+                Tensor::from_array(([1usize], vec![length])).map_err(|e| err(CACHE_LENGTH, e))?;
             self.binding
-                .bind_input(pair.past.as_str(), value)
+                .bind_input(CACHE_LENGTH, &length)
+                .map_err(|e| err(CACHE_LENGTH, e))?;
+        }
+        for (pair, value) in self.pairs.iter().zip(state.values.iter_mut()) {
+            self.binding
+                .bind_input(pair.past.as_str(), &*value)
                 .map_err(|e| err(&pair.past, e))?;
-            // Re-bound every step: the present grows, so ONNX Runtime must allocate it anew.
-            self.binding
-                .bind_output_to_device(pair.present.as_str(), &self.memory)
-                .map_err(|e| err(&pair.present, e))?;
+            if pair.in_place() {
+                // The same buffer as the past: the graph writes the new tokens into it.
+                self.binding
+                    .bind_output(pair.present.as_str(), value)
+                    .map_err(|e| err(&pair.present, e))?;
+            } else {
+                // Re-bound every step: the present grows, so ONNX Runtime must allocate it anew.
+                self.binding
+                    .bind_output_to_device(pair.present.as_str(), &self.memory)
+                    .map_err(|e| err(&pair.present, e))?;
+            }
         }
         let logits = self.logits.name();
         self.binding
@@ -219,8 +303,14 @@ impl DecoderStep for OrtDecoder<'_> {
             .pairs
             .iter()
             .map(|pair| {
-                let zeros = ArrayD::<f32>::zeros(IxDyn(&self.shape(pair, rows, 0)));
-                Tensor::from_array(zeros)
+                let shape = self.shape(pair, rows, 0);
+                if pair.in_place() {
+                    return self.allocate(pair, &shape, |data| {
+                        data.fill(0.0);
+                        Ok(())
+                    });
+                }
+                Tensor::from_array(ArrayD::<f32>::zeros(IxDyn(&shape)))
                     .map(|t| t.into_dyn())
                     .map_err(|e| Error::ort(format!("graph `decoder`: empty `{}`", pair.past), e))
             })
@@ -248,6 +338,25 @@ impl DecoderStep for OrtDecoder<'_> {
                 let view = value.try_extract_array::<f32>().map_err(|e| {
                     Error::tensor(ROLE, &pair.present, format!("cannot read it as float: {e}"))
                 })?;
+                if pair.in_place() {
+                    // Whole rows (the full capacity) copied with memcpy: every element of the
+                    // new buffer is written, so it needs no zeroing first.
+                    let source = view.as_slice().ok_or_else(|| {
+                        Error::tensor(ROLE, &pair.past, "state buffer is not contiguous")
+                    })?;
+                    let row_len = pair.dims.iter().flatten().product::<usize>();
+                    let shape = self.shape(pair, rows.len(), 0);
+                    return self.allocate(pair, &shape, |data| {
+                        for (chunk, &r) in data.chunks_exact_mut(row_len.max(1)).zip(rows) {
+                            let row =
+                                source.get(r * row_len..(r + 1) * row_len).ok_or_else(|| {
+                                    Error::tensor(ROLE, &pair.past, "state buffer is too short")
+                                })?;
+                            chunk.copy_from_slice(row);
+                        }
+                        Ok(())
+                    });
+                }
                 Tensor::from_array(view.select(Axis(0), rows))
                     .map(|t| t.into_dyn())
                     .map_err(|e| Error::ort(format!("graph `decoder`: copying `{}`", pair.past), e))
@@ -277,6 +386,38 @@ impl DecoderStep for OrtDecoder<'_> {
                 ),
             ));
         }
+        if let Some(capacity) = self.capacity
+            && state.past_length + sequence > capacity
+        {
+            return Err(Error::InvalidInput(format!(
+                "the decoder's in-place cache holds {capacity} tokens; {} seen + {sequence} new \
+                 would overflow it",
+                state.past_length
+            )));
+        }
+        if self.capacity.is_some() && rows > 1 && sequence > 1 && state.past_length > 0 {
+            // GroupQueryAttention's CPU kernel takes several new tokens after a past for one
+            // row only (priming a batch): feed them one at a time.
+            let mut model_time = Duration::ZERO;
+            for t in 0..sequence {
+                let column = input_ids.slice_axis(Axis(1), ndarray::Slice::from(t..t + 1));
+                model_time += self.run_step(column, state, logits)?;
+            }
+            return Ok(model_time);
+        }
+        self.run_step(input_ids, state, logits)
+    }
+}
+
+impl OrtDecoder<'_> {
+    /// One run of the graph on validated ids.
+    fn run_step(
+        &mut self,
+        input_ids: ArrayView2<'_, i64>,
+        state: &mut OrtState,
+        logits: &mut Array2<f32>,
+    ) -> Result<Duration> {
+        let (rows, sequence) = input_ids.dim();
         let ids = Tensor::from_array(input_ids.to_owned())
             .map_err(|e| Error::ort("graph `decoder`: cannot create `input_ids`", e))?;
         self.bind(ids, state)?;
@@ -293,6 +434,10 @@ impl DecoderStep for OrtDecoder<'_> {
             let value = outputs
                 .remove(pair.present.as_str())
                 .ok_or_else(|| Error::tensor(ROLE, &pair.present, "missing from the outputs"))?;
+            if pair.in_place() {
+                // `value` is the buffer in `slot`, already updated.
+                continue;
+            }
             let want: Vec<i64> = std::iter::once(rows)
                 .chain(pair.dims.iter().map(|d| d.unwrap_or(total)))
                 .map(|d| d as i64)
@@ -431,13 +576,66 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`heads`"), "{e}");
-        let e = state_pairs(&past(vec![Dim::sym("batch"), 4.into()]))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("exactly one"), "{e}");
+        let e = state_pairs(&past(vec![
+            Dim::sym("batch"),
+            Dim::sym(PAST_SEQUENCE),
+            Dim::sym(PAST_SEQUENCE),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("more than one"), "{e}");
         let missing = spec(vec![kv("past_x", vec![Dim::sym("batch")])], &["logits"]);
         let e = state_pairs(&missing).unwrap_err().to_string();
         assert!(e.contains("past_x") && e.contains("present"), "{e}");
+    }
+
+    #[test]
+    fn fixed_size_states_are_in_place_and_need_cache_length_and_capacity() {
+        let fixed = || {
+            kv(
+                "past_key_values.0.key",
+                vec![Dim::sym("batch"), 2.into(), 5.into()],
+            )
+        };
+        let growing = || {
+            kv(
+                "past_shift.0.ff",
+                vec![Dim::sym("batch"), Dim::sym(PAST_SEQUENCE), 4.into()],
+            )
+        };
+        let length = || TensorSpec::new(CACHE_LENGTH, DType::I64, vec![1.into()]);
+        let outputs = ["image_logits", "present.0.key", "present_shift.0.ff"];
+
+        let mut s = spec(vec![fixed(), growing(), length()], &outputs);
+        s.attributes
+            .insert("kv_capacity".into(), serde_json::json!(5));
+        let pairs = state_pairs(&s).unwrap();
+        assert!(pairs[0].in_place() && !pairs[1].in_place());
+        assert_eq!(in_place_capacity(&s, &pairs).unwrap(), Some(5));
+
+        let no_capacity = spec(vec![fixed(), length()], &outputs);
+        let e = in_place_capacity(&no_capacity, &state_pairs(&no_capacity).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kv_capacity"), "{e}");
+
+        let no_length = spec(vec![fixed()], &outputs);
+        let e = in_place_capacity(&no_length, &state_pairs(&no_length).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`cache_length`"), "{e}");
+
+        let stray = spec(vec![growing(), length()], &outputs);
+        let e = in_place_capacity(&stray, &state_pairs(&stray).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no state input is a fixed-size"), "{e}");
+
+        let concat = spec(vec![growing()], &outputs);
+        assert_eq!(
+            in_place_capacity(&concat, &state_pairs(&concat).unwrap()).unwrap(),
+            None
+        );
     }
 
     #[test]

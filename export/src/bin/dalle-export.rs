@@ -6,7 +6,7 @@ use dalle_bundle::{ModelFamily, Provenance};
 use dalle_export::bundle_writer::{
     BundleWriter, ExternalDataPolicy, exporter_version, source_file,
 };
-use dalle_export::families::dalle_pytorch::decoder::LogitsOutput;
+use dalle_export::families::dalle_pytorch::decoder::{DecoderOptions, KvCacheLayout, LogitsOutput};
 use dalle_export::families::openai_dvae::{self, DecoderConfig, EncoderConfig};
 use dalle_export::families::{clip, dalle_pytorch};
 use dalle_export::graph::{check, proto_io, text};
@@ -75,6 +75,12 @@ enum Command {
         /// needs, fastest) or `full` (every position, whole vocabulary, masked like the reference)
         #[arg(long, value_enum, default_value_t = LogitsArg::LastImage)]
         logits: LogitsArg,
+        /// Decoder key/value caches: `concat` (standard ONNX, every execution provider and
+        /// TensorRT; the cache is copied into a new one each step) or `in-place` (fixed
+        /// capacity, written in place by ONNX Runtime's `GroupQueryAttention`: fastest on the
+        /// CPU provider, whose kernel is the float32 one; not for CUDA/TensorRT float32)
+        #[arg(long, value_enum, default_value_t = KvCacheArg::Concat)]
+        kv_cache: KvCacheArg,
         #[command(flatten)]
         out: OutArgs,
     },
@@ -138,6 +144,7 @@ fn run(command: Command) -> Result<()> {
             vae_decoder,
             clip,
             logits,
+            kv_cache,
             out,
         } => export_dalle_pytorch(
             &checkpoint,
@@ -147,7 +154,10 @@ fn run(command: Command) -> Result<()> {
                 decoder: vae_decoder.as_deref(),
             },
             clip.as_deref(),
-            logits.into(),
+            DecoderOptions {
+                logits: logits.into(),
+                kv_cache: kv_cache.into(),
+            },
             &out,
         ),
         Command::Clip { model, out } => export_clip(&model, &out),
@@ -203,6 +213,22 @@ enum LogitsArg {
     Full,
 }
 
+/// `--kv-cache`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum KvCacheArg {
+    Concat,
+    InPlace,
+}
+
+impl From<KvCacheArg> for KvCacheLayout {
+    fn from(a: KvCacheArg) -> KvCacheLayout {
+        match a {
+            KvCacheArg::Concat => KvCacheLayout::Concat,
+            KvCacheArg::InPlace => KvCacheLayout::InPlace,
+        }
+    }
+}
+
 impl From<LogitsArg> for LogitsOutput {
     fn from(a: LogitsArg) -> LogitsOutput {
         match a {
@@ -217,7 +243,7 @@ fn export_dalle_pytorch(
     tokenizer: Option<&Path>,
     vae_files: dalle_pytorch::OpenAiVaeFiles<'_>,
     clip_dir: Option<&Path>,
-    logits: LogitsOutput,
+    decoder: DecoderOptions,
     out: &OutArgs,
 ) -> Result<()> {
     let mut sources = vec![source_file("checkpoint", checkpoint)?];
@@ -279,7 +305,7 @@ fn export_dalle_pytorch(
     writer.add_graph(dalle_pytorch::decoder_entry(
         &cfg,
         ckpt.transformer,
-        logits,
+        decoder,
     )?)?;
     for entry in dalle_pytorch::vae_entries(&cfg, &ckpt.root, ckpt.vae, vae_files)? {
         writer.add_graph(entry)?;

@@ -230,6 +230,28 @@ impl GraphBuilder {
     }
 
     /// Wires `op` on `inputs`, naming the node after its op type in the current scope.
+    /// The default opset, plus version 1 of every other domain a node uses (only
+    /// `com.microsoft`, see `ops/contrib.rs`).
+    fn opset_imports(&self) -> Vec<proto::OperatorSetIdProto> {
+        let mut imports = vec![proto::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(OPSET),
+        }];
+        let mut others: Vec<&str> = self
+            .nodes
+            .iter()
+            .map(|n| n.domain)
+            .filter(|d| !d.is_empty())
+            .collect();
+        others.sort_unstable();
+        others.dedup();
+        imports.extend(others.into_iter().map(|d| proto::OperatorSetIdProto {
+            domain: Some(d.to_string()),
+            version: Some(1),
+        }));
+        imports
+    }
+
     pub fn node(&mut self, op: impl Op, inputs: &[Value]) -> Result<Vec<Value>> {
         let inputs: Vec<Option<Value>> = inputs.iter().copied().map(Some).collect();
         let name = self.auto_name(op.op_type());
@@ -509,10 +531,7 @@ impl GraphBuilder {
         };
         Ok(proto::ModelProto {
             ir_version: Some(IR_VERSION),
-            opset_import: vec![proto::OperatorSetIdProto {
-                domain: Some(String::new()),
-                version: Some(OPSET),
-            }],
+            opset_import: self.opset_imports(),
             producer_name: Some(PRODUCER.to_string()),
             producer_version: Some(env!("CARGO_PKG_VERSION").to_string()),
             graph: Some(graph),

@@ -19,9 +19,20 @@
 //!
 //! Positions of the new tokens come from the past length (`positions.rs`), so one graph serves
 //! the prefill (zero-length past) and every decode step, with no `If`/`Loop`.
+//!
+//! The key/value caches take one of two forms (`KvCacheLayout`):
+//! - `concat` (default, standard ONNX only): `past_key_values.*` `[B, H, P, dh]` grow by
+//!   concatenation; the past length is their length. Every step copies the whole cache into a
+//!   new `present`.
+//! - `in-place`: `past_key_values.*` `[B, H, capacity, dh]` with `capacity` = the model's
+//!   sequence length, written in place by `com.microsoft.GroupQueryAttention` when the caller
+//!   binds the same buffer as past and present; the past length is the extra input
+//!   `cache_length`. Shift-token histories, where present, still grow by concatenation.
 
 use super::config::DalleConfig;
-use super::layers::{self, AttentionWeights, BranchWeights, FeedForwardWeights, Norm};
+use super::layers::{
+    self, AttentionWeights, BranchWeights, FeedForwardWeights, GqaLengths, KvCache, Norm,
+};
 use super::names::{self, Branch};
 use super::positions::{self, Positions};
 use super::rotary::{self, RotaryTables};
@@ -29,8 +40,8 @@ use super::shift::shift_tokens;
 use crate::dims;
 use crate::error::{ExportError, Result};
 use crate::graph::ops::{
-    Add, Concat, Div, Gather, GreaterOrEqual, Mul, ReduceMax, Reshape, Slice, Squeeze, Sub,
-    Unsqueeze, Where,
+    Add, Cast, Concat, Div, Expand, Gather, GreaterOrEqual, Mul, ReduceMax, Reshape, Shape, Slice,
+    Squeeze, Sub, Unsqueeze, Where,
 };
 use crate::graph::{GraphBuilder, Value};
 use crate::tensor::TensorData;
@@ -199,8 +210,6 @@ struct LayerState {
     shift: Option<(Value, Value)>,
 }
 
-/// Builds the decoder graph, taking the transformer's tensors from `w` (VAE tensors must have
-/// been split off already).
 /// Which logits the decoder graph outputs (see the module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LogitsOutput {
@@ -212,15 +221,60 @@ pub enum LogitsOutput {
     LastImage,
 }
 
-pub fn build(cfg: &DalleConfig, w: &mut Weights, logits: LogitsOutput) -> Result<GraphBuilder> {
+/// How the graph keeps its key/value caches (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvCacheLayout {
+    /// Growing caches, standard ONNX (every execution provider, TensorRT's parser).
+    #[default]
+    Concat,
+    /// Fixed-capacity caches updated in place by `com.microsoft.GroupQueryAttention` (ONNX
+    /// Runtime only; its float32 kernel is the CPU one).
+    InPlace,
+}
+
+impl KvCacheLayout {
+    /// The manifest's name for it (attribute `kv_cache`, the exporter's flag value).
+    pub fn name(self) -> &'static str {
+        match self {
+            KvCacheLayout::Concat => "concat",
+            KvCacheLayout::InPlace => "in-place",
+        }
+    }
+}
+
+/// Export options of the decoder graph.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DecoderOptions {
+    pub logits: LogitsOutput,
+    pub kv_cache: KvCacheLayout,
+}
+
+/// Builds the decoder graph, taking the transformer's tensors from `w` (VAE tensors must have
+/// been split off already).
+pub fn build(cfg: &DalleConfig, w: &mut Weights, opts: DecoderOptions) -> Result<GraphBuilder> {
     let mut g = GraphBuilder::new("decoder");
     let (dim, h, dh) = (cfg.dim, cfg.heads, cfg.dim_head);
     let ids = g.input(io::INPUT_IDS, DType::I64, dims![d::BATCH, d::SEQUENCE])?;
+    let in_place = opts.kv_cache == KvCacheLayout::InPlace;
+    if in_place && !dh.is_multiple_of(8) {
+        return Err(ExportError::Unsupported(format!(
+            "--kv-cache in-place needs dim_head to be a multiple of 8 (ONNX Runtime's \
+             GroupQueryAttention kernel); this checkpoint has dim_head {dh}: use --kv-cache concat"
+        )));
+    }
+    let (kv_in, kv_out) = if in_place {
+        let fixed = dims![d::BATCH, h, cfg.seq_len(), dh];
+        (fixed.clone(), fixed)
+    } else {
+        (
+            dims![d::BATCH, h, d::PAST_SEQUENCE, dh],
+            dims![d::BATCH, h, d::TOTAL_SEQUENCE, dh],
+        )
+    };
     let mut states = Vec::with_capacity(cfg.depth);
     for i in 0..cfg.depth {
-        let kv = dims![d::BATCH, h, d::PAST_SEQUENCE, dh];
-        let past_k = g.input(&io::past_name(i, KvKind::Key), DType::F32, kv.clone())?;
-        let past_v = g.input(&io::past_name(i, KvKind::Value), DType::F32, kv)?;
+        let past_k = g.input(&io::past_name(i, KvKind::Key), DType::F32, kv_in.clone())?;
+        let past_v = g.input(&io::past_name(i, KvKind::Value), DType::F32, kv_in.clone())?;
         states.push(LayerState {
             past_k,
             past_v,
@@ -247,19 +301,43 @@ pub fn build(cfg: &DalleConfig, w: &mut Weights, logits: LogitsOutput) -> Result
         .first()
         .map(|s| s.past_k)
         .ok_or_else(|| ExportError::Unsupported("depth 0".into()))?;
-    let p = positions::positions(&mut g, ids, first_past, 2)?;
+    let past_len = if in_place {
+        g.input(io::CACHE_LENGTH, DType::I64, dims![1])?
+    } else {
+        positions::past_length_of(&mut g, first_past, 2)?
+    };
+    let p = positions::positions(&mut g, ids, past_len)?;
+    let lengths = if in_place {
+        Some(gqa_lengths(&mut g, ids, &p)?)
+    } else {
+        None
+    };
     let mut l = Loader { w };
     let rotary = if cfg.rotary_emb {
         let pos_emb =
             l.w.take_f32(names::ROTARY_POS_EMB, &rotary_shape(l.w, cfg)?)?;
-        Some(rotary::tables(&mut g, &pos_emb, dh, p.pos)?)
+        let tables = rotary::tables(&mut g, &pos_emb, dh, p.pos)?;
+        Some(if in_place {
+            rotary::for_sequence_major(&mut g, tables)?
+        } else {
+            tables
+        })
     } else {
         None
     };
 
     let x = embed(&mut g, &mut l, cfg, ids, &p)?;
-    let out = run_layers(&mut g, &mut l, cfg, x, &p, rotary.as_ref(), &states)?;
-    match logits {
+    let out = run_layers(
+        &mut g,
+        &mut l,
+        cfg,
+        x,
+        &p,
+        rotary.as_ref(),
+        &states,
+        lengths,
+    )?;
+    match opts.logits {
         LogitsOutput::Full => {
             let logits = to_logits(&mut g, &mut l, cfg, out.x, &p)?;
             g.output_as(
@@ -278,9 +356,8 @@ pub fn build(cfg: &DalleConfig, w: &mut Weights, logits: LogitsOutput) -> Result
         }
     }
     for (i, (k, v)) in out.kv.iter().enumerate() {
-        let kv = dims![d::BATCH, h, d::TOTAL_SEQUENCE, dh];
-        g.output_as(&io::present_name(i, KvKind::Key), *k, kv.clone())?;
-        g.output_as(&io::present_name(i, KvKind::Value), *v, kv)?;
+        g.output_as(&io::present_name(i, KvKind::Key), *k, kv_out.clone())?;
+        g.output_as(&io::present_name(i, KvKind::Value), *v, kv_out.clone())?;
     }
     for (i, (a, f)) in out.shift.iter().enumerate() {
         let hist = dims![d::BATCH, d::TOTAL_SEQUENCE, dim];
@@ -315,6 +392,40 @@ fn rotary_shape(w: &Weights, cfg: &DalleConfig) -> Result<Vec<usize>> {
             names::ROTARY_POS_EMB
         ))),
     }
+}
+
+/// `GroupQueryAttention`'s lengths from the positions: `seqlens_k` = `P + S − 1` repeated for
+/// every row, `total_sequence_length` = `P + S` (both int32).
+fn gqa_lengths(g: &mut GraphBuilder, ids: Value, p: &Positions) -> Result<GqaLengths> {
+    g.scoped("kv_lengths", |g| {
+        let one = g.const_i64(&[1])?;
+        let last = g.node1(Sub, &[p.total, one])?;
+        let last = g.node1(Cast { to: DType::I32 }, &[last])?;
+        let total = g.node1(Cast { to: DType::I32 }, &[p.total])?;
+        let rows = g.node1(
+            Shape {
+                start: Some(0),
+                end: Some(1),
+            },
+            &[ids],
+        )?;
+        let seqlens_k = g.node1(Expand, &[last, rows])?;
+        let axis0 = g.const_i64(&[0])?;
+        let total = g.node1(Squeeze, &[total, axis0])?;
+        Ok(GqaLengths { seqlens_k, total })
+    })
+}
+
+/// The additive form of a bool attention mask `[S, T]` for `GroupQueryAttention`:
+/// `[1, 1, S, T]`, 0 where allowed and −f32::MAX where masked.
+fn attention_bias(g: &mut GraphBuilder, mask: Value) -> Result<Value> {
+    g.scoped("attention_bias", |g| {
+        let zero = g.scalar_float(0.0, DType::F32)?;
+        let neg = g.scalar_float(-f32::MAX, DType::F32)?;
+        let bias = g.node1(Where, &[mask, zero, neg])?;
+        let axes = g.const_i64(&[0, 1])?;
+        g.node1(Unsqueeze, &[bias, axes])
+    })
 }
 
 /// Token embeddings (and learned positions when rotary is off).
@@ -390,6 +501,7 @@ struct LayerOutputs {
     shift: Vec<(Value, Value)>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_layers(
     g: &mut GraphBuilder,
     l: &mut Loader,
@@ -398,10 +510,12 @@ fn run_layers(
     p: &Positions,
     rotary: Option<&RotaryTables>,
     states: &[LayerState],
+    lengths: Option<GqaLengths>,
 ) -> Result<LayerOutputs> {
     let mut shared_attn = SharedModules::default();
     let mut shared_ff = SharedModules::default();
     let mut masks: HashMap<super::config::AttnType, Value> = HashMap::new();
+    let mut keys = None;
     let (mut x1, mut x2) = (x, x);
     let mut out = LayerOutputs {
         x,
@@ -414,13 +528,39 @@ fn run_layers(
             .get(i)
             .copied()
             .unwrap_or(super::config::AttnType::Full);
-        let mask = match masks.get(&ty) {
-            Some(m) => *m,
-            None => {
-                let m = positions::attention_mask(g, cfg, p, ty)?;
+        let needs_mask = lengths.is_none() || ty != super::config::AttnType::Full;
+        if needs_mask && keys.is_none() {
+            keys = Some(positions::keys(g, p)?);
+        }
+        let mask = match (masks.get(&ty), &keys) {
+            (Some(m), _) => Some(*m),
+            (None, None) => None,
+            (None, Some(k)) => {
+                let m = positions::attention_mask(g, cfg, k, ty)?;
+                // GroupQueryAttention is causal itself; the sparse types add a bias.
+                let m = match (lengths, ty) {
+                    (None, _) | (Some(_), super::config::AttnType::Full) => m,
+                    (Some(_), _) => attention_bias(g, m)?,
+                };
                 masks.insert(ty, m);
-                m
+                Some(m)
             }
+        };
+        let cache = match (lengths, mask) {
+            (None, Some(mask)) => KvCache::Concat {
+                past_k: state.past_k,
+                past_v: state.past_v,
+                mask,
+            },
+            (None, None) => {
+                return Err(ExportError::node("layers", "no attention mask was built"));
+            }
+            (Some(lengths), bias) => KvCache::InPlace {
+                past_k: state.past_k,
+                past_v: state.past_v,
+                lengths,
+                bias: bias.filter(|_| ty != super::config::AttnType::Full),
+            },
         };
         let attn_prefix = names::branch_prefix(i, Branch::Attention, cfg.reversible);
         let ff_prefix = names::branch_prefix(i, Branch::FeedForward, cfg.reversible);
@@ -447,15 +587,7 @@ fn run_layers(
                     }
                     None => h,
                 };
-                let (o, k, v) = layers::attention(
-                    g,
-                    cfg,
-                    attn_w,
-                    h,
-                    (state.past_k, state.past_v),
-                    mask,
-                    rotary,
-                )?;
+                let (o, k, v) = layers::attention(g, cfg, attn_w, h, cache, rotary)?;
                 kv = Some((k, v));
                 Ok(o)
             })

@@ -14,13 +14,20 @@
 //! out  = Softmax(Where(mask, q·kᵀ, −f32::MAX)) · v → [B, S, H·dh] · to_outᵀ + b
 //! ```
 //!
-//! Feed-forward: `x · W1ᵀ + b1 → (a, g) → a · gelu(g) → · W2ᵀ + b2` (exact erf GELU).
+//! With an in-place cache ([`KvCache::InPlace`]) q, k, v stay `[B, S, H·dh]` (rotary applied
+//! per head on a `[B, S, H, dh]` view) and one `GroupQueryAttention` does the rest: it writes
+//! the new keys/values into the fixed-capacity caches at the past length and attends causally
+//! over the valid prefix, the sparse masks given as an additive bias (0 / −f32::MAX).
+//!
+//! Feed-forward: `x · W1ᵀ + b1 → (a, g) → a · gelu(g) → · W2ᵀ + b2` (exact erf GELU, written
+//! so that ONNX Runtime fuses it into one `Gelu`).
 
 use super::config::DalleConfig;
 use super::rotary::{self, RotaryTables};
 use crate::error::Result;
 use crate::graph::ops::{
-    Add, Concat, Erf, LayerNormalization, MatMul, Mul, Reshape, Softmax, Split, Transpose, Where,
+    Add, Concat, Div, Erf, GroupQueryAttention, LayerNormalization, MatMul, Mul, Reshape, Softmax,
+    Split, Transpose, Where,
 };
 use crate::graph::{GraphBuilder, Value};
 use dalle_bundle::DType;
@@ -80,14 +87,110 @@ pub fn linear(g: &mut GraphBuilder, x: Value, w: Value, b: Option<Value>) -> Res
     }
 }
 
+/// How one layer's attention reads and extends its key/value cache.
+#[derive(Clone, Copy)]
+pub enum KvCache {
+    /// `past` `[B, H, P, dh]` caches, concatenated with the new keys/values into `present`
+    /// `[B, H, P+S, dh]`; `mask` bool `[S, P+S]`, true where a query may attend a key.
+    Concat {
+        past_k: Value,
+        past_v: Value,
+        mask: Value,
+    },
+    /// Fixed-capacity `[B, H, C, dh]` caches updated in place by `GroupQueryAttention`.
+    InPlace {
+        past_k: Value,
+        past_v: Value,
+        lengths: GqaLengths,
+        /// f32 `[1, 1, S, P+S]` additive mask for the sparse attention types; `None` = causal.
+        bias: Option<Value>,
+    },
+}
+
+/// The int32 lengths `GroupQueryAttention` takes, computed once per graph.
+#[derive(Clone, Copy)]
+pub struct GqaLengths {
+    /// `[B]`: `P + S − 1` for every row.
+    pub seqlens_k: Value,
+    /// Scalar `P + S`.
+    pub total: Value,
+}
+
 /// The attention module on an already normalized (and shifted) input; returns the output and
 /// the new key/value caches.
-#[allow(clippy::too_many_arguments)]
 pub fn attention(
     g: &mut GraphBuilder,
     cfg: &DalleConfig,
     w: AttentionWeights,
     x: Value,
+    cache: KvCache,
+    rotary: Option<&RotaryTables>,
+) -> Result<(Value, Value, Value)> {
+    let inner = cfg.inner_dim() as i64;
+    let qkv = linear(g, x, w.to_qkv, None)?;
+    let sizes = g.const_i64(&[inner, inner, inner])?;
+    let parts = g.node(Split { axis: 2 }, &[qkv, sizes])?;
+    let [q, k, v] = <[Value; 3]>::try_from(parts)
+        .map_err(|_| crate::error::ExportError::node("attention", "expected q, k and v"))?;
+    match cache {
+        KvCache::Concat {
+            past_k,
+            past_v,
+            mask,
+        } => attention_concat(g, cfg, w, [q, k, v], (past_k, past_v), mask, rotary),
+        KvCache::InPlace {
+            past_k,
+            past_v,
+            lengths,
+            bias,
+        } => {
+            let (h, dh) = (cfg.heads as i64, cfg.dim_head as i64);
+            let mut rotated = [q, k, v];
+            if let Some(r) = rotary {
+                let heads_shape = g.const_i64(&[0, 0, h, dh])?;
+                let merged = g.const_i64(&[0, 0, inner])?;
+                for t in &mut rotated {
+                    let per_head = g.node1(Reshape, &[*t, heads_shape])?;
+                    let turned = rotary::apply(g, r, per_head, cfg.dim_head)?;
+                    *t = g.node1(Reshape, &[turned, merged])?;
+                }
+            }
+            let [q, k, v] = rotated;
+            let outs = g.node_opt(
+                GroupQueryAttention {
+                    num_heads: h,
+                    kv_num_heads: h,
+                    scale: (cfg.dim_head as f32).powf(-0.5),
+                },
+                &[
+                    Some(q),
+                    Some(k),
+                    Some(v),
+                    Some(past_k),
+                    Some(past_v),
+                    Some(lengths.seqlens_k),
+                    Some(lengths.total),
+                    None,
+                    None,
+                    None,
+                    bias,
+                ],
+            )?;
+            let [out, present_k, present_v] = <[Value; 3]>::try_from(outs).map_err(|_| {
+                crate::error::ExportError::node("attention", "expected three outputs")
+            })?;
+            let out = linear(g, out, w.to_out_w, Some(w.to_out_b))?;
+            Ok((out, present_k, present_v))
+        }
+    }
+}
+
+/// The standard-ONNX attention over a concatenated cache (see the module docs).
+fn attention_concat(
+    g: &mut GraphBuilder,
+    cfg: &DalleConfig,
+    w: AttentionWeights,
+    parts: [Value; 3],
     (past_k, past_v): (Value, Value),
     mask: Value,
     rotary: Option<&RotaryTables>,
@@ -97,9 +200,6 @@ pub fn attention(
         cfg.dim_head as i64,
         cfg.inner_dim() as i64,
     );
-    let qkv = linear(g, x, w.to_qkv, None)?;
-    let sizes = g.const_i64(&[inner, inner, inner])?;
-    let parts = g.node(Split { axis: 2 }, &[qkv, sizes])?;
     let heads_shape = g.const_i64(&[0, 0, h, dh])?;
     let mut qkv = Vec::with_capacity(3);
     for part in parts {
@@ -165,15 +265,16 @@ pub fn feed_forward(
             ));
         }
     };
-    // F.gelu (exact): x · ½ · (1 + erf(x / √2)).
-    let inv_sqrt2 = g.scalar_float(std::f32::consts::FRAC_1_SQRT_2, DType::F32)?;
+    // F.gelu (exact): x · (1 + erf(x / √2)) · ½, in the node order ONNX Runtime's GeluFusion
+    // recognizes (Div, Erf, Add, Mul, Mul → one Gelu kernel).
+    let sqrt2 = g.scalar_float(std::f32::consts::SQRT_2, DType::F32)?;
     let half = g.scalar_float(0.5, DType::F32)?;
     let one = g.scalar_float(1.0, DType::F32)?;
-    let e = g.node1(Mul, &[gate, inv_sqrt2])?;
+    let e = g.node1(Div, &[gate, sqrt2])?;
     let e = g.node1(Erf, &[e])?;
     let e = g.node1(Add, &[e, one])?;
-    let gh = g.node1(Mul, &[gate, half])?;
-    let gelu = g.node1(Mul, &[gh, e])?;
+    let ge = g.node1(Mul, &[gate, e])?;
+    let gelu = g.node1(Mul, &[ge, half])?;
     let y = g.node1(Mul, &[a, gelu])?;
     linear(g, y, w.w2, Some(w.b2))
 }

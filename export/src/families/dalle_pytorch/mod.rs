@@ -79,14 +79,14 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     })
 }
 
-/// Builds `decoder.onnx` with the chosen logits output and checks every transformer tensor was
-/// used.
+/// Builds `decoder.onnx` with the chosen logits output and cache layout and checks every
+/// transformer tensor was used.
 pub fn decoder_entry(
     cfg: &DalleConfig,
     mut w: Weights,
-    logits: decoder::LogitsOutput,
+    opts: decoder::DecoderOptions,
 ) -> Result<GraphEntry> {
-    let graph = decoder::build(cfg, &mut w, logits)?;
+    let graph = decoder::build(cfg, &mut w, opts)?;
     w.finish()?;
     let seq = cfg.seq_len() as u64;
     let mut dim_ranges = BTreeMap::new();
@@ -118,11 +118,15 @@ pub fn decoder_entry(
     attributes.insert("reversible".into(), json!(cfg.reversible));
     attributes.insert(
         "logits".into(),
-        json!(match logits {
+        json!(match opts.logits {
             decoder::LogitsOutput::Full => "full",
             decoder::LogitsOutput::LastImage => "last-image",
         }),
     );
+    attributes.insert("kv_cache".into(), json!(opts.kv_cache.name()));
+    if opts.kv_cache == decoder::KvCacheLayout::InPlace {
+        attributes.insert("kv_capacity".into(), json!(seq));
+    }
     if let Some(v) = &cfg.version {
         attributes.insert("dalle_pytorch_version".into(), json!(v));
     }

@@ -3,7 +3,9 @@
 //! mask, and the image row/column of a position.
 //!
 //! ```text
-//! P = Shape(past_key_values.0.key)[2]      S = Shape(input_ids)[1]
+//! P = Shape(past_key_values.0.key)[2]      (concatenated cache: its length is the past)
+//!   | past_sequence_length                  (in-place cache: the caller says it)
+//! S = Shape(input_ids)[1]
 //! pos     = Range(P, P + S)   [S]   absolute positions of the new tokens (BOS = 0)
 //! key_pos = Range(0, P + S)   [T]   positions of every key
 //! causal  = key_pos[None, :] <= pos[:, None]   [S, T]
@@ -21,30 +23,40 @@ use crate::graph::{GraphBuilder, Value};
 pub struct Positions {
     /// i64 `[S]`: absolute positions of the new tokens.
     pub pos: Value,
-    /// bool `[S, T]`: key position ≤ query position.
-    pub causal: Value,
-    /// i64 `[S, 1]` view of `pos` and `[1, T]` positions of every key (`0..P+S`).
-    pub pos_col: Value,
-    pub key_row: Value,
+    /// i64 `[1]`: `P + S`, the tokens seen after this call.
+    pub total: Value,
+    /// i64 scalar `P + S`.
+    end: Value,
 }
 
-/// Builds [`Positions`] from the past length of `past` (axis `past_axis`) and the new tokens.
-pub fn positions(
-    g: &mut GraphBuilder,
-    input_ids: Value,
-    past: Value,
-    past_axis: i64,
-) -> Result<Positions> {
+/// The key side of the attention masks (built only when a mask is: an in-place cache with full
+/// attention needs none).
+pub struct KeyPositions {
+    /// i64 `[S, 1]`: the new tokens' positions as a column ([`column`]).
+    pub pos_col: Value,
+    /// i64 `[1, T]`: positions of every key (`0..P+S`).
+    pub key_row: Value,
+    /// bool `[S, T]`: key position ≤ query position.
+    pub causal: Value,
+}
+
+/// i64 `[1]`: the length of axis `axis` of `past` (a concatenated cache's past length).
+pub fn past_length_of(g: &mut GraphBuilder, past: Value, axis: i64) -> Result<Value> {
     g.scoped("positions", |g| {
-        let axis0 = g.const_i64(&[0])?;
-        let axis1 = g.const_i64(&[1])?;
-        let past_len = g.node1(
+        g.node1(
             Shape {
-                start: Some(past_axis),
-                end: Some(past_axis + 1),
+                start: Some(axis),
+                end: Some(axis + 1),
             },
             &[past],
-        )?;
+        )
+    })
+}
+
+/// Builds [`Positions`] from the past length (i64 `[1]`) and the new tokens.
+pub fn positions(g: &mut GraphBuilder, input_ids: Value, past_len: Value) -> Result<Positions> {
+    g.scoped("positions", |g| {
+        let axis0 = g.const_i64(&[0])?;
         let new_len = g.node1(
             Shape {
                 start: Some(1),
@@ -55,20 +67,34 @@ pub fn positions(
         let total = g.node1(Add, &[past_len, new_len])?;
         let start = g.node1(Squeeze, &[past_len, axis0])?;
         let end = g.node1(Squeeze, &[total, axis0])?;
-        let zero = g.scalar_i64(0)?;
         let one = g.scalar_i64(1)?;
         let pos = g.node1(Range, &[start, end, one])?;
-        let key_pos = g.node1(Range, &[zero, end, one])?;
-        let pos_col = g.node1(Unsqueeze, &[pos, axis1])?;
+        Ok(Positions { pos, total, end })
+    })
+}
+
+/// Builds [`KeyPositions`] for `p`.
+pub fn keys(g: &mut GraphBuilder, p: &Positions) -> Result<KeyPositions> {
+    g.scoped("positions", |g| {
+        let axis0 = g.const_i64(&[0])?;
+        let zero = g.scalar_i64(0)?;
+        let one = g.scalar_i64(1)?;
+        let key_pos = g.node1(Range, &[zero, p.end, one])?;
         let key_row = g.node1(Unsqueeze, &[key_pos, axis0])?;
+        let pos_col = column(g, p)?;
         let causal = g.node1(LessOrEqual, &[key_row, pos_col])?;
-        Ok(Positions {
-            pos,
-            causal,
+        Ok(KeyPositions {
             pos_col,
             key_row,
+            causal,
         })
     })
+}
+
+/// i64 `[S, 1]`: the new tokens' positions as a column, for `[S, …]` per-position masks.
+pub fn column(g: &mut GraphBuilder, p: &Positions) -> Result<Value> {
+    let axis1 = g.const_i64(&[1])?;
+    g.node1(Unsqueeze, &[p.pos, axis1])
 }
 
 /// Image row of positions `p` (meaningful where `p >= text_len`): `(p − text_len) / fmap`.
@@ -96,11 +122,11 @@ fn image_col(g: &mut GraphBuilder, cfg: &DalleConfig, p: Value, row: Value) -> R
 pub fn attention_mask(
     g: &mut GraphBuilder,
     cfg: &DalleConfig,
-    p: &Positions,
+    k: &KeyPositions,
     ty: AttnType,
 ) -> Result<Value> {
     if ty == AttnType::Full {
-        return Ok(p.causal);
+        return Ok(k.causal);
     }
     let scope = match ty {
         AttnType::AxialRow => "mask_axial_row",
@@ -109,20 +135,20 @@ pub fn attention_mask(
     };
     g.scoped(scope, |g| {
         let text_len = g.scalar_i64(cfg.text_len() as i64)?;
-        let q_text = g.node1(Less, &[p.pos_col, text_len])?;
-        let k_text = g.node1(Less, &[p.key_row, text_len])?;
-        let qr = image_row(g, cfg, p.pos_col)?;
-        let kr = image_row(g, cfg, p.key_row)?;
+        let q_text = g.node1(Less, &[k.pos_col, text_len])?;
+        let k_text = g.node1(Less, &[k.key_row, text_len])?;
+        let qr = image_row(g, cfg, k.pos_col)?;
+        let kr = image_row(g, cfg, k.key_row)?;
         let image_rule = match ty {
             AttnType::AxialRow => g.node1(Equal, &[qr, kr])?,
             AttnType::AxialCol => {
-                let qc = image_col(g, cfg, p.pos_col, qr)?;
-                let kc = image_col(g, cfg, p.key_row, kr)?;
+                let qc = image_col(g, cfg, k.pos_col, qr)?;
+                let kc = image_col(g, cfg, k.key_row, kr)?;
                 g.node1(Equal, &[qc, kc])?
             }
             AttnType::ConvLike { kernel } => {
-                let qc = image_col(g, cfg, p.pos_col, qr)?;
-                let kc = image_col(g, cfg, p.key_row, kr)?;
+                let qc = image_col(g, cfg, k.pos_col, qr)?;
+                let kc = image_col(g, cfg, k.key_row, kr)?;
                 let reach = g.scalar_i64(kernel as i64 - 1)?;
                 let min_r = g.node1(Sub, &[qr, reach])?;
                 let min_c = g.node1(Sub, &[qc, reach])?;
@@ -134,11 +160,11 @@ pub fn attention_mask(
                 let c = g.node1(And, &[c_lo, c_hi])?;
                 g.node1(And, &[r, c])?
             }
-            AttnType::Full => p.causal,
+            AttnType::Full => k.causal,
         };
         let text_any = g.node1(Or, &[q_text, k_text])?;
         let allowed = g.node1(Or, &[text_any, image_rule])?;
-        g.node1(And, &[p.causal, allowed])
+        g.node1(And, &[k.causal, allowed])
     })
 }
 
@@ -147,7 +173,8 @@ pub fn attention_mask(
 pub fn logits_mask(g: &mut GraphBuilder, cfg: &DalleConfig, p: &Positions) -> Result<Value> {
     g.scoped("logits_mask", |g| {
         let text_seq_len = g.scalar_i64(cfg.text_seq_len as i64)?;
-        let predicts_image = g.node1(GreaterOrEqual, &[p.pos_col, text_seq_len])?;
+        let pos_col = column(g, p)?;
+        let predicts_image = g.node1(GreaterOrEqual, &[pos_col, text_seq_len])?;
         let ntext = cfg.num_text_tokens_internal();
         let is_image_id: Vec<bool> = (0..cfg.total_tokens()).map(|v| v >= ntext).collect();
         let bytes = is_image_id.iter().map(|&b| u8::from(b)).collect();

@@ -11,7 +11,7 @@
 //! ```
 
 use crate::error::{ExportError, Result};
-use crate::graph::ops::{Add, Concat, Gather, Mul, Neg, Reshape, Slice};
+use crate::graph::ops::{Add, Concat, Gather, Mul, Neg, Reshape, Slice, Unsqueeze};
 use crate::graph::{GraphBuilder, Value};
 use crate::tensor::TensorData;
 
@@ -58,7 +58,21 @@ pub fn tables(
     })
 }
 
-/// Applies the rotation to `t` `[B, H, S, dim_head]`.
+/// The tables for a sequence-major `[B, S, H, dim_head]` input: `[S, 1, rot]` (the in-place
+/// cache's attention keeps q, k, v sequence-major).
+pub fn for_sequence_major(g: &mut GraphBuilder, t: RotaryTables) -> Result<RotaryTables> {
+    g.scoped("rotary", |g| {
+        let axis = g.const_i64(&[1])?;
+        Ok(RotaryTables {
+            cos: g.node1(Unsqueeze, &[t.cos, axis])?,
+            sin: g.node1(Unsqueeze, &[t.sin, axis])?,
+            rot: t.rot,
+        })
+    })
+}
+
+/// Applies the rotation to `t` `[B, H, S, dim_head]` (or `[B, S, H, dim_head]` with tables from
+/// [`for_sequence_major`]): it acts on the last axis only.
 pub fn apply(g: &mut GraphBuilder, r: &RotaryTables, t: Value, dim_head: usize) -> Result<Value> {
     let rot = r.rot as i64;
     let start = g.const_i64(&[0])?;

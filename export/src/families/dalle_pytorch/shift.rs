@@ -52,10 +52,11 @@ pub fn shift_tokens(
         let above = g.node1(Gather { axis: 1 }, &[hist, above_idx])?;
 
         // Per-position facts, [S, 1].
-        let is_text = g.node1(Less, &[p.pos_col, text_len])?;
+        let pos_col = super::positions::column(g, p)?;
+        let is_text = g.node1(Less, &[pos_col, text_len])?;
         let is_image = g.node1(Not, &[is_text])?;
-        let first = g.node1(Equal, &[p.pos_col, zero_i])?;
-        let j = g.node1(Sub, &[p.pos_col, text_len])?;
+        let first = g.node1(Equal, &[pos_col, zero_i])?;
+        let j = g.node1(Sub, &[pos_col, text_len])?;
         let row = g.node1(Div, &[j, fmap])?;
         let row_start = g.node1(Mul, &[row, fmap])?;
         let col = g.node1(Sub, &[j, row_start])?;
