@@ -10,7 +10,8 @@
 # the ViT-B/32-shaped CLIP fixture for reranking (tools/fixtures/clip_fixtures.py --config full);
 # build release; time `dalle-export dalle-pytorch` (without and with --clip); measure copy
 # bandwidth (benches/bandwidth.py); decode-step latency against past length at batch 1 and 8
-# (`cargo bench --bench decode_step`); the sampling micro-bench (`cargo bench --bench sampling`);
+# (`cargo bench --bench decode_step`); the sampling and state-handling micro-benches
+# (`cargo bench --bench sampling`, `cargo bench --bench state`);
 # end-to-end `dalle-ort generate` for N candidates with/without CFG and rerank (wall time, max
 # RSS, the sidecar's timings), and with --no-cpu-arena (memory); CLIP scoring cost per image
 # (`dalle-ort clip-score`); the PyTorch peer (benches/generate_torch.py, timed steps + extrapolation); then benches/bench_report.py
@@ -105,7 +106,7 @@ fi
 say "building (release)"
 cargo build --release -p dalle-export -p dalle --bins
 cargo bench --bench decode_step --no-run
-cargo bench --bench sampling --no-run
+cargo bench --bench sampling --bench state --no-run
 
 # --- machine --------------------------------------------------------------------------------
 UPTIME_BEFORE=$(uptime)
@@ -150,6 +151,9 @@ STEP_BUNDLE="$WORK/bundle_other" STEP_RUNS="$STEP_RUNS" cargo bench --bench deco
 say "cargo bench --bench sampling"
 cargo bench --bench sampling -- --warm-up-time 1 --measurement-time 3 --noplot \
     >"$WORK/sampling.txt" 2>&1 || { cat "$WORK/sampling.txt" >&2; exit 1; }
+say "cargo bench --bench state"
+cargo bench --bench state -- --warm-up-time 1 --measurement-time 3 --noplot \
+    >"$WORK/state.txt" 2>&1 || { cat "$WORK/state.txt" >&2; exit 1; }
 
 # --- end to end (ours) ----------------------------------------------------------------------
 : >"$WORK/e2e.tsv"

@@ -121,7 +121,7 @@ fn main() -> Result<()> {
 
         let mut rngs: Vec<CandidateRng> =
             (0..batch).map(|i| CandidateRng::new(7, i as u64)).collect();
-        let mut scratch = Vec::new();
+        let mut scratch = dalle::sampling::SampleScratch::default();
         let mut step_ids = Array2::<i64>::zeros((batch, 1));
         let mut code = 0u32;
         let mut points = vec![];

@@ -179,6 +179,8 @@ pub struct OrtDecoder<'s> {
     logits: LogitsSource,
     /// `Some(tokens)` when the caches are updated in place.
     capacity: Option<usize>,
+    /// The state whose in-place buffers are bound now (bindings persist between runs).
+    bound_state: Option<u64>,
 }
 
 /// The `past_*` values of every row, in state-pair order, owned by ONNX Runtime after the
@@ -187,6 +189,14 @@ pub struct OrtState {
     values: Vec<DynValue>,
     rows: usize,
     past_length: usize,
+    /// Unique per state: the in-place buffers stay bound while the same state steps.
+    id: u64,
+}
+
+/// A fresh [`OrtState::id`].
+fn next_state_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl OrtState {
@@ -228,6 +238,7 @@ impl<'s> OrtDecoder<'s> {
             pairs,
             logits,
             capacity,
+            bound_state: None,
         })
     }
 
@@ -272,7 +283,11 @@ impl<'s> OrtDecoder<'s> {
                 .bind_input(CACHE_LENGTH, &length)
                 .map_err(|e| err(CACHE_LENGTH, e))?;
         }
+        let rebind_in_place = self.bound_state != Some(state.id);
         for (pair, value) in self.pairs.iter().zip(state.values.iter_mut()) {
+            if pair.in_place() && !rebind_in_place {
+                continue;
+            }
             self.binding
                 .bind_input(pair.past.as_str(), &*value)
                 .map_err(|e| err(&pair.past, e))?;
@@ -288,6 +303,7 @@ impl<'s> OrtDecoder<'s> {
                     .map_err(|e| err(&pair.present, e))?;
             }
         }
+        self.bound_state = Some(state.id);
         let logits = self.logits.name();
         self.binding
             .bind_output_to_device(logits, &self.memory)
@@ -319,6 +335,7 @@ impl DecoderStep for OrtDecoder<'_> {
             values,
             rows,
             past_length: 0,
+            id: next_state_id(),
         })
     }
 
@@ -366,6 +383,7 @@ impl DecoderStep for OrtDecoder<'_> {
             values,
             rows: rows.len(),
             past_length: state.past_length,
+            id: next_state_id(),
         })
     }
 

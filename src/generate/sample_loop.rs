@@ -128,7 +128,7 @@ pub fn sample_images<D: DecoderStep>(
     };
 
     let mut candidates = Vec::with_capacity(cfg.candidates);
-    let mut scratch = Vec::new();
+    let mut scratch = crate::sampling::SampleScratch::default();
     let mut logits = Array2::<f32>::zeros((0, 0));
     for start in (0..cfg.candidates).step_by(cfg.batch) {
         let count = cfg.batch.min(cfg.candidates - start);

@@ -29,24 +29,37 @@ impl LogitsFilter for Temperature {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TopK(pub usize);
 
-/// Descending by logit, then ascending by index: a total, deterministic order (NaN never reaches
-/// the filters: the sampler rejects it first).
-fn by_logit_desc(logits: &[f32]) -> impl Fn(&usize, &usize) -> Ordering + '_ {
-    move |&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b))
-}
-
 impl LogitsFilter for TopK {
+    /// The k-th largest value (in `f32::total_cmp` order) is found by selection over a copy of
+    /// the values; everything above it stays, and of the entries equal to it the lowest-index
+    /// ones fill the remaining places: the same set as sorting by (logit desc, index asc).
     fn apply(&self, logits: &mut [f32]) {
         let k = self.0.max(1);
         if k >= logits.len() {
             return;
         }
-        let mut order: Vec<usize> = (0..logits.len()).collect();
-        order.select_nth_unstable_by(k - 1, by_logit_desc(logits));
-        for &i in &order[k..] {
-            logits[i] = f32::NEG_INFINITY;
+        let mut values = logits.to_vec();
+        let (_, kth, _) = values.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+        let kth = *kth;
+        let above = logits
+            .iter()
+            .filter(|v| v.total_cmp(&kth) == Ordering::Greater)
+            .count();
+        let mut ties_left = k.saturating_sub(above);
+        for v in logits.iter_mut() {
+            match v.total_cmp(&kth) {
+                Ordering::Greater => {}
+                Ordering::Equal if ties_left > 0 => ties_left -= 1,
+                _ => *v = f32::NEG_INFINITY,
+            }
         }
     }
+}
+
+/// Descending by logit, then ascending by index: a total, deterministic order (NaN never reaches
+/// the filters: the sampler rejects it first).
+fn by_logit_desc(logits: &[f32]) -> impl Fn(&usize, &usize) -> Ordering + '_ {
+    move |&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b))
 }
 
 /// Nucleus filter: keeps the most likely tokens until their probability reaches `p` (at least
@@ -156,6 +169,41 @@ mod tests {
         let mut l = [1.0, 2.0];
         TopK(5).apply(&mut l);
         assert_eq!(l, [1.0, 2.0]);
+    }
+
+    #[test]
+    fn top_k_is_the_first_k_by_logit_then_index() {
+        // Rows with many ties and signed zeros, against the definition (sort by logit desc,
+        // index asc; keep the first k).
+        let mut state = 12345u32;
+        for len in [1usize, 2, 7, 64, 300] {
+            let row: Vec<f32> = (0..len)
+                .map(|_| {
+                    state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    match state >> 29 {
+                        0 => 0.0,
+                        1 => -0.0,
+                        2 => NEG,
+                        v => (v as f32 - 4.0) * 0.5,
+                    }
+                })
+                .collect();
+            for k in 1..=len + 1 {
+                let mut order: Vec<usize> = (0..len).collect();
+                order.sort_by(by_logit_desc(&row));
+                let mut want = vec![NEG; len];
+                for &i in order.iter().take(k) {
+                    want[i] = row[i];
+                }
+                let mut got = row.clone();
+                TopK(k).apply(&mut got);
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "len {len} k {k}: {got:?} vs {want:?}");
+            }
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ mod filters;
 mod sampler;
 
 pub use filters::{FilterChain, LogitsFilter, Temperature, TopK, TopP, cfg_combine};
-pub use sampler::{CandidateRng, ImageTokenSampler, Sampler};
+pub use sampler::{CandidateRng, ImageTokenSampler, SampleScratch, Sampler};
 
 use crate::error::{Error, Result};
 use serde::Serialize;

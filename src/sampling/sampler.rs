@@ -34,30 +34,44 @@ pub struct Sampler;
 impl Sampler {
     /// The drawn index; errors if a logit is NaN or every logit is `-inf`.
     pub fn draw(&self, logits: &[f32], rng: &mut CandidateRng) -> Result<usize> {
-        if logits.iter().any(|l| l.is_nan()) {
-            return Err(Error::InvalidInput(
-                "the decoder returned NaN logits; cannot sample".to_string(),
-            ));
+        self.draw_with(logits, rng, &mut Vec::new())
+    }
+
+    /// [`Sampler::draw`] with a reusable buffer for the weights (each `exp` computed once).
+    pub fn draw_with(
+        &self,
+        logits: &[f32],
+        rng: &mut CandidateRng,
+        weights: &mut Vec<f64>,
+    ) -> Result<usize> {
+        let mut max = f32::NEG_INFINITY;
+        for &l in logits {
+            if l.is_nan() {
+                return Err(Error::InvalidInput(
+                    "the decoder returned NaN logits; cannot sample".to_string(),
+                ));
+            }
+            max = max.max(l);
         }
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         if max == f32::NEG_INFINITY {
             return Err(Error::InvalidInput(
                 "every image token was filtered out (all logits -inf); cannot sample".to_string(),
             ));
         }
-        let weight = |l: f32| {
+        // exp in f32 (within an ulp of the f64 value, several times faster), summed in f64.
+        weights.clear();
+        weights.extend(logits.iter().map(|&l| {
             if l == f32::NEG_INFINITY {
                 0.0
             } else {
-                f64::from(l - max).exp()
+                f64::from((l - max).exp())
             }
-        };
-        let total: f64 = logits.iter().map(|&l| weight(l)).sum();
+        }));
+        let total: f64 = weights.iter().sum();
         let target = rng.uniform() * total;
         let mut cumulative = 0.0;
         let mut last = 0;
-        for (i, &l) in logits.iter().enumerate() {
-            let w = weight(l);
+        for (i, &w) in weights.iter().enumerate() {
             if w > 0.0 {
                 cumulative += w;
                 last = i;
@@ -69,6 +83,13 @@ impl Sampler {
         // Rounding can leave `target` at the very top: the last possible token.
         Ok(last)
     }
+}
+
+/// Buffers [`ImageTokenSampler::sample`] reuses between calls (one per sampling thread).
+#[derive(Clone, Debug, Default)]
+pub struct SampleScratch {
+    logits: Vec<f32>,
+    weights: Vec<f64>,
 }
 
 /// Turns rows of decoder logits into image codes: see the [module docs](super).
@@ -141,25 +162,26 @@ impl ImageTokenSampler {
         cond: &[f32],
         uncond: Option<&[f32]>,
         rng: &mut CandidateRng,
-        scratch: &mut Vec<f32>,
+        scratch: &mut SampleScratch,
     ) -> Result<u32> {
         let cond = self.image_part(cond, "conditional")?;
-        scratch.clear();
+        let SampleScratch { logits, weights } = scratch;
+        logits.clear();
         match (self.cond_scale, uncond) {
             (Some(scale), Some(uncond)) => {
                 let uncond = self.image_part(uncond, "unconditional")?;
-                scratch.resize(self.image_vocab, 0.0);
-                cfg_combine(cond, uncond, scale, scratch);
+                logits.resize(self.image_vocab, 0.0);
+                cfg_combine(cond, uncond, scale, logits);
             }
             (Some(_), None) => {
                 return Err(Error::InvalidInput(
                     "guided sampling needs an unconditional logits row".to_string(),
                 ));
             }
-            (None, _) => scratch.extend_from_slice(cond),
+            (None, _) => logits.extend_from_slice(cond),
         }
-        self.chain.apply(scratch);
-        let code = self.sampler.draw(scratch, rng)?;
+        self.chain.apply(logits);
+        let code = self.sampler.draw_with(logits, rng, weights)?;
         u32::try_from(code).map_err(|_| Error::InvalidInput(format!("image code {code} too large")))
     }
 }
@@ -224,7 +246,7 @@ mod tests {
         };
         let s = ImageTokenSampler::new(&params, &layout(4, 3)).unwrap();
         let row = [0.1, 0.7, 0.3];
-        let mut scratch = Vec::new();
+        let mut scratch = SampleScratch::default();
         for seed in 0..20 {
             let mut rng = CandidateRng::new(seed, 0);
             assert_eq!(s.sample(&row, None, &mut rng, &mut scratch).unwrap(), 1);
@@ -242,7 +264,7 @@ mod tests {
         let cond = [1.0, 2.0, 0.0];
         let uncond = [0.0, 2.5, 0.0];
         let mut rng = CandidateRng::new(0, 0);
-        let mut scratch = Vec::new();
+        let mut scratch = SampleScratch::default();
         // cond alone → code 1; uncond + 3 (cond - uncond) = [3, 1, 0] → code 0.
         assert_eq!(
             s.sample(&cond, Some(&uncond), &mut rng, &mut scratch)
