@@ -154,8 +154,11 @@ targets = []
 L.append("## 1. Decode step against past length (`cargo bench --bench decode_step`)\n")
 L.append(f"One new image token per row after a prefilled prompt, through `OrtDecoder` (IoBinding, "
          f"ORT-owned state) exactly as the generation loop does, sampling included "
-         f"({step['sampling']}). {step['warmup']} untimed + {step['runs']} timed steps per point; "
-         f"median. \"Run\" is the time inside ORT's `run_binding`; \"outside\" is everything else "
+         f"({step['sampling']}). {step['warmup']} untimed + {step['runs']} timed steps per point"
+         + (f", the whole sweep repeated {step['repeats']} times with fresh states and the "
+            f"timed steps pooled" if step.get("repeats", 1) > 1 else "")
+         + "; median. \"Run\" is"
+         f" the time inside ORT's `run_binding`; \"outside\" is everything else "
          f"per step (sampling, ids, binding, state bookkeeping, copying the last logits out). "
          f"Floor = weight bytes read per step / copy bandwidth = {weight_bytes / 1e6:.1f} MB / "
          f"{gbps:.1f} GB/s = **{floor_ms:.1f} ms** (transformer {info['transformer_params']:,} + "

@@ -7,7 +7,10 @@
 //! `STEP_WARMUP` single-token steps (untimed), then `STEP_RUNS` timed single-token steps. Every
 //! step does what `sample_images` does per step: sample one image token per row from the last
 //! logits (DALLE-pytorch top-k `filter_thres` 0.9, temperature 1), write the ids, call
-//! `DecoderStep::step`. Wall time per step and the time inside ORT's `run_binding` (returned
+//! `DecoderStep::step`. The whole sweep (prefill, broadcast, every point) runs `STEP_REPEATS`
+//! times with fresh states and the timed steps of each point are pooled, so a burst of other
+//! load on the machine moves one repeat's samples, not a whole point. Wall time per step and the
+//! time inside ORT's `run_binding` (returned
 //! by `step`) are recorded, so the time outside the run (sampling, state handling, logits copy,
 //! bookkeeping) is their difference. It also times `select_rows` (the broadcast of a prefilled
 //! 1-row state to `b` rows, once per batch of candidates in `generate`).
@@ -17,7 +20,7 @@
 //! - `STEP_BUNDLE` (required): a bundle with a `decoder` graph and a token layout.
 //! - `STEP_BATCHES` (default `1,8`), `STEP_PASTS` (default `257,512,768,1024,1268`; each is the
 //!   past length before the warm-up steps, clamped so the last timed step fits the sequence).
-//! - `STEP_RUNS` (default 10), `STEP_WARMUP` (default 2).
+//! - `STEP_RUNS` (default 10), `STEP_WARMUP` (default 2), `STEP_REPEATS` (default 3).
 //!
 //! ```text
 //! STEP_BUNDLE=/tmp/bundle cargo bench --bench decode_step
@@ -77,6 +80,7 @@ fn main() -> Result<()> {
     let pasts = env_list("STEP_PASTS", "257,512,768,1024,1268")?;
     let runs = env_count("STEP_RUNS", 10)?.max(1);
     let warmup = env_count("STEP_WARMUP", 2)?;
+    let repeats = env_count("STEP_REPEATS", 3)?.max(1);
 
     dalle::ort_lib::load(None, false)?;
     let options = EpOptions {
@@ -106,81 +110,96 @@ fn main() -> Result<()> {
 
     let mut results = vec![];
     for &batch in &batches {
-        // Prefill one row, broadcast it (as `generate` does), then step.
-        let mut one = decoder.empty_state(1)?;
-        let mut logits = Array2::<f32>::zeros((0, 0));
-        let ids = Array2::from_shape_vec((1, prompt_len), row.clone())?;
-        let t = Instant::now();
-        decoder.step(ids.view(), &mut one, &mut logits)?;
-        let prefill_ms = ms(t.elapsed());
-        let t = Instant::now();
-        let mut state = decoder.select_rows(&one, &vec![0; batch])?;
-        let broadcast_ms = ms(t.elapsed());
-        drop(one);
-        logits = logits.select(ndarray::Axis(0), &vec![0; batch]);
-
-        let mut rngs: Vec<CandidateRng> =
-            (0..batch).map(|i| CandidateRng::new(7, i as u64)).collect();
-        let mut scratch = dalle::sampling::SampleScratch::default();
-        let mut step_ids = Array2::<i64>::zeros((batch, 1));
+        let mut prefill = vec![];
+        let mut broadcast = vec![];
+        // Per point, in order: (first past, wall times, model times) pooled over the repeats.
+        let mut pooled: Vec<(usize, Vec<f64>, Vec<f64>)> = vec![];
         let mut code = 0u32;
-        let mut points = vec![];
-        for &want in &pasts {
-            let want = want.min(max_total - warmup - runs);
-            let past = state.past_length();
-            if want < past {
-                continue;
-            }
-            if want > past {
-                let n = want - past;
-                let chunk: Vec<i64> = (0..batch * n)
-                    .map(|i| image_id(&layout, (i as u32 * 31) % 8192))
-                    .collect();
-                let ids = Array2::from_shape_vec((batch, n), chunk)?;
-                decoder.step(ids.view(), &mut state, &mut logits)?;
-            }
-            let mut wall = vec![];
-            let mut model = vec![];
-            let first_past = state.past_length() + warmup;
-            for i in 0..warmup + runs {
-                let t = Instant::now();
-                for (j, rng) in rngs.iter_mut().enumerate() {
-                    let row = logits.row(j);
-                    let slice = row.as_slice().context("logits row not contiguous")?;
-                    code = sampler.sample(slice, None, rng, &mut scratch)?;
-                    step_ids[[j, 0]] = image_id(&layout, code);
+        for repeat in 0..repeats {
+            // Prefill one row, broadcast it (as `generate` does), then step.
+            let mut one = decoder.empty_state(1)?;
+            let mut logits = Array2::<f32>::zeros((0, 0));
+            let ids = Array2::from_shape_vec((1, prompt_len), row.clone())?;
+            let t = Instant::now();
+            decoder.step(ids.view(), &mut one, &mut logits)?;
+            prefill.push(ms(t.elapsed()));
+            let t = Instant::now();
+            let mut state = decoder.select_rows(&one, &vec![0; batch])?;
+            broadcast.push(ms(t.elapsed()));
+            drop(one);
+            logits = logits.select(ndarray::Axis(0), &vec![0; batch]);
+
+            let mut rngs: Vec<CandidateRng> = (0..batch)
+                .map(|i| CandidateRng::new(7 + repeat as u64, i as u64))
+                .collect();
+            let mut scratch = dalle::sampling::SampleScratch::default();
+            let mut step_ids = Array2::<i64>::zeros((batch, 1));
+            let mut point = 0;
+            for &want in &pasts {
+                let want = want.min(max_total - warmup - runs);
+                let past = state.past_length();
+                if want < past {
+                    continue;
                 }
-                let inside = decoder.step(step_ids.view(), &mut state, &mut logits)?;
-                let total = t.elapsed();
-                if i >= warmup {
-                    wall.push(ms(total));
-                    model.push(ms(inside));
+                if want > past {
+                    let n = want - past;
+                    let chunk: Vec<i64> = (0..batch * n)
+                        .map(|i| image_id(&layout, (i as u32 * 31) % 8192))
+                        .collect();
+                    let ids = Array2::from_shape_vec((batch, n), chunk)?;
+                    decoder.step(ids.view(), &mut state, &mut logits)?;
                 }
+                let first_past = state.past_length() + warmup;
+                if pooled.len() == point {
+                    pooled.push((first_past, vec![], vec![]));
+                }
+                let (_, wall, model) = &mut pooled[point];
+                for i in 0..warmup + runs {
+                    let t = Instant::now();
+                    for (j, rng) in rngs.iter_mut().enumerate() {
+                        let row = logits.row(j);
+                        let slice = row.as_slice().context("logits row not contiguous")?;
+                        code = sampler.sample(slice, None, rng, &mut scratch)?;
+                        step_ids[[j, 0]] = image_id(&layout, code);
+                    }
+                    let inside = decoder.step(step_ids.view(), &mut state, &mut logits)?;
+                    let total = t.elapsed();
+                    if i >= warmup {
+                        wall.push(ms(total));
+                        model.push(ms(inside));
+                    }
+                }
+                point += 1;
             }
-            let outside: Vec<f64> = wall.iter().zip(&model).map(|(w, m)| w - m).collect();
-            let step_med = median(wall.clone());
-            points.push(json!({
-                "past_first": first_past,
-                "past_mean": first_past as f64 + (runs as f64 - 1.0) / 2.0,
-                "step_median_ms": step_med,
-                "step_mean_ms": mean(&wall),
-                "step_min_ms": wall.iter().copied().fold(f64::INFINITY, f64::min),
-                "run_median_ms": median(model.clone()),
-                "outside_median_ms": median(outside.clone()),
-                "outside_mean_ms": mean(&outside),
-                "outside_share": mean(&outside) / mean(&wall),
-                "tokens_per_s": batch as f64 / (step_med / 1e3),
-                "steps_ms": wall,
-            }));
+            if state.past_length() > max_total {
+                bail!("past {} beyond the sequence", state.past_length());
+            }
         }
-        if state.past_length() > max_total {
-            bail!("past {} beyond the sequence", state.past_length());
-        }
+        let points: Vec<_> = pooled
+            .into_iter()
+            .map(|(first_past, wall, model)| {
+                let outside: Vec<f64> = wall.iter().zip(&model).map(|(w, m)| w - m).collect();
+                let step_med = median(wall.clone());
+                json!({
+                    "past_first": first_past,
+                    "past_mean": first_past as f64 + (runs as f64 - 1.0) / 2.0,
+                    "step_median_ms": step_med,
+                    "step_mean_ms": mean(&wall),
+                    "step_min_ms": wall.iter().copied().fold(f64::INFINITY, f64::min),
+                    "run_median_ms": median(model.clone()),
+                    "outside_median_ms": median(outside.clone()),
+                    "outside_mean_ms": mean(&outside),
+                    "outside_share": mean(&outside) / mean(&wall),
+                    "tokens_per_s": batch as f64 / (step_med / 1e3),
+                    "steps_ms": wall,
+                })
+            })
+            .collect();
         results.push(json!({
             "batch": batch,
-            "prefill_ms": prefill_ms,
+            "prefill_ms": median(prefill),
             "prefill_tokens": prompt_len,
-            "broadcast_ms": broadcast_ms,
+            "broadcast_ms": median(broadcast),
             "last_code": code,
             "points": points,
         }));
@@ -191,6 +210,7 @@ fn main() -> Result<()> {
             "session_ms": session_ms,
             "runs": runs,
             "warmup": warmup,
+            "repeats": repeats,
             "sampling": "filter_thres 0.9 (k = 5785), temperature 1",
             "batches": results,
         })

@@ -4,7 +4,7 @@
 //! [`Bundle::session`] creates a graph's session the first time it is asked for, with the
 //! execution provider resolved once per bundle ([`crate::ep::register::resolve`]).
 
-use crate::ep::{AutoDecision, EpOptions, plan_for_graph, register};
+use crate::ep::{AutoDecision, EpOptions, plan_for_graph, provider_caveat, register};
 use crate::error::{Error, Result};
 use crate::ort_lib;
 use crate::session::GraphSession;
@@ -93,6 +93,9 @@ impl Bundle {
     fn load_session(&mut self, role: GraphRole) -> Result<GraphSession> {
         let kind = self.provider()?.kind;
         let spec = self.manifest.graph(role)?;
+        if let Some(note) = provider_caveat(kind, role, spec) {
+            tracing::warn!("{note}");
+        }
         let plan = plan_for_graph(kind, &self.options, role, spec)?;
         let env = ort_lib::environment()?;
         GraphSession::load(&env, &self.dir, role, spec, &plan)

@@ -221,6 +221,21 @@ pub fn plan_for_graph(
     Ok(EpPlan { kind, providers })
 }
 
+/// A warning for a graph that will not run well on `kind`: a decoder exported with
+/// `--kv-cache in-place` uses `com.microsoft.GroupQueryAttention`, whose float32 kernel is the
+/// CPU one (CUDA's takes fp16/bf16 and TensorRT's parser does not take it), so on a GPU provider
+/// its attention falls back to the CPU with a copy of every cache each step.
+pub fn provider_caveat(kind: ProviderKind, role: GraphRole, spec: &GraphSpec) -> Option<String> {
+    let in_place = spec.attributes.get("kv_cache").and_then(|v| v.as_str()) == Some("in-place");
+    (role == GraphRole::Decoder && in_place && kind != ProviderKind::Cpu).then(|| {
+        format!(
+            "this bundle's decoder was exported with --kv-cache in-place, whose float32 \
+             attention (GroupQueryAttention) only runs on the CPU provider: on {kind} it falls \
+             back to the CPU every step; export with --kv-cache concat (the default) for GPUs"
+        )
+    })
+}
+
 /// What `auto` chose, and why the better providers were passed over.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AutoDecision {
@@ -419,6 +434,31 @@ mod tests {
                 "trt_profile_opt_shapes",
                 "trt_profile_max_shapes"
             ]
+        );
+    }
+
+    #[test]
+    fn in_place_decoders_are_flagged_on_gpu_providers_only() {
+        let mut spec = encoder_spec();
+        spec.attributes
+            .insert("kv_cache".into(), serde_json::json!("in-place"));
+        for kind in [ProviderKind::Cuda, ProviderKind::TensorRt] {
+            let note = provider_caveat(kind, GraphRole::Decoder, &spec).unwrap();
+            assert!(note.contains("--kv-cache concat"), "{note}");
+        }
+        assert_eq!(
+            provider_caveat(ProviderKind::Cpu, GraphRole::Decoder, &spec),
+            None
+        );
+        assert_eq!(
+            provider_caveat(ProviderKind::Cuda, GraphRole::DvaeDecoder, &spec),
+            None
+        );
+        spec.attributes
+            .insert("kv_cache".into(), serde_json::json!("concat"));
+        assert_eq!(
+            provider_caveat(ProviderKind::Cuda, GraphRole::Decoder, &spec),
+            None
         );
     }
 
