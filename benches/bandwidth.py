@@ -16,6 +16,21 @@ import time
 import numpy as np
 
 
+def best_time(runs, work):
+    """Best wall time over `runs` of running every (function, args) of `work` in its own
+    thread at once."""
+    best = float("inf")
+    for _ in range(runs):
+        ts = [threading.Thread(target=f, args=a) for f, a in work]
+        t = time.perf_counter()
+        for th in ts:
+            th.start()
+        for th in ts:
+            th.join()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=1024)
@@ -30,26 +45,10 @@ def main():
     for threads in sorted({1, args.threads}):
         parts = np.array_split(np.arange(n), threads)
         bounds = [(int(p[0]), int(p[-1]) + 1) for p in parts]
-        best = float("inf")
-        for _ in range(args.runs):
-            ts = [threading.Thread(target=np.copyto, args=(dst[a:b], src[a:b])) for a, b in bounds]
-            t = time.perf_counter()
-            for th in ts:
-                th.start()
-            for th in ts:
-                th.join()
-            best = min(best, time.perf_counter() - t)
-        out[f"copy_gbps_{threads}t"] = 2 * src.nbytes / best / 1e9
-        best = float("inf")
-        for _ in range(args.runs):
-            ts = [threading.Thread(target=np.add.reduce, args=(src[a:b],)) for a, b in bounds]
-            t = time.perf_counter()
-            for th in ts:
-                th.start()
-            for th in ts:
-                th.join()
-            best = min(best, time.perf_counter() - t)
-        out[f"read_gbps_{threads}t"] = src.nbytes / best / 1e9
+        copy_s = best_time(args.runs, [(np.copyto, (dst[a:b], src[a:b])) for a, b in bounds])
+        out[f"copy_gbps_{threads}t"] = 2 * src.nbytes / copy_s / 1e9
+        read_s = best_time(args.runs, [(np.add.reduce, (src[a:b],)) for a, b in bounds])
+        out[f"read_gbps_{threads}t"] = src.nbytes / read_s / 1e9
     out["copy_gbps"] = max(v for k, v in out.items() if k.startswith("copy_gbps_"))
     out["read_gbps"] = max(v for k, v in out.items() if k.startswith("read_gbps_"))
     print(json.dumps(out))
