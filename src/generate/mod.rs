@@ -11,20 +11,27 @@
 //!
 //! # State handling (why IoBinding, and what it costs)
 //!
-//! The decoder graph concatenates `past_*` with the new positions and returns `present_*` with
-//! `total_sequence_length`, so a grown buffer must exist every step; no layout can avoid that
-//! allocation without a fixed-capacity cache graph (onnxruntime-genai's share-buffer mode), which
-//! the contract does not have. What the runtime *can* avoid is copying: [`OrtDecoder`] binds each
-//! `present_*` output with `bind_output_to_device` (CPU memory info), so ONNX Runtime allocates
-//! it inside the run, and binds the returned value as the next step's `past_*` input. The value
-//! is an ONNX Runtime-owned tensor, so `ort` binds it without a clone and nothing is copied on
-//! the host; the previous past is freed when it is re-bound. Outputs are re-bound to the device
-//! every step because a bound output keeps its last value, which would otherwise be re-used with
-//! the old (shorter) shape. The only host copy of the state is the broadcast of the prefilled
-//! prompt to each batch of candidates (once per batch, [`DecoderStep::select_rows`]).
-//! Per step, the host allocates the `[rows, 1]` ids and copies the `[rows, image_vocab]` logits of
-//! the last position out of ORT's output (the graph's `image_logits`, or the image range of the
-//! last position of its full `logits`).
+//! A decoder comes with one of two cache layouts (manifest attribute `kv_cache`):
+//!
+//! - `concat`: the graph concatenates `past_*` with the new positions and returns `present_*`
+//!   with `total_sequence_length`, so a grown buffer must exist every step. What the runtime
+//!   avoids is copying on the host: [`OrtDecoder`] binds each `present_*` output with
+//!   `bind_output_to_device` (CPU memory info), so ONNX Runtime allocates it inside the run, and
+//!   binds the returned value as the next step's `past_*` input. The value is an ONNX
+//!   Runtime-owned tensor, so `ort` binds it without a clone; the previous past is freed when it
+//!   is re-bound. Outputs are re-bound every step because a bound output keeps its last value,
+//!   which would otherwise be re-used with the old (shorter) shape.
+//! - `in-place` (onnxruntime-genai's share-buffer mode): `past_key_values.*` are fixed-capacity
+//!   buffers, allocated once per state with ONNX Runtime's allocator and bound as both the past
+//!   input and the present output, so the graph writes the new keys/values into them; the
+//!   runtime only feeds `cache_length`. They stay bound while the same state steps. A graph may
+//!   mix both kinds (shift-token histories keep growing).
+//!
+//! The only host copy of the state is the broadcast of the prefilled prompt to each batch of
+//! candidates (once per batch, [`DecoderStep::select_rows`]). Per step, the host allocates the
+//! `[rows, 1]` ids and copies the `[rows, image_vocab]` logits of the last position out of ORT's
+//! output (the graph's `image_logits`, or the image range of the last position of its full
+//! `logits`).
 //!
 //! Time inside ONNX Runtime's `run_binding` is reported separately from the loop's wall time
 //! ([`LoopTimings`]), so the per-step overhead of sampling and state handling is visible
