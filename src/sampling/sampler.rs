@@ -58,7 +58,7 @@ impl Sampler {
                 "every image token was filtered out (all logits -inf); cannot sample".to_string(),
             ));
         }
-        // exp in f32 (within an ulp of the f64 value, several times faster), summed in f64.
+        // exp in f32 (within an ulp of the f64 value, and faster), summed in f64.
         weights.clear();
         weights.extend(logits.iter().map(|&l| {
             if l == f32::NEG_INFINITY {
