@@ -52,12 +52,21 @@ pub mod decoder {
     pub const IMAGE_LOGITS: &str = "image_logits";
 
     /// i64 `[1]`: tokens already held in the caches, in graphs exported with an in-place KV
-    /// cache (manifest attribute `kv_cache` = `in-place`). Their `past_key_values.*` are
-    /// `[batch, heads, capacity, head_dim]` (capacity = attribute `kv_capacity`), and their
+    /// cache (manifest attribute [`KV_CACHE_ATTRIBUTE`] = [`KV_IN_PLACE`]). Their `past_key_values.*`
+    /// are `[batch, heads, capacity, head_dim]` (capacity = attribute [`KV_CAPACITY_ATTRIBUTE`]), and their
     /// `present.*` are the same buffers with the new tokens written at `cache_length..`: bind
     /// one buffer as both and nothing is copied. `cache_length + sequence` must not exceed the
     /// capacity.
     pub const CACHE_LENGTH: &str = "cache_length";
+
+    /// Manifest attribute naming the cache layout: [`KV_CONCAT`] or [`KV_IN_PLACE`].
+    pub const KV_CACHE_ATTRIBUTE: &str = "kv_cache";
+    /// Manifest attribute: the token capacity of an in-place cache.
+    pub const KV_CAPACITY_ATTRIBUTE: &str = "kv_capacity";
+    /// Growing caches (`past_sequence_length` axis), concatenated each call.
+    pub const KV_CONCAT: &str = "concat";
+    /// Fixed-capacity caches written in place (see [`CACHE_LENGTH`]).
+    pub const KV_IN_PLACE: &str = "in-place";
 
     /// Which half of a layer's attention cache.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]

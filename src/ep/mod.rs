@@ -226,7 +226,9 @@ pub fn plan_for_graph(
 /// CPU one (CUDA's takes fp16/bf16 and TensorRT's parser does not take it), so on a GPU provider
 /// its attention falls back to the CPU with a copy of every cache each step.
 pub fn provider_caveat(kind: ProviderKind, role: GraphRole, spec: &GraphSpec) -> Option<String> {
-    let in_place = spec.attributes.get("kv_cache").and_then(|v| v.as_str()) == Some("in-place");
+    use dalle_bundle::io::decoder::{KV_CACHE_ATTRIBUTE, KV_IN_PLACE};
+    let layout = spec.attributes.get(KV_CACHE_ATTRIBUTE);
+    let in_place = layout.and_then(|v| v.as_str()) == Some(KV_IN_PLACE);
     (role == GraphRole::Decoder && in_place && kind != ProviderKind::Cpu).then(|| {
         format!(
             "this bundle's decoder was exported with --kv-cache in-place, whose float32 \

@@ -12,7 +12,9 @@
 
 use super::step::DecoderStep;
 use crate::error::{Error, Result};
-use dalle_bundle::io::decoder::{CACHE_LENGTH, IMAGE_LOGITS, INPUT_IDS, LOGITS, present_for};
+use dalle_bundle::io::decoder::{
+    CACHE_LENGTH, IMAGE_LOGITS, INPUT_IDS, KV_CAPACITY_ATTRIBUTE, LOGITS, present_for,
+};
 use dalle_bundle::io::dims::PAST_SEQUENCE;
 use dalle_bundle::{DType, Dim, GraphRole, GraphSpec, TokenLayout};
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, IxDyn};
@@ -154,7 +156,7 @@ fn in_place_capacity(spec: &GraphSpec, pairs: &[StatePair]) -> Result<Option<usi
         (Some(p), true) => {
             let capacity = spec
                 .attributes
-                .get("kv_capacity")
+                .get(KV_CAPACITY_ATTRIBUTE)
                 .and_then(serde_json::Value::as_u64)
                 .and_then(|c| usize::try_from(c).ok())
                 .filter(|&c| c > 0)
@@ -162,7 +164,10 @@ fn in_place_capacity(spec: &GraphSpec, pairs: &[StatePair]) -> Result<Option<usi
                     Error::tensor(
                         ROLE,
                         &p.past,
-                        "is an in-place cache but the manifest gives no positive `kv_capacity`",
+                        format!(
+                            "is an in-place cache but the manifest gives no positive \
+                             `{KV_CAPACITY_ATTRIBUTE}`"
+                        ),
                     )
                 })?;
             Ok(Some(capacity))
@@ -309,6 +314,108 @@ impl<'s> OrtDecoder<'s> {
             .bind_output_to_device(logits, &self.memory)
             .map_err(|e| err(logits, e))
     }
+
+    /// One run of the graph on validated ids.
+    fn run_step(
+        &mut self,
+        input_ids: ArrayView2<'_, i64>,
+        state: &mut OrtState,
+        logits: &mut Array2<f32>,
+    ) -> Result<Duration> {
+        let (rows, sequence) = input_ids.dim();
+        let ids = Tensor::from_array(input_ids.to_owned())
+            .map_err(|e| Error::ort("graph `decoder`: cannot create `input_ids`", e))?;
+        self.bind(ids, state)?;
+
+        let started = Instant::now();
+        let mut outputs = self
+            .session
+            .run_binding(&self.binding)
+            .map_err(|e| Error::ort("graph `decoder`: run failed", e))?;
+        let model_time = started.elapsed();
+
+        let total = state.past_length + sequence;
+        for (pair, slot) in self.pairs.iter().zip(state.values.iter_mut()) {
+            let value = outputs
+                .remove(pair.present.as_str())
+                .ok_or_else(|| Error::tensor(ROLE, &pair.present, "missing from the outputs"))?;
+            if pair.in_place() {
+                // `value` is the buffer in `slot`, already updated.
+                continue;
+            }
+            let want: Vec<i64> = std::iter::once(rows)
+                .chain(pair.dims.iter().map(|d| d.unwrap_or(total)))
+                .map(|d| d as i64)
+                .collect();
+            match value.dtype() {
+                ValueType::Tensor { shape, .. } if shape.iter().eq(want.iter()) => {}
+                other => {
+                    return Err(Error::tensor(
+                        ROLE,
+                        &pair.present,
+                        format!("is {other:?}; expected float32 {want:?}"),
+                    ));
+                }
+            }
+            *slot = value;
+        }
+        state.past_length = total;
+
+        let name = self.logits.name();
+        let value = outputs
+            .get(name)
+            .ok_or_else(|| Error::tensor(ROLE, name, "missing from the outputs"))?;
+        let (shape, data) = value
+            .try_extract_tensor::<f32>()
+            .map_err(|e| Error::tensor(ROLE, name, format!("cannot read it as float: {e}")))?;
+        // row r's image logits start at `base + r * stride` in `data`
+        let (width, base, stride) = match (self.logits, &shape[..]) {
+            (LogitsSource::ImageLast, [r, v]) if *r == rows as i64 && *v > 0 => {
+                let v = *v as usize;
+                (v, 0, v)
+            }
+            (
+                LogitsSource::Full {
+                    offset,
+                    image_vocab,
+                },
+                [r, s, v],
+            ) if *r == rows as i64
+                && *s == sequence as i64
+                && usize::try_from(*v).ok() == offset.checked_add(image_vocab) =>
+            {
+                let v = *v as usize;
+                (image_vocab, (sequence - 1) * v + offset, sequence * v)
+            }
+            _ => {
+                let want = match self.logits {
+                    LogitsSource::ImageLast => format!("[{rows}, image_vocab]"),
+                    LogitsSource::Full {
+                        offset,
+                        image_vocab,
+                    } => {
+                        format!("[{rows}, {sequence}, {}]", offset + image_vocab)
+                    }
+                };
+                return Err(Error::tensor(
+                    ROLE,
+                    name,
+                    format!("has shape {shape:?}; expected {want}"),
+                ));
+            }
+        };
+        if logits.dim() != (rows, width) {
+            *logits = Array2::zeros((rows, width));
+        }
+        for (r, mut out) in logits.outer_iter_mut().enumerate() {
+            let start = base + r * stride;
+            let last = data
+                .get(start..start + width)
+                .ok_or_else(|| Error::tensor(ROLE, name, "is shorter than its shape"))?;
+            out.iter_mut().zip(last).for_each(|(o, &x)| *o = x);
+        }
+        Ok(model_time)
+    }
 }
 
 impl DecoderStep for OrtDecoder<'_> {
@@ -424,110 +531,6 @@ impl DecoderStep for OrtDecoder<'_> {
             return Ok(model_time);
         }
         self.run_step(input_ids, state, logits)
-    }
-}
-
-impl OrtDecoder<'_> {
-    /// One run of the graph on validated ids.
-    fn run_step(
-        &mut self,
-        input_ids: ArrayView2<'_, i64>,
-        state: &mut OrtState,
-        logits: &mut Array2<f32>,
-    ) -> Result<Duration> {
-        let (rows, sequence) = input_ids.dim();
-        let ids = Tensor::from_array(input_ids.to_owned())
-            .map_err(|e| Error::ort("graph `decoder`: cannot create `input_ids`", e))?;
-        self.bind(ids, state)?;
-
-        let started = Instant::now();
-        let mut outputs = self
-            .session
-            .run_binding(&self.binding)
-            .map_err(|e| Error::ort("graph `decoder`: run failed", e))?;
-        let model_time = started.elapsed();
-
-        let total = state.past_length + sequence;
-        for (pair, slot) in self.pairs.iter().zip(state.values.iter_mut()) {
-            let value = outputs
-                .remove(pair.present.as_str())
-                .ok_or_else(|| Error::tensor(ROLE, &pair.present, "missing from the outputs"))?;
-            if pair.in_place() {
-                // `value` is the buffer in `slot`, already updated.
-                continue;
-            }
-            let want: Vec<i64> = std::iter::once(rows)
-                .chain(pair.dims.iter().map(|d| d.unwrap_or(total)))
-                .map(|d| d as i64)
-                .collect();
-            match value.dtype() {
-                ValueType::Tensor { shape, .. } if shape.iter().eq(want.iter()) => {}
-                other => {
-                    return Err(Error::tensor(
-                        ROLE,
-                        &pair.present,
-                        format!("is {other:?}; expected float32 {want:?}"),
-                    ));
-                }
-            }
-            *slot = value;
-        }
-        state.past_length = total;
-
-        let name = self.logits.name();
-        let value = outputs
-            .get(name)
-            .ok_or_else(|| Error::tensor(ROLE, name, "missing from the outputs"))?;
-        let (shape, data) = value
-            .try_extract_tensor::<f32>()
-            .map_err(|e| Error::tensor(ROLE, name, format!("cannot read it as float: {e}")))?;
-        // row r's image logits start at `base + r * stride` in `data`
-        let (width, base, stride) = match (self.logits, &shape[..]) {
-            (LogitsSource::ImageLast, [r, v]) if *r == rows as i64 && *v > 0 => {
-                let v = *v as usize;
-                (v, 0, v)
-            }
-            (
-                LogitsSource::Full {
-                    offset,
-                    image_vocab,
-                },
-                [r, s, v],
-            ) if *r == rows as i64
-                && *s == sequence as i64
-                && usize::try_from(*v).ok() == offset.checked_add(image_vocab) =>
-            {
-                let v = *v as usize;
-                (image_vocab, (sequence - 1) * v + offset, sequence * v)
-            }
-            _ => {
-                let want = match self.logits {
-                    LogitsSource::ImageLast => format!("[{rows}, image_vocab]"),
-                    LogitsSource::Full {
-                        offset,
-                        image_vocab,
-                    } => {
-                        format!("[{rows}, {sequence}, {}]", offset + image_vocab)
-                    }
-                };
-                return Err(Error::tensor(
-                    ROLE,
-                    name,
-                    format!("has shape {shape:?}; expected {want}"),
-                ));
-            }
-        };
-        if logits.dim() != (rows, width) {
-            *logits = Array2::zeros((rows, width));
-        }
-        for (r, mut out) in logits.outer_iter_mut().enumerate() {
-            let start = base + r * stride;
-            let last = data
-                .get(start..start + width)
-                .ok_or_else(|| Error::tensor(ROLE, name, "is shorter than its shape"))?;
-            out.iter_mut().zip(last).for_each(|(o, &x)| *o = x);
-        }
-        Ok(model_time)
     }
 }
 

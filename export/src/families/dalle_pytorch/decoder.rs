@@ -236,8 +236,8 @@ impl KvCacheLayout {
     /// The manifest's name for it (attribute `kv_cache`, the exporter's flag value).
     pub fn name(self) -> &'static str {
         match self {
-            KvCacheLayout::Concat => "concat",
-            KvCacheLayout::InPlace => "in-place",
+            KvCacheLayout::Concat => io::KV_CONCAT,
+            KvCacheLayout::InPlace => io::KV_IN_PLACE,
         }
     }
 }
@@ -528,38 +528,38 @@ fn run_layers(
             .get(i)
             .copied()
             .unwrap_or(super::config::AttnType::Full);
-        let needs_mask = lengths.is_none() || ty != super::config::AttnType::Full;
-        if needs_mask && keys.is_none() {
-            keys = Some(positions::keys(g, p)?);
-        }
-        let mask = match (masks.get(&ty), &keys) {
-            (Some(m), _) => Some(*m),
-            (None, None) => None,
-            (None, Some(k)) => {
-                let m = positions::attention_mask(g, cfg, k, ty)?;
-                // GroupQueryAttention is causal itself; the sparse types add a bias.
-                let m = match (lengths, ty) {
-                    (None, _) | (Some(_), super::config::AttnType::Full) => m,
-                    (Some(_), _) => attention_bias(g, m)?,
+        // Concatenated cache: every type's bool mask. In place: GroupQueryAttention is causal
+        // itself, so only the sparse types need a mask, as an additive bias.
+        let mask = match masks.get(&ty) {
+            _ if lengths.is_some() && ty == super::config::AttnType::Full => None,
+            Some(m) => Some(*m),
+            None => {
+                let k = match keys.take() {
+                    Some(k) => k,
+                    None => positions::keys(g, p)?,
+                };
+                let m = positions::attention_mask(g, cfg, &k, ty)?;
+                keys = Some(k);
+                let m = match lengths {
+                    Some(_) => attention_bias(g, m)?,
+                    None => m,
                 };
                 masks.insert(ty, m);
                 Some(m)
             }
         };
-        let cache = match (lengths, mask) {
-            (None, Some(mask)) => KvCache::Concat {
-                past_k: state.past_k,
-                past_v: state.past_v,
-                mask,
-            },
-            (None, None) => {
-                return Err(ExportError::node("layers", "no attention mask was built"));
-            }
-            (Some(lengths), bias) => KvCache::InPlace {
+        let cache = match lengths {
+            Some(lengths) => KvCache::InPlace {
                 past_k: state.past_k,
                 past_v: state.past_v,
                 lengths,
-                bias: bias.filter(|_| ty != super::config::AttnType::Full),
+                bias: mask,
+            },
+            None => KvCache::Concat {
+                past_k: state.past_k,
+                past_v: state.past_v,
+                mask: mask
+                    .ok_or_else(|| ExportError::node("layers", "no attention mask was built"))?,
             },
         };
         let attn_prefix = names::branch_prefix(i, Branch::Attention, cfg.reversible);

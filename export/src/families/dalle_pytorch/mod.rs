@@ -25,6 +25,7 @@ use crate::checkpoint::{ClassAllowList, PickleValue, RECORD_CLASSES, read_pytorc
 use crate::error::{ExportError, Result};
 use crate::families::openai_dvae;
 use crate::weights::Weights;
+use dalle_bundle::io::decoder as io_decoder;
 use dalle_bundle::io::dims as d;
 use dalle_bundle::{DimRange, GraphRole};
 use serde_json::json;
@@ -123,9 +124,12 @@ pub fn decoder_entry(
             decoder::LogitsOutput::LastImage => "last-image",
         }),
     );
-    attributes.insert("kv_cache".into(), json!(opts.kv_cache.name()));
+    attributes.insert(
+        io_decoder::KV_CACHE_ATTRIBUTE.into(),
+        json!(opts.kv_cache.name()),
+    );
     if opts.kv_cache == decoder::KvCacheLayout::InPlace {
-        attributes.insert("kv_capacity".into(), json!(seq));
+        attributes.insert(io_decoder::KV_CAPACITY_ATTRIBUTE.into(), json!(seq));
     }
     if let Some(v) = &cfg.version {
         attributes.insert("dalle_pytorch_version".into(), json!(v));
