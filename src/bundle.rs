@@ -73,6 +73,15 @@ impl Bundle {
         self.sessions.get_mut(&role).ok_or(Error::OrtNotLoaded)
     }
 
+    /// The session for `role`, created if needed and handed over (the bundle no longer holds
+    /// it; a later [`Bundle::session`] creates a new one). The engine owns its decoder this way.
+    pub fn take_session(&mut self, role: GraphRole) -> Result<GraphSession> {
+        match self.sessions.remove(&role) {
+            Some(s) => Ok(s),
+            None => self.load_session(role),
+        }
+    }
+
     /// Creates the sessions of every graph in the manifest (pipeline order).
     pub fn load_all(&mut self) -> Result<()> {
         let roles: Vec<GraphRole> = GraphRole::ALL

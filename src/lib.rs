@@ -16,10 +16,12 @@
 //!                  └─► dvae::decode: npy ─► image_tokens (range-checked) ─► pixels ─► PNG
 //! ```
 //!
-//! Text-to-image generation ([`generate`]): prompt ids → prefill once → per-candidate sampling
-//! ([`sampling`]) with the decoder's state handed over through ONNX Runtime's IoBinding →
-//! `dvae_decoder` → PNGs, grid and a JSON sidecar; with `--rerank K`, [`clip`] scores every
-//! candidate from the decoded pixels and only the best K are written, in score order.
+//! Text-to-image generation runs on the [`engine`]: a request is validated once
+//! ([`engine::RequestRules`]), its prompt prefilled once, and its candidates' rows stepped
+//! together with any other request's in shared decoder calls (per-candidate sampling in
+//! [`sampling`]; the decoder's state kept in ONNX Runtime values, [`generate::OrtDecoder`]) →
+//! `dvae_decoder` → PNGs, grid and a JSON sidecar ([`generate`]); with `--rerank K`, [`clip`]
+//! scores every candidate from the decoded pixels and only the best K are written.
 //!
 //! Library code returns [`Error`] (thiserror); the `dalle-ort` binary wraps it in `anyhow`.
 //! Pure parts (execution-provider plans, the manifest/graph diff, `.npy` and image conversion)
@@ -29,6 +31,7 @@ pub mod bundle;
 pub mod clip;
 pub mod contract;
 pub mod dvae;
+pub mod engine;
 pub mod ep;
 pub mod error;
 pub mod generate;

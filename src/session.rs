@@ -95,6 +95,11 @@ impl GraphSession {
         self.session.outputs().iter().map(observe).collect()
     }
 
+    /// The ONNX Runtime session, handed over.
+    pub fn into_session(self) -> Session {
+        self.session
+    }
+
     /// The `ort` session, to run it.
     pub fn session_mut(&mut self) -> &mut Session {
         &mut self.session

@@ -48,6 +48,8 @@ pub struct Encoded {
     pub token_count: usize,
     /// Whether tokens were dropped to fit the context length.
     pub truncated: bool,
+    /// Words of the prompt the vocabulary does not have (each became the unknown token).
+    pub unknown: Vec<String>,
 }
 
 impl Encoded {
@@ -116,6 +118,18 @@ impl TextTokenizer {
 
     /// The token ids of `prompt` without padding or truncation.
     pub fn token_ids(&self, prompt: &str) -> Result<Vec<u32>> {
+        Ok(self.tokens(prompt)?.0)
+    }
+
+    /// The unknown-token id of the vocabulary, if it has one.
+    fn unknown_id(&self) -> Option<u32> {
+        ["[UNK]", "<unk>", "<|unk|>"]
+            .iter()
+            .find_map(|t| self.inner.token_to_id(t))
+    }
+
+    /// Ids of `prompt` and the pieces of text that became the unknown token.
+    fn tokens(&self, prompt: &str) -> Result<(Vec<u32>, Vec<String>)> {
         let text = match self.cleanup {
             TextCleanup::Clip => cleanup(prompt),
             TextCleanup::None => prompt.to_string(),
@@ -127,14 +141,26 @@ impl TextTokenizer {
                 path: self.path.clone(),
                 message: format!("cannot encode prompt {prompt:?}: {e}"),
             })?;
-        Ok(encoding.get_ids().to_vec())
+        let ids = encoding.get_ids().to_vec();
+        let mut unknown = vec![];
+        if let Some(unk) = self.unknown_id() {
+            for (&id, &(start, end)) in ids.iter().zip(encoding.get_offsets()) {
+                if id == unk {
+                    let word = text.get(start..end).unwrap_or("?").to_string();
+                    if !unknown.contains(&word) {
+                        unknown.push(word);
+                    }
+                }
+            }
+        }
+        Ok((ids, unknown))
     }
 
     /// Tokenizes `prompt` into exactly `context_length` ids (0-padded). A prompt that does not
     /// fit is cut to `context_length` tokens, with [`Encoded::truncated`] set and a warning
     /// logged. An empty prompt (after cleanup) gives all padding, as in DALLE-pytorch.
     pub fn encode(&self, prompt: &str, context_length: usize) -> Result<Encoded> {
-        let mut ids = self.token_ids(prompt)?;
+        let (mut ids, unknown) = self.tokens(prompt)?;
         let token_count = ids.len();
         let truncated = token_count > context_length;
         if truncated {
@@ -148,6 +174,7 @@ impl TextTokenizer {
             ids,
             token_count,
             truncated,
+            unknown,
         })
     }
 

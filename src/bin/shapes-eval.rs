@@ -9,11 +9,13 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use dalle::generate::{self, GenerateRequest};
-use dalle::sampling::SamplingParams;
+use dalle::engine::{
+    self, Engine, OrtDallePytorch, PromptInput, Request, RequestRules, SamplingOverrides,
+};
+use dalle::generate;
 use dalle::shapes::report::PromptResult;
 use dalle::shapes::{EvalSet, Report, detect, judge};
-use dalle::{Bundle, EpOptions, TextTokenizer, ort_lib, preprocess};
+use dalle::{Bundle, EpOptions, ort_lib, preprocess};
 use image::RgbImage;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,16 +57,18 @@ struct EvalArgs {
     /// Candidates per prompt
     #[arg(short = 'n', long, default_value_t = 8)]
     candidates: usize,
+    /// Seed of the first prompt (prompt i uses seed + i)
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Keep the K most likely image tokens (default: all)
+    /// Keep the K most likely image tokens (default: the manifest's, else all)
     #[arg(long)]
     top_k: Option<usize>,
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f64,
-    /// Classifier-free guidance scale (1 = off)
-    #[arg(long, default_value_t = 1.0)]
-    cond_scale: f64,
+    /// Softmax temperature (default: the manifest's, else 1)
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Classifier-free guidance scale (1 = off; default: the manifest's, else 1)
+    #[arg(long)]
+    cond_scale: Option<f64>,
     /// Only the first N prompts
     #[arg(long)]
     limit: Option<usize>,
@@ -147,46 +151,48 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn eval(ort: &Option<PathBuf>, set: &EvalSet, args: &EvalArgs) -> Result<()> {
     ort_lib::load(ort.as_deref(), false)?;
-    let mut bundle = Bundle::open(&args.model, EpOptions::default())
+    let bundle = Bundle::open(&args.model, EpOptions::default())
         .with_context(|| format!("opening bundle {}", args.model.display()))?;
-    let layout = generate::token_layout(&bundle)?;
-    let tokenizer_file = bundle
-        .manifest()
-        .tokenizer
-        .clone()
-        .context("the bundle has no tokenizer")?;
-    let tokenizer = TextTokenizer::open(&bundle.dir().join(tokenizer_file))?;
-    let rerank = !args.no_rerank && dalle::clip::info(&bundle).is_ok();
-    let params = SamplingParams {
-        top_k: args.top_k,
-        filter_thres: None,
-        top_p: None,
-        temperature: args.temperature,
-        seed: args.seed,
-        cond_scale: args.cond_scale,
-    };
-    params.validate()?;
+    let rules = RequestRules::from_bundle(&bundle)?;
+    if rules.tokenizer.is_none() {
+        bail!("the bundle has no tokenizer");
+    }
+    let rerank = !args.no_rerank && rules.clip;
+    let (model, _) = OrtDallePytorch::from_bundle(bundle, None)?;
+    let mut engine = Engine::new(model, None);
     if let Some(dir) = &args.images {
         std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
     }
     let prompts = &set.prompts[..args.limit.unwrap_or(usize::MAX).min(set.prompts.len())];
     let started = Instant::now();
     let mut report = Report::default();
+    let mut effective = None;
     for (i, p) in prompts.iter().enumerate() {
-        let encoded = tokenizer.encode(&p.prompt, usize::try_from(layout.text_length)?)?;
-        encoded.ensure_fits()?;
-        let request = GenerateRequest {
-            text_ids: encoded.ids,
+        // The same request `dalle-ort generate` makes (manifest defaults included).
+        let request = Request {
+            prompt: PromptInput::Text(p.prompt.clone()),
             candidates: args.candidates,
-            batch: None,
-            params: SamplingParams {
-                seed: args.seed.wrapping_add(i as u64),
-                ..params.clone()
+            sampling: SamplingOverrides {
+                top_k: args.top_k,
+                temperature: args.temperature,
+                cond_scale: args.cond_scale,
+                seed: Some(args.seed.wrapping_add(i as u64)),
+                ..SamplingOverrides::default()
             },
-            init_image: None,
-            init_rows: None,
+            init: None,
+            rerank: None,
         };
-        let generation = generate::generate(&mut bundle, &request, &mut |_| {})
+        let request = rules.validate(request)?;
+        if request.text.truncated {
+            bail!(
+                "prompt {:?} has {} tokens; the model reads {}",
+                p.prompt,
+                request.text.token_count,
+                rules.text_length
+            );
+        }
+        effective.get_or_insert_with(|| request.params.clone());
+        let generation = engine::generate(&mut engine, request, &mut |_| {})
             .with_context(|| format!("generating {:?}", p.prompt))?;
         let images = (0..generation.pixels.shape()[0])
             .map(|c| preprocess::from_chw_tensor(generation.pixels.index_axis(ndarray::Axis(0), c)))
@@ -196,11 +202,8 @@ fn eval(ort: &Option<PathBuf>, set: &EvalSet, args: &EvalArgs) -> Result<()> {
             verdicts.push(judge(p, &detect(image, &set.world)?, &set.world));
         }
         let clip_scores = if rerank {
-            Some(dalle::clip::score(
-                &mut bundle,
-                &p.prompt,
-                generation.pixels.view(),
-            )?)
+            let bundle = engine.model_mut().codec_mut().bundle_mut();
+            Some(dalle::clip::score(bundle, &p.prompt, generation.pixels.view())?)
         } else {
             None
         };
@@ -216,15 +219,16 @@ fn eval(ort: &Option<PathBuf>, set: &EvalSet, args: &EvalArgs) -> Result<()> {
     }
     let table = report.markdown(args.candidates);
     println!("{table}");
+    let params = effective.unwrap_or_default();
     println!(
         "{} prompts x {} candidates in {:.1} s (seed {}, top-k {}, temperature {}, cond scale {})",
         prompts.len(),
         args.candidates,
         started.elapsed().as_secs_f64(),
         args.seed,
-        args.top_k.map_or("all".to_string(), |k| k.to_string()),
-        args.temperature,
-        args.cond_scale
+        params.top_k.map_or("all".to_string(), |k| k.to_string()),
+        params.temperature,
+        params.cond_scale
     );
     if let Some(path) = &args.report {
         std::fs::write(path, &table).with_context(|| path.display().to_string())?;

@@ -1,13 +1,7 @@
-//! Text-to-image generation: the image-token loop over a decoder step graph, its ONNX Runtime
-//! implementation, and writing the results.
-//!
-//! ```text
-//! text ids ─► ids::text_row (BOS, per-position pads) [+ primed image codes]
-//!   └─► prefill ONCE: 1 row (2 with guidance: conditional, unconditional = all pads)
-//!        └─► per batch of c candidates: select_rows → c rows (+ c unconditional twins)
-//!             └─► loop: sample (crate::sampling) → feed only the new token → logits
-//!   ─► dvae::decode_pixels (pixels stay in memory) ─► output::write (PNGs, grid, sidecar)
-//! ```
+//! The decoder side of generation: the [`DecoderStep`] trait the engine's row batches drive,
+//! its ONNX Runtime implementation ([`OrtDecoder`]), DALLE-pytorch's unified input ids
+//! ([`ids`]), and writing the results ([`write_reranked`]: PNGs, grid, sidecar). The loop
+//! itself is the engine's ([`crate::engine`]).
 //!
 //! # State handling (why IoBinding, and what it costs)
 //!
@@ -24,14 +18,16 @@
 //! - `in-place` (onnxruntime-genai's share-buffer mode): `past_key_values.*` are fixed-capacity
 //!   buffers, allocated once per state with ONNX Runtime's allocator and bound as both the past
 //!   input and the present output, so the graph writes the new keys/values into them; the
-//!   runtime only feeds `cache_length`. They stay bound while the same state steps. A graph may
-//!   mix both kinds (shift-token histories keep growing).
+//!   runtime only feeds `cache_length`, one length per row, so rows at different positions
+//!   share a call. They stay bound while the same state steps. The shift-token windows of such a
+//!   graph are fixed-size states replaced by a new present each call.
 //!
-//! The only host copy of the state is the broadcast of the prefilled prompt to each batch of
-//! candidates (once per batch, [`DecoderStep::select_rows`]). Per step, the host allocates the
-//! `[rows, 1]` ids and copies the `[rows, image_vocab]` logits of the last position out of ORT's
-//! output (the graph's `image_logits`, or the image range of the last position of its full
-//! `logits`).
+//! The only host copies of the state are rows moving in: a prefilled prompt's rows copied into
+//! the running batch (only the valid prefix of each in-place cache,
+//! [`DecoderStep::copy_rows`]), and a concatenated layout's regrouping
+//! ([`DecoderStep::select_rows`]). Per step, the host allocates the `[rows, 1]` ids and copies
+//! the `[rows, image_vocab]` logits of the last position out of ORT's output (the graph's
+//! `image_logits`, or the image range of the last position of its full `logits`).
 //!
 //! Time inside ONNX Runtime's `run_binding` is reported separately from the loop's wall time
 //! ([`LoopTimings`]), so the per-step overhead of sampling and state handling is visible
@@ -40,17 +36,14 @@
 //! On GPU providers the state would still round-trip through host memory (CPU memory info);
 //! keeping it on the device is future work.
 
-mod ids;
+pub mod ids;
 mod ort_step;
 mod output;
-mod pipeline;
-mod sample_loop;
 mod step;
+mod timings;
 
 #[cfg(test)]
-mod fake;
-#[cfg(test)]
-mod tests;
+pub(crate) mod fake;
 
 pub use ids::{image_id, push_image_codes, text_row, unconditional_row};
 pub use ort_step::{OrtDecoder, OrtState};
@@ -58,8 +51,18 @@ pub use output::{
     GRID_FILE, PromptInfo, Rerank, SIDECAR_FILE, candidate_file, grid, grid_shape, ranked_file,
     write, write_reranked,
 };
-pub use pipeline::{
-    GenerateRequest, Generation, Timings, default_init_rows, generate, token_layout,
-};
-pub use sample_loop::{LoopConfig, LoopTimings, TokenRun, sample_images};
-pub use step::DecoderStep;
+pub use step::{DecoderStep, StateRows};
+pub use timings::LoopTimings;
+
+use crate::bundle::Bundle;
+use crate::error::{Error, Result};
+use dalle_bundle::TokenLayout;
+
+/// The token layout, or [`Error::NoTokenLayout`].
+pub fn token_layout(bundle: &Bundle) -> Result<TokenLayout> {
+    bundle
+        .manifest()
+        .token_layout
+        .clone()
+        .ok_or(Error::NoTokenLayout)
+}

@@ -5,17 +5,24 @@
 //! state input, its output is [`present_for`]. Each state input's dims in the manifest are axis 0
 //! = batch (rows), then either one `past_sequence_length` axis and fixed sizes (a *growing*
 //! state: ONNX Runtime allocates a longer present every step, which replaces the past) or fixed
-//! sizes only (an *in-place* state, `--kv-cache in-place`: a buffer of the cache's capacity,
-//! allocated once per state with ONNX Runtime's allocator and bound as both the past input and
-//! the present output, so the graph writes the new tokens into it and nothing is copied; the
-//! graph then takes the tokens already seen as `cache_length`).
+//! sizes only. A fixed-size `past_key_values.*` of a graph whose manifest says `kv_cache` =
+//! `in-place` is an *in-place* cache: a buffer of the cache's capacity, allocated once per state
+//! with ONNX Runtime's allocator and bound as both the past input and the present output, so the
+//! graph writes the new tokens into it and nothing is copied; the graph then takes the tokens
+//! already seen as `cache_length`. Any other fixed-size state (the shift-token windows of an
+//! in-place graph) is *replaced*: its present is a new value of the same shape every call.
+//!
+//! `cache_length` is i64 `[batch]` (one length per row: rows of one state may sit at different
+//! positions) in current bundles, or `[1]` in bundles exported before per-row positions (every
+//! row at the same position; the engine then groups rows as for a concatenated cache).
 
-use super::step::DecoderStep;
+use super::step::{DecoderStep, StateRows};
 use crate::error::{Error, Result};
 use dalle_bundle::io::decoder::{
-    CACHE_LENGTH, IMAGE_LOGITS, INPUT_IDS, KV_CAPACITY_ATTRIBUTE, LOGITS, present_for,
+    CACHE_LENGTH, IMAGE_LOGITS, INPUT_IDS, KV_CACHE_ATTRIBUTE, KV_CAPACITY_ATTRIBUTE, KV_IN_PLACE,
+    LOGITS, present_for,
 };
-use dalle_bundle::io::dims::PAST_SEQUENCE;
+use dalle_bundle::io::dims::{BATCH, PAST_SEQUENCE};
 use dalle_bundle::{DType, Dim, GraphRole, GraphSpec, TokenLayout};
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, IxDyn};
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
@@ -25,24 +32,40 @@ use std::time::{Duration, Instant};
 
 const ROLE: GraphRole = GraphRole::Decoder;
 
+/// How a state input is carried from one call to the next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Update {
+    /// `past_sequence_length` axis: the present is one call's tokens longer.
+    Grow,
+    /// Fixed-capacity KV cache bound as past and present: written in place.
+    InPlace,
+    /// Fixed size, replaced by a new present of the same shape.
+    Replace,
+}
+
 /// One state input and the output that replaces it.
 #[derive(Clone, Debug)]
 struct StatePair {
     past: String,
     present: String,
-    /// Dims after axis 0; `None` marks the past-length axis (none: an in-place state).
+    /// Dims after axis 0; `None` marks the past-length axis (only in growing states).
     dims: Vec<Option<usize>>,
+    update: Update,
 }
 
 impl StatePair {
-    /// A fixed-size buffer bound as both past and present.
     fn in_place(&self) -> bool {
-        self.dims.iter().all(Option::is_some)
+        self.update == Update::InPlace
     }
 }
 
 /// The state pairs of a decoder graph, from its manifest entry (in manifest order).
 fn state_pairs(spec: &GraphSpec) -> Result<Vec<StatePair>> {
+    let in_place_layout = spec
+        .attributes
+        .get(KV_CACHE_ATTRIBUTE)
+        .and_then(serde_json::Value::as_str)
+        == Some(KV_IN_PLACE);
     let mut pairs = vec![];
     for input in spec.inputs.iter().filter(|t| t.name.starts_with("past_")) {
         let name = &input.name;
@@ -80,17 +103,26 @@ fn state_pairs(spec: &GraphSpec) -> Result<Vec<StatePair>> {
                 }
             });
         }
-        if dims.iter().filter(|d| d.is_none()).count() > 1 {
+        let growing = dims.iter().filter(|d| d.is_none()).count();
+        if growing > 1 {
             return Err(Error::tensor(
                 ROLE,
                 name,
                 format!("has more than one `{PAST_SEQUENCE}` axis"),
             ));
         }
+        let update = match growing {
+            1 => Update::Grow,
+            _ if in_place_layout && name.starts_with("past_key_values.") => Update::InPlace,
+            _ if in_place_layout => Update::Replace,
+            // Older in-place bundles: every fixed-size state was an in-place cache.
+            _ => Update::InPlace,
+        };
         pairs.push(StatePair {
             past: name.clone(),
             present,
             dims,
+            update,
         });
     }
     Ok(pairs)
@@ -134,26 +166,34 @@ impl LogitsSource {
     }
 }
 
-/// The capacity of an in-place cache: manifest attribute `kv_capacity`, required (with the
-/// `cache_length` input) exactly when some state input is in place.
-fn in_place_capacity(spec: &GraphSpec, pairs: &[StatePair]) -> Result<Option<usize>> {
+/// An in-place cache's facts: its capacity (manifest attribute `kv_capacity`) and whether
+/// `cache_length` has one entry per row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct InPlaceCache {
+    capacity: usize,
+    per_row: bool,
+}
+
+/// The in-place cache facts, required (with the `cache_length` input) exactly when some state
+/// input is in place.
+fn in_place_cache(spec: &GraphSpec, pairs: &[StatePair]) -> Result<Option<InPlaceCache>> {
     let in_place = pairs.iter().find(|p| p.in_place());
-    let has_length = spec.input(CACHE_LENGTH).is_some();
-    match (in_place, has_length) {
-        (None, false) => Ok(None),
-        (None, true) => Err(Error::tensor(
+    let length = spec.input(CACHE_LENGTH);
+    match (in_place, length) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(Error::tensor(
             ROLE,
             CACHE_LENGTH,
             "is an input but no state input is a fixed-size (in-place) cache",
         )),
-        (Some(p), false) => Err(Error::tensor(
+        (Some(p), None) => Err(Error::tensor(
             ROLE,
             &p.past,
             format!(
                 "has no `{PAST_SEQUENCE}` axis (an in-place cache) but the graph has no `{CACHE_LENGTH}` input"
             ),
         )),
-        (Some(p), true) => {
+        (Some(p), Some(length)) => {
             let capacity = spec
                 .attributes
                 .get(KV_CAPACITY_ATTRIBUTE)
@@ -170,20 +210,38 @@ fn in_place_capacity(spec: &GraphSpec, pairs: &[StatePair]) -> Result<Option<usi
                         ),
                     )
                 })?;
-            Ok(Some(capacity))
+            let per_row = match length.dims.as_slice() {
+                [Dim::Symbolic(s)] if s == BATCH => true,
+                [Dim::Fixed(1)] => false,
+                other => {
+                    return Err(Error::tensor(
+                        ROLE,
+                        CACHE_LENGTH,
+                        format!("has dims {other:?}; expected [{BATCH}] (or [1])"),
+                    ));
+                }
+            };
+            if per_row && pairs.iter().any(|p| p.update == Update::Grow) {
+                return Err(Error::tensor(
+                    ROLE,
+                    CACHE_LENGTH,
+                    "is per row but some state grows with a shared past length",
+                ));
+            }
+            Ok(Some(InPlaceCache { capacity, per_row }))
         }
     }
 }
 
 /// The decoder session with its binding. See the module docs.
-pub struct OrtDecoder<'s> {
-    session: &'s mut Session,
+pub struct OrtDecoder {
+    session: Session,
     binding: IoBinding,
     memory: MemoryInfo<'static>,
     pairs: Vec<StatePair>,
     logits: LogitsSource,
-    /// `Some(tokens)` when the caches are updated in place.
-    capacity: Option<usize>,
+    /// `Some` when the KV caches are updated in place.
+    cache: Option<InPlaceCache>,
     /// The state whose in-place buffers are bound now (bindings persist between runs).
     bound_state: Option<u64>,
 }
@@ -193,7 +251,8 @@ pub struct OrtDecoder<'s> {
 pub struct OrtState {
     values: Vec<DynValue>,
     rows: usize,
-    past_length: usize,
+    /// Tokens seen by each row (all equal unless the decoder has per-row positions).
+    lengths: Vec<usize>,
     /// Unique per state: the in-place buffers stay bound while the same state steps.
     id: u64,
 }
@@ -204,27 +263,33 @@ fn next_state_id() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+impl StateRows for OrtState {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn lengths(&self) -> &[usize] {
+        &self.lengths
+    }
+}
+
 impl OrtState {
     /// Rows (batch entries) of the state.
     pub fn rows(&self) -> usize {
         self.rows
     }
 
-    /// Tokens seen so far.
+    /// Tokens seen by the longest row.
     pub fn past_length(&self) -> usize {
-        self.past_length
+        self.lengths.iter().copied().max().unwrap_or(0)
     }
 }
 
-impl<'s> OrtDecoder<'s> {
-    /// Wraps a `decoder` session; `spec` is its manifest entry.
-    pub fn new(
-        session: &'s mut Session,
-        spec: &GraphSpec,
-        layout: &TokenLayout,
-    ) -> Result<OrtDecoder<'s>> {
+impl OrtDecoder {
+    /// Wraps a `decoder` session (owned from now on); `spec` is its manifest entry.
+    pub fn new(session: Session, spec: &GraphSpec, layout: &TokenLayout) -> Result<OrtDecoder> {
         let pairs = state_pairs(spec)?;
-        let capacity = in_place_capacity(spec, &pairs)?;
+        let cache = in_place_cache(spec, &pairs)?;
         let logits = LogitsSource::of(spec, layout)?;
         let binding = session
             .create_binding()
@@ -242,7 +307,7 @@ impl<'s> OrtDecoder<'s> {
             memory,
             pairs,
             logits,
-            capacity,
+            cache,
             bound_state: None,
         })
     }
@@ -258,17 +323,11 @@ impl<'s> OrtDecoder<'s> {
             .collect()
     }
 
-    /// A state buffer allocated by ONNX Runtime (only such values can be bound as outputs,
-    /// which in-place states are), its contents written by `fill`.
-    fn allocate(
-        &self,
-        pair: &StatePair,
-        shape: &[usize],
-        fill: impl FnOnce(&mut [f32]) -> Result<()>,
-    ) -> Result<DynValue> {
+    /// A zeroed state buffer allocated by ONNX Runtime (only such values can be bound as
+    /// outputs, which in-place states are; ONNX Runtime zeroes CPU allocations itself).
+    fn allocate(&self, pair: &StatePair, shape: &[usize]) -> Result<DynValue> {
         let err = |e| Error::ort(format!("graph `decoder`: allocating `{}`", pair.past), e);
-        let mut t = Tensor::<f32>::new(self.session.allocator(), shape.to_vec()).map_err(err)?;
-        fill(t.extract_tensor_mut().1)?;
+        let t = Tensor::<f32>::new(self.session.allocator(), shape.to_vec()).map_err(err)?;
         Ok(t.into_dyn())
     }
 
@@ -279,11 +338,15 @@ impl<'s> OrtDecoder<'s> {
         self.binding
             .bind_input(INPUT_IDS, &ids)
             .map_err(|e| err(INPUT_IDS, e))?;
-        if self.capacity.is_some() {
-            let length = i64::try_from(state.past_length)
-                .map_err(|_| Error::InvalidInput("past length overflows i64".into()))?;
+        if let Some(cache) = self.cache {
+            let lengths: Vec<i64> = if cache.per_row {
+                state.lengths.iter().map(|&n| n as i64).collect()
+            } else {
+                vec![state.past_length() as i64]
+            };
+            let shape = [lengths.len()];
             let length =
-                Tensor::from_array(([1usize], vec![length])).map_err(|e| err(CACHE_LENGTH, e))?;
+                Tensor::from_array((shape, lengths)).map_err(|e| err(CACHE_LENGTH, e))?;
             self.binding
                 .bind_input(CACHE_LENGTH, &length)
                 .map_err(|e| err(CACHE_LENGTH, e))?;
@@ -302,7 +365,7 @@ impl<'s> OrtDecoder<'s> {
                     .bind_output(pair.present.as_str(), value)
                     .map_err(|e| err(&pair.present, e))?;
             } else {
-                // Re-bound every step: the present grows, so ONNX Runtime must allocate it anew.
+                // Re-bound every step: ONNX Runtime allocates the (grown or replaced) present.
                 self.binding
                     .bind_output_to_device(pair.present.as_str(), &self.memory)
                     .map_err(|e| err(&pair.present, e))?;
@@ -323,7 +386,7 @@ impl<'s> OrtDecoder<'s> {
         logits: &mut Array2<f32>,
     ) -> Result<Duration> {
         let (rows, sequence) = input_ids.dim();
-        let ids = Tensor::from_array(input_ids.to_owned())
+        let ids = Tensor::from_array(([rows, sequence], input_ids.iter().copied().collect::<Vec<_>>()))
             .map_err(|e| Error::ort("graph `decoder`: cannot create `input_ids`", e))?;
         self.bind(ids, state)?;
 
@@ -334,7 +397,7 @@ impl<'s> OrtDecoder<'s> {
             .map_err(|e| Error::ort("graph `decoder`: run failed", e))?;
         let model_time = started.elapsed();
 
-        let total = state.past_length + sequence;
+        let total = state.past_length() + sequence;
         for (pair, slot) in self.pairs.iter().zip(state.values.iter_mut()) {
             let value = outputs
                 .remove(pair.present.as_str())
@@ -359,7 +422,7 @@ impl<'s> OrtDecoder<'s> {
             }
             *slot = value;
         }
-        state.past_length = total;
+        state.lengths.iter_mut().for_each(|n| *n += sequence);
 
         let name = self.logits.name();
         let value = outputs
@@ -407,19 +470,117 @@ impl<'s> OrtDecoder<'s> {
         if logits.dim() != (rows, width) {
             *logits = Array2::zeros((rows, width));
         }
-        for (r, mut out) in logits.outer_iter_mut().enumerate() {
-            let start = base + r * stride;
-            let last = data
-                .get(start..start + width)
+        let out = logits
+            .as_slice_mut()
+            .ok_or_else(|| Error::tensor(ROLE, name, "logits buffer is not contiguous"))?;
+        if stride == width && base == 0 {
+            let all = data
+                .get(..rows * width)
                 .ok_or_else(|| Error::tensor(ROLE, name, "is shorter than its shape"))?;
-            out.iter_mut().zip(last).for_each(|(o, &x)| *o = x);
+            out.copy_from_slice(all);
+        } else {
+            for (r, chunk) in out.chunks_exact_mut(width.max(1)).enumerate() {
+                let start = base + r * stride;
+                let last = data
+                    .get(start..start + width)
+                    .ok_or_else(|| Error::tensor(ROLE, name, "is shorter than its shape"))?;
+                chunk.copy_from_slice(last);
+            }
         }
         Ok(model_time)
     }
+
+    fn check_rows(state: &OrtState, rows: &[usize], what: &str) -> Result<()> {
+        if let Some(&bad) = rows.iter().find(|&&r| r >= state.rows) {
+            return Err(Error::InvalidInput(format!(
+                "{what}: row {bad} of a {}-row state",
+                state.rows
+            )));
+        }
+        Ok(())
+    }
+
+    /// Copies rows between states: in-place caches only their valid prefix (per head),
+    /// replaced (fixed-size) states whole rows. Growing states cannot be copied row-wise into
+    /// another state.
+    fn copy_into(
+        &self,
+        src: &OrtState,
+        src_rows: &[usize],
+        dst: &mut OrtState,
+        dst_rows: &[usize],
+    ) -> Result<()> {
+        for (pair, (s, d)) in self
+            .pairs
+            .iter()
+            .zip(src.values.iter().zip(dst.values.iter_mut()))
+        {
+            copy_pair(pair, s, &src.lengths, src_rows, d, dst_rows)?;
+        }
+        for (&sr, &dr) in src_rows.iter().zip(dst_rows) {
+            dst.lengths[dr] = src.lengths[sr];
+        }
+        Ok(())
+    }
 }
 
-impl DecoderStep for OrtDecoder<'_> {
+/// [`OrtDecoder::copy_into`] for one state pair.
+fn copy_pair(
+    pair: &StatePair,
+    s: &DynValue,
+    lengths: &[usize],
+    src_rows: &[usize],
+    d: &mut DynValue,
+    dst_rows: &[usize],
+) -> Result<()> {
+    if pair.update == Update::Grow {
+        return Err(Error::tensor(
+            ROLE,
+            &pair.past,
+            "a growing state cannot be copied row-wise",
+        ));
+    }
+    let (_, source) = s
+        .try_extract_tensor::<f32>()
+        .map_err(|e| Error::tensor(ROLE, &pair.past, format!("cannot read it as float: {e}")))?;
+    let (_, target) = d
+        .try_extract_tensor_mut::<f32>()
+        .map_err(|e| Error::tensor(ROLE, &pair.past, format!("cannot write it as float: {e}")))?;
+    let row_len: usize = pair.dims.iter().flatten().product();
+    let short = || Error::tensor(ROLE, &pair.past, "state buffer is too short");
+    for (&sr, &dr) in src_rows.iter().zip(dst_rows) {
+        let from = source
+            .get(sr * row_len..(sr + 1) * row_len)
+            .ok_or_else(short)?;
+        let to = target
+            .get_mut(dr * row_len..(dr + 1) * row_len)
+            .ok_or_else(short)?;
+        match (pair.update, pair.dims.as_slice()) {
+            // [heads, capacity, head_dim]: the first `len` tokens of each head.
+            (Update::InPlace, &[Some(heads), Some(capacity), Some(head_dim)]) => {
+                let valid = lengths.get(sr).copied().unwrap_or(0).min(capacity) * head_dim;
+                let per_head = capacity * head_dim;
+                for h in 0..heads {
+                    let at = h * per_head;
+                    to[at..at + valid].copy_from_slice(&from[at..at + valid]);
+                }
+            }
+            _ => to.copy_from_slice(from),
+        }
+    }
+    Ok(())
+}
+
+impl DecoderStep for OrtDecoder {
     type State = OrtState;
+
+    fn per_row_positions(&self) -> bool {
+        self.cache.is_some_and(|c| c.per_row)
+    }
+
+    fn capacity(&self) -> Option<usize> {
+        self.cache.map(|c| c.capacity)
+    }
 
     fn empty_state(&mut self, rows: usize) -> Result<OrtState> {
         let values = self
@@ -427,11 +588,8 @@ impl DecoderStep for OrtDecoder<'_> {
             .iter()
             .map(|pair| {
                 let shape = self.shape(pair, rows, 0);
-                if pair.in_place() {
-                    return self.allocate(pair, &shape, |data| {
-                        data.fill(0.0);
-                        Ok(())
-                    });
+                if pair.update != Update::Grow {
+                    return self.allocate(pair, &shape);
                 }
                 Tensor::from_array(ArrayD::<f32>::zeros(IxDyn(&shape)))
                     .map(|t| t.into_dyn())
@@ -441,57 +599,72 @@ impl DecoderStep for OrtDecoder<'_> {
         Ok(OrtState {
             values,
             rows,
-            past_length: 0,
+            lengths: vec![0; rows],
             id: next_state_id(),
         })
     }
 
-    /// The one host copy of the state: the prefilled prompt's rows, repeated per candidate.
+    /// A new state from rows of `state`: in-place caches copy only each row's valid prefix
+    /// (into a fresh buffer), growing states are gathered whole.
     fn select_rows(&mut self, state: &OrtState, rows: &[usize]) -> Result<OrtState> {
-        if let Some(&bad) = rows.iter().find(|&&r| r >= state.rows) {
-            return Err(Error::InvalidInput(format!(
-                "state row {bad} requested from a {}-row state",
-                state.rows
-            )));
-        }
-        let values = self
-            .pairs
-            .iter()
-            .zip(&state.values)
-            .map(|(pair, value)| {
+        Self::check_rows(state, rows, "select_rows")?;
+        let to: Vec<usize> = (0..rows.len()).collect();
+        let mut values = Vec::with_capacity(self.pairs.len());
+        for (pair, value) in self.pairs.iter().zip(&state.values) {
+            if pair.update == Update::Grow {
                 let view = value.try_extract_array::<f32>().map_err(|e| {
                     Error::tensor(ROLE, &pair.present, format!("cannot read it as float: {e}"))
                 })?;
-                if pair.in_place() {
-                    // Whole rows (the full capacity) copied with memcpy: every element of the
-                    // new buffer is written, so it needs no zeroing first.
-                    let source = view.as_slice().ok_or_else(|| {
-                        Error::tensor(ROLE, &pair.past, "state buffer is not contiguous")
-                    })?;
-                    let row_len = pair.dims.iter().flatten().product::<usize>();
-                    let shape = self.shape(pair, rows.len(), 0);
-                    return self.allocate(pair, &shape, |data| {
-                        for (chunk, &r) in data.chunks_exact_mut(row_len.max(1)).zip(rows) {
-                            let row =
-                                source.get(r * row_len..(r + 1) * row_len).ok_or_else(|| {
-                                    Error::tensor(ROLE, &pair.past, "state buffer is too short")
-                                })?;
-                            chunk.copy_from_slice(row);
-                        }
-                        Ok(())
-                    });
-                }
-                Tensor::from_array(view.select(Axis(0), rows))
-                    .map(|t| t.into_dyn())
-                    .map_err(|e| Error::ort(format!("graph `decoder`: copying `{}`", pair.past), e))
-            })
-            .collect::<Result<_>>()?;
+                let picked = Tensor::from_array(view.select(Axis(0), rows))
+                    .map_err(|e| Error::ort(format!("graph `decoder`: copying `{}`", pair.past), e))?;
+                values.push(picked.into_dyn());
+            } else {
+                let mut fresh = self.allocate(pair, &self.shape(pair, rows.len(), 0))?;
+                copy_pair(pair, value, &state.lengths, rows, &mut fresh, &to)?;
+                values.push(fresh);
+            }
+        }
         Ok(OrtState {
             values,
             rows: rows.len(),
-            past_length: state.past_length,
+            lengths: rows.iter().map(|&r| state.lengths[r]).collect(),
             id: next_state_id(),
         })
+    }
+
+    fn copy_rows(
+        &mut self,
+        src: &OrtState,
+        src_rows: &[usize],
+        dst: &mut OrtState,
+        dst_rows: &[usize],
+    ) -> Result<()> {
+        if !self.per_row_positions() {
+            return Err(Error::InvalidInput(
+                "copy_rows needs a decoder with per-row positions".into(),
+            ));
+        }
+        if src_rows.len() != dst_rows.len() {
+            return Err(Error::InvalidInput(format!(
+                "copy_rows: {} source rows for {} target rows",
+                src_rows.len(),
+                dst_rows.len()
+            )));
+        }
+        Self::check_rows(src, src_rows, "copy_rows source")?;
+        Self::check_rows(dst, dst_rows, "copy_rows target")?;
+        self.copy_into(src, src_rows, dst, dst_rows)
+    }
+
+    fn clear_rows(&mut self, state: &mut OrtState, rows: &[usize]) -> Result<()> {
+        if !self.per_row_positions() {
+            return Err(Error::InvalidInput(
+                "clear_rows needs a decoder with per-row positions".into(),
+            ));
+        }
+        Self::check_rows(state, rows, "clear_rows")?;
+        rows.iter().for_each(|&r| state.lengths[r] = 0);
+        Ok(())
     }
 
     fn step(
@@ -511,16 +684,17 @@ impl DecoderStep for OrtDecoder<'_> {
                 ),
             ));
         }
-        if let Some(capacity) = self.capacity
-            && state.past_length + sequence > capacity
+        let past = state.past_length();
+        if let Some(cache) = self.cache
+            && past + sequence > cache.capacity
         {
             return Err(Error::InvalidInput(format!(
-                "the decoder's in-place cache holds {capacity} tokens; {} seen + {sequence} new \
+                "the decoder's in-place cache holds {} tokens; {past} seen + {sequence} new \
                  would overflow it",
-                state.past_length
+                cache.capacity
             )));
         }
-        if self.capacity.is_some() && rows > 1 && sequence > 1 && state.past_length > 0 {
+        if self.cache.is_some() && rows > 1 && sequence > 1 && past > 0 {
             // GroupQueryAttention's CPU kernel takes several new tokens after a past for one
             // row only (priming a batch): feed them one at a time.
             let mut model_time = Duration::ZERO;
@@ -632,29 +806,35 @@ mod tests {
             .insert("kv_capacity".into(), serde_json::json!(5));
         let pairs = state_pairs(&s).unwrap();
         assert!(pairs[0].in_place() && !pairs[1].in_place());
-        assert_eq!(in_place_capacity(&s, &pairs).unwrap(), Some(5));
+        assert_eq!(
+            in_place_cache(&s, &pairs).unwrap(),
+            Some(InPlaceCache {
+                capacity: 5,
+                per_row: false
+            })
+        );
 
         let no_capacity = spec(vec![fixed(), length()], &outputs);
-        let e = in_place_capacity(&no_capacity, &state_pairs(&no_capacity).unwrap())
+        let e = in_place_cache(&no_capacity, &state_pairs(&no_capacity).unwrap())
             .unwrap_err()
             .to_string();
         assert!(e.contains("kv_capacity"), "{e}");
 
         let no_length = spec(vec![fixed()], &outputs);
-        let e = in_place_capacity(&no_length, &state_pairs(&no_length).unwrap())
+        let e = in_place_cache(&no_length, &state_pairs(&no_length).unwrap())
             .unwrap_err()
             .to_string();
         assert!(e.contains("`cache_length`"), "{e}");
 
         let stray = spec(vec![growing(), length()], &outputs);
-        let e = in_place_capacity(&stray, &state_pairs(&stray).unwrap())
+        let e = in_place_cache(&stray, &state_pairs(&stray).unwrap())
             .unwrap_err()
             .to_string();
         assert!(e.contains("no state input is a fixed-size"), "{e}");
 
         let concat = spec(vec![growing()], &outputs);
         assert_eq!(
-            in_place_capacity(&concat, &state_pairs(&concat).unwrap()).unwrap(),
+            in_place_cache(&concat, &state_pairs(&concat).unwrap()).unwrap(),
             None
         );
     }

@@ -1,7 +1,7 @@
 //! Writing a generation: `candidate_NN.png` per candidate, a near-square `grid.png`, and the
 //! `generation.json` sidecar (prompt, tokens, settings, timings).
 
-use super::pipeline::Generation;
+use crate::engine::Generation;
 use crate::error::{Error, Result};
 use crate::preprocess;
 use crate::sampling::SamplingParams;
@@ -111,7 +111,9 @@ struct TimingsRecord {
     /// Share of the sampling loop spent inside ONNX Runtime's run.
     ort_run_share: f64,
     decode_ms: f64,
+    /// Admission to decoded pixels; sessions were created before (`session_load_ms`).
     total_ms: f64,
+    session_load_ms: f64,
 }
 
 #[derive(Serialize)]
@@ -238,6 +240,7 @@ pub fn write_reranked(
             ort_run_share: t.sampling.model_share(),
             decode_ms: ms(t.decode),
             total_ms: ms(t.total),
+            session_load_ms: ms(t.load),
         },
     };
     let json = serde_json::to_string_pretty(&sidecar)

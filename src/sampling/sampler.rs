@@ -104,7 +104,6 @@ pub struct ImageTokenSampler {
 impl ImageTokenSampler {
     /// Validates `params` and builds the chain for this token layout.
     pub fn new(params: &SamplingParams, layout: &TokenLayout) -> Result<ImageTokenSampler> {
-        params.validate()?;
         let offset = to_usize(layout.image_token_offset, "image_token_offset")?;
         let image_vocab = to_usize(layout.image_vocab_size, "image_vocab_size")?;
         let total_vocab = to_usize(layout.total_vocab_size, "total_vocab_size")?;
@@ -112,6 +111,22 @@ impl ImageTokenSampler {
             return Err(Error::InvalidInput(format!(
                 "token layout: image ids [{offset}, {offset}+{image_vocab}) must end the unified \
                  vocabulary of {total_vocab}"
+            )));
+        }
+        Self::for_vocab(params, image_vocab, total_vocab)
+    }
+
+    /// Validates `params` and builds the chain for `image_vocab` codes; `total_vocab` is what
+    /// `filter_thres` counts (DALLE-pytorch's unified vocabulary; `image_vocab` elsewhere).
+    pub fn for_vocab(
+        params: &SamplingParams,
+        image_vocab: usize,
+        total_vocab: usize,
+    ) -> Result<ImageTokenSampler> {
+        params.validate()?;
+        if image_vocab == 0 || total_vocab < image_vocab {
+            return Err(Error::InvalidInput(format!(
+                "sampling over {image_vocab} image codes of a {total_vocab}-token vocabulary"
             )));
         }
         let mut chain = FilterChain::new();

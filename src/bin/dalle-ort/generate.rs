@@ -1,16 +1,20 @@
 //! `dalle-ort generate`: prompt → token ids → image tokens → PNGs, grid and sidecar.
 //!
-//! Unset sampling options take the manifest's `sampling` defaults, then the library's (no top-k,
-//! temperature 1, no guidance). The prompt is tokenized with the bundle's tokenizer; `--text-ids`
-//! bypasses it (bundles without a tokenizer, tests).
+//! The flags fill an engine [`Request`], validated once by the bundle's [`RequestRules`] (unset
+//! sampling options take the manifest's `sampling` defaults, then the library's: no top-k,
+//! temperature 1, no guidance), then run on the engine as one request. The prompt is tokenized
+//! with the bundle's tokenizer; `--text-ids` bypasses it (bundles without a tokenizer, tests).
 
 use super::{Global, load_ort, open};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use dalle::ep::EpOptions;
-use dalle::generate::{self, GenerateRequest, PromptInfo};
-use dalle::sampling::SamplingParams;
-use dalle::{TextTokenizer, preprocess};
+use dalle::engine::{
+    self, Engine, ImageTokenModel, InitInput, OrtDallePytorch, PromptInput, Request, RequestRules,
+    SamplingOverrides, ValidInit,
+};
+use dalle::generate::PromptInfo;
+use dalle::preprocess;
 use dalle_bundle::GraphRole;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -72,107 +76,99 @@ pub struct GenerateArgs {
 }
 
 pub fn run(g: &Global, options: EpOptions, args: GenerateArgs) -> Result<()> {
-    let mut bundle = open(&args.bundle.model, options)?;
-    let manifest = bundle.manifest().clone();
-    manifest
+    let bundle = open(&args.bundle.model, options)?;
+    bundle
+        .manifest()
         .graph(GraphRole::Decoder)
         .context("`generate` needs a transformer decoder")?;
-    let layout = generate::token_layout(&bundle)?;
-    let defaults = manifest.sampling.clone();
-    let params = SamplingParams {
-        top_k: match (args.top_k, args.filter_thres) {
-            (None, None) => defaults
-                .as_ref()
-                .and_then(|d| d.top_k)
-                .map(|k| usize::try_from(k).unwrap_or(usize::MAX)),
-            (k, _) => k,
-        },
-        filter_thres: args.filter_thres,
-        top_p: args.top_p.or(defaults.as_ref().and_then(|d| d.top_p)),
-        temperature: args
-            .temperature
-            .or(defaults.as_ref().map(|d| d.temperature))
-            .unwrap_or(1.0),
-        seed: args.seed.unwrap_or_else(clock_seed),
-        cond_scale: args
-            .cond_scale
-            .or(defaults.as_ref().map(|d| d.cond_scale))
-            .unwrap_or(1.0),
+    let rules = RequestRules::from_bundle(&bundle)?;
+    let init = match &args.init_image {
+        Some(path) => Some(InitInput::Image {
+            image: preprocess::load_image(path)?,
+            rows: args.init_rows,
+        }),
+        None => None,
     };
-    params.validate()?;
-    if args.candidates == 0 {
-        bail!("invalid candidates: -n must be at least 1");
-    }
-    if let Some(k) = args.rerank {
-        if k == 0 || k > args.candidates {
-            bail!(
-                "invalid rerank: --rerank must be in 1..={} (the number of candidates), got {k}",
-                args.candidates
-            );
-        }
-        dalle::clip::info(&bundle).context("`--rerank` needs CLIP graphs in the bundle")?;
-    }
-
-    let text_length = usize::try_from(layout.text_length)?;
-    let prompt = match (&args.text_ids, &manifest.tokenizer) {
-        (Some(ids), _) => PromptInfo {
-            prompt: args.prompt.clone(),
-            text_token_ids: ids.clone(),
-            token_count: ids.iter().filter(|&&t| t != 0).count(),
-            truncated: false,
-            init_image: args.init_image.clone(),
-        },
-        (None, Some(file)) => {
-            let tokenizer = TextTokenizer::open(&bundle.dir().join(file))?;
-            let encoded = tokenizer.encode(&args.prompt, text_length)?;
-            PromptInfo {
-                prompt: args.prompt.clone(),
-                text_token_ids: encoded.ids,
-                token_count: encoded.token_count,
-                truncated: encoded.truncated,
-                init_image: args.init_image.clone(),
-            }
-        }
-        (None, None) => {
+    let prompt = match &args.text_ids {
+        Some(ids) => PromptInput::Ids(ids.clone()),
+        None if rules.tokenizer.is_none() => {
             bail!("the bundle has no tokenizer; pass the prompt's token ids with --text-ids 1,2,3")
         }
+        None => PromptInput::Text(args.prompt.clone()),
     };
-    let init_image = match &args.init_image {
-        Some(path) => Some(preprocess::load_image(path)?),
-        None => None,
+    let request = Request {
+        prompt,
+        candidates: args.candidates,
+        sampling: SamplingOverrides {
+            top_k: args.top_k,
+            filter_thres: args.filter_thres,
+            top_p: args.top_p,
+            temperature: args.temperature,
+            cond_scale: args.cond_scale,
+            seed: args.seed,
+        },
+        init,
+        rerank: args.rerank,
     };
-    let init_rows = init_image.as_ref().map(|_| {
-        args.init_rows
-            .unwrap_or_else(|| generate::default_init_rows(layout.image_grid))
-    });
+    let request = rules.validate(request)?;
+    if args.batch == Some(0) {
+        bail!("invalid batch: --batch must be at least 1");
+    }
+    let rows_per = if request.params.guided() { 2 } else { 1 };
 
     load_ort(g)?;
-    let primed = init_rows.unwrap_or(0) * layout.image_grid;
-    let total = (args.candidates as u64) * layout.image_length().saturating_sub(primed);
-    let bar = progress_bar(total);
-    let request = GenerateRequest {
-        text_ids: prompt.text_token_ids.clone(),
-        candidates: args.candidates,
-        batch: args.batch,
-        params: params.clone(),
-        init_image,
-        init_rows,
+    let (model, load) = OrtDallePytorch::from_bundle(bundle, None)?;
+    let limit = model.max_rows();
+    let max_rows = args.batch.map(|b| b.saturating_mul(rows_per));
+    if let Some(rows) = max_rows
+        && rows > limit
+    {
+        tracing::warn!(
+            "batch {} exceeds the decoder's batch range ({} candidates{}); using {}",
+            rows / rows_per,
+            (limit / rows_per).max(1),
+            if rows_per == 2 { " with guidance" } else { "" },
+            (limit / rows_per).max(1),
+        );
+    }
+    let mut engine = Engine::new(model, max_rows);
+    let primed = match &request.init {
+        Some(ValidInit::Image { rows, .. }) => rows * rules.geometry.grid,
+        Some(ValidInit::Codes(c)) => c.len(),
+        None => 0,
     };
-    let generation = generate::generate(&mut bundle, &request, &mut |n| bar.inc(n as u64))
+    let total = (args.candidates * rules.geometry.tokens().saturating_sub(primed)) as u64;
+    let bar = progress_bar(total);
+    let info = PromptInfo {
+        prompt: args.prompt.clone(),
+        text_token_ids: request.text.ids.clone(),
+        token_count: request.text.token_count,
+        truncated: request.text.truncated,
+        init_image: args.init_image.clone(),
+    };
+    let init_rows = request
+        .init
+        .as_ref()
+        .and_then(ValidInit::rows)
+        .map(|r| r as u64);
+    let mut generation = engine::generate(&mut engine, request, &mut |n| bar.inc(n as u64))
         .with_context(|| format!("generating {:?}", args.prompt))?;
+    generation.timings.load = load.sessions;
     bar.finish_and_clear();
-    let rerank = match args.rerank {
+    let params = generation.request.params.clone();
+    let rerank = match generation.request.rerank {
         Some(keep) => {
-            let scores = dalle::clip::score(&mut bundle, &args.prompt, generation.pixels.view())
+            let bundle = engine.model_mut().codec_mut().bundle_mut();
+            let scores = dalle::clip::score(bundle, &args.prompt, generation.pixels.view())
                 .context("scoring the candidates with CLIP")?;
-            Some(generate::Rerank { scores, keep })
+            Some(dalle::generate::Rerank { scores, keep })
         }
         None => None,
     };
-    let files = generate::write_reranked(
+    let files = dalle::generate::write_reranked(
         &args.output,
         &generation,
-        &prompt,
+        &info,
         &params,
         init_rows,
         rerank.as_ref(),
@@ -188,11 +184,12 @@ pub fn run(g: &Global, options: EpOptions, args: GenerateArgs) -> Result<()> {
     let t = &generation.timings;
     let s = &t.sampling;
     println!(
-        "seed {}: {} candidates in {:.2} s (prefill {:.1} ms, {} steps at {:.2} ms, \
-         {:.3} ms of it outside ONNX Runtime, decode {:.1} ms)",
+        "seed {}: {} candidates in {:.2} s (sessions {:.0} ms before; prefill {:.1} ms, {} steps \
+         at {:.2} ms, {:.3} ms of it outside ONNX Runtime, decode {:.1} ms)",
         params.seed,
         generation.tokens.len(),
         t.total.as_secs_f64(),
+        t.load.as_secs_f64() * 1e3,
         s.prefill.as_secs_f64() * 1e3,
         s.steps,
         s.step_mean().as_secs_f64() * 1e3,
@@ -200,13 +197,6 @@ pub fn run(g: &Global, options: EpOptions, args: GenerateArgs) -> Result<()> {
         t.decode.as_secs_f64() * 1e3,
     );
     Ok(())
-}
-
-fn clock_seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 /// Token progress with tokens/s, hidden when stderr is not a terminal.
