@@ -1,19 +1,22 @@
 //! Bench: one decoder step (one new image token per row) against the past length, at several
-//! batch sizes, on ONNX Runtime's CPU provider through the same code the generation loop uses
-//! ([`dalle::generate::OrtDecoder`]: IoBinding, state kept in ORT-owned values).
+//! batch sizes, on ONNX Runtime's CPU provider, driven through the generation engine
+//! ([`dalle::engine::Engine`]) exactly as `dalle-ort generate` and the server run it.
 //!
-//! For each batch size `b`: one prefill call of `b` text rows (BOS + 256 text positions), then
-//! for each target past length `P`: feed the image tokens up to `P` in one call (untimed), run
-//! `STEP_WARMUP` single-token steps (untimed), then `STEP_RUNS` timed single-token steps. Every
-//! step does what `sample_images` does per step: sample one image token per row from the last
-//! logits (DALLE-pytorch top-k `filter_thres` 0.9, temperature 1), write the ids, call
-//! `DecoderStep::step`. The whole sweep (prefill, broadcast, every point) runs `STEP_REPEATS`
-//! times with fresh states and the timed steps of each point are pooled, so a burst of other
-//! load on the machine moves one repeat's samples, not a whole point. Wall time per step and the
-//! time inside ORT's `run_binding` (returned
-//! by `step`) are recorded, so the time outside the run (sampling, state handling, logits copy,
-//! bookkeeping) is their difference. It also times `select_rows` (the broadcast of a prefilled
-//! 1-row state to `b` rows, once per batch of candidates in `generate`).
+//! For each batch size `b` and each target past length `P`: one request of `b` candidates whose
+//! prompt is BOS + 256 text positions and `P − 257` primed image codes is admitted (its prefill
+//! of one row is untimed), its rows join the batch (the valid prefix of the prompt's caches is
+//! copied into each row), then `STEP_WARMUP` untimed and `STEP_RUNS` timed `Engine::step`s run:
+//! each samples one image token per row from the last logits (DALLE-pytorch top-k
+//! `filter_thres` 0.9, temperature 1) and makes one decoder call. The whole sweep runs
+//! `STEP_REPEATS` times with other seeds and the timed steps of each point are pooled. Wall time
+//! per step and the time inside ORT's `run_binding` are recorded, so the time outside the run
+//! (sampling, ids, state bookkeeping, logits copy) is their difference.
+//!
+//! Joining and leaving: with a batch of `b` rows running at the first point, one more request
+//! (1 candidate) is admitted: its prefill, the copy of its prompt into a free row (`join_ms`)
+//! and the step it joins are timed; then it is cancelled and the step where its row leaves is
+//! timed with the leave itself (`leave_ms`: nothing is copied with per-row positions). Session
+//! creation is timed on its own (`session_ms`).
 //!
 //! Prints one JSON line on stdout. Environment (`cargo bench` passes its own arguments):
 //!
@@ -27,11 +30,12 @@
 //! ```
 
 use anyhow::{Context, Result, bail};
-use dalle::generate::{DecoderStep, OrtDecoder, image_id, text_row, token_layout};
-use dalle::sampling::{CandidateRng, ImageTokenSampler, SamplingParams};
+use dalle::engine::{
+    Engine, InitInput, OrtDallePytorch, PromptInput, Request, RequestRules, SamplingOverrides,
+    ValidatedRequest,
+};
+use dalle::generate::{DecoderStep, token_layout};
 use dalle::{Bundle, EpChoice, EpOptions};
-use dalle_bundle::GraphRole;
-use ndarray::Array2;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -74,6 +78,38 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
+/// Times one engine step: (wall, inside ORT) in ms.
+fn timed_step(engine: &mut Engine<OrtDallePytorch>) -> Result<(f64, f64)> {
+    let before = engine.stats.step_model;
+    let t = Instant::now();
+    engine.step().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let wall = t.elapsed();
+    Ok((ms(wall), ms(engine.stats.step_model - before)))
+}
+
+fn request(
+    rules: &RequestRules,
+    text: &[u32],
+    candidates: usize,
+    seed: u64,
+    prime: Vec<u32>,
+) -> Result<ValidatedRequest> {
+    let r = Request {
+        prompt: PromptInput::Ids(text.to_vec()),
+        candidates,
+        sampling: SamplingOverrides {
+            filter_thres: Some(0.9),
+            temperature: Some(1.0),
+            cond_scale: Some(1.0),
+            seed: Some(seed),
+            ..SamplingOverrides::default()
+        },
+        init: (!prime.is_empty()).then_some(InitInput::Codes(prime)),
+        rerank: None,
+    };
+    Ok(rules.validate(r)?)
+}
+
 fn main() -> Result<()> {
     let bundle_dir = std::env::var_os("STEP_BUNDLE").context("STEP_BUNDLE is required")?;
     let batches = env_list("STEP_BATCHES", "1,8")?;
@@ -87,92 +123,83 @@ fn main() -> Result<()> {
         ep: EpChoice::Cpu,
         ..EpOptions::default()
     };
-    let mut bundle = Bundle::open(&bundle_dir, options)?;
+    let bundle = Bundle::open(&bundle_dir, options)?;
     let layout = token_layout(&bundle)?;
-    let spec = bundle.manifest().graph(GraphRole::Decoder)?.clone();
-    let t = Instant::now();
-    let session = bundle.session(GraphRole::Decoder)?.session_mut();
-    let session_ms = ms(t.elapsed());
-    let mut decoder = OrtDecoder::new(session, &spec, &layout)?;
+    let rules = RequestRules::from_bundle(&bundle)?;
+    let (model, load) = OrtDallePytorch::from_bundle(bundle, None)?;
+    let session_ms = ms(load.sessions);
+    let per_row = model.batch().decoder().per_row_positions();
+    let mut engine = Engine::new(model, None);
 
-    let params = SamplingParams {
-        filter_thres: Some(0.9),
-        ..SamplingParams::default()
-    };
-    let sampler = ImageTokenSampler::new(&params, &layout)?;
     let text_len = usize::try_from(layout.text_length)?;
     let image_len = usize::try_from(layout.image_length())?;
+    let vocab = u32::try_from(layout.image_vocab_size)?;
     let max_total = text_len + image_len; // BOS + text + image - 1 fed tokens at most
     // A short prompt's worth of ids (speed does not depend on them).
     let text: Vec<u32> = (1..=12).map(|i| i * 97).collect();
-    let row = text_row(&layout, &text)?;
-    let prompt_len = row.len();
+    let prompt_len = text_len + 1;
 
     let mut results = vec![];
     for &batch in &batches {
         let mut prefill = vec![];
         let mut broadcast = vec![];
+        let mut joins: Vec<serde_json::Value> = vec![];
         // Per point, in order: (first past, wall times, model times) pooled over the repeats.
         let mut pooled: Vec<(usize, Vec<f64>, Vec<f64>)> = vec![];
-        let mut code = 0u32;
         for repeat in 0..repeats {
-            // Prefill one row, broadcast it (as `generate` does), then step.
-            let mut one = decoder.empty_state(1)?;
-            let mut logits = Array2::<f32>::zeros((0, 0));
-            let ids = Array2::from_shape_vec((1, prompt_len), row.clone())?;
-            let t = Instant::now();
-            decoder.step(ids.view(), &mut one, &mut logits)?;
-            prefill.push(ms(t.elapsed()));
-            let t = Instant::now();
-            let mut state = decoder.select_rows(&one, &vec![0; batch])?;
-            broadcast.push(ms(t.elapsed()));
-            drop(one);
-            logits = logits.select(ndarray::Axis(0), &vec![0; batch]);
-
-            let mut rngs: Vec<CandidateRng> = (0..batch)
-                .map(|i| CandidateRng::new(7 + repeat as u64, i as u64))
-                .collect();
-            let mut scratch = dalle::sampling::SampleScratch::default();
-            let mut step_ids = Array2::<i64>::zeros((batch, 1));
-            let mut point = 0;
-            for &want in &pasts {
-                let want = want.min(max_total - warmup - runs);
-                let past = state.past_length();
-                if want < past {
-                    continue;
+            for (point, &want) in pasts.iter().enumerate() {
+                let want = want.clamp(prompt_len, max_total - warmup - runs);
+                let prime: Vec<u32> = (0..want - prompt_len)
+                    .map(|i| (i as u32 * 31) % vocab)
+                    .collect();
+                let seed = 7 + repeat as u64;
+                let r = request(&rules, &text, batch, seed, prime)?;
+                let before = engine.stats.clone();
+                let id = engine.admit(r).map_err(|e| anyhow::anyhow!("{e}"))?;
+                prefill.push(ms(engine.stats.prefill - before.prefill));
+                for _ in 0..warmup {
+                    engine.step().map_err(|e| anyhow::anyhow!("{e}"))?;
                 }
-                if want > past {
-                    let n = want - past;
-                    let chunk: Vec<i64> = (0..batch * n)
-                        .map(|i| image_id(&layout, (i as u32 * 31) % 8192))
-                        .collect();
-                    let ids = Array2::from_shape_vec((batch, n), chunk)?;
-                    decoder.step(ids.view(), &mut state, &mut logits)?;
-                }
-                let first_past = state.past_length() + warmup;
+                broadcast.push(ms(engine.stats.join - before.join));
                 if pooled.len() == point {
-                    pooled.push((first_past, vec![], vec![]));
+                    pooled.push((want + warmup, vec![], vec![]));
                 }
-                let (_, wall, model) = &mut pooled[point];
-                for i in 0..warmup + runs {
+                for _ in 0..runs {
+                    let (wall, model) = timed_step(&mut engine)?;
+                    pooled[point].1.push(wall);
+                    pooled[point].2.push(model);
+                }
+                if point == 0 {
+                    // One more request joins the running batch, then leaves.
+                    let step_alone = median(pooled[0].1.clone());
+                    let one = request(&rules, &text, 1, seed + 100, vec![])?;
+                    let s0 = engine.stats.clone();
                     let t = Instant::now();
-                    for (j, rng) in rngs.iter_mut().enumerate() {
-                        let row = logits.row(j);
-                        let slice = row.as_slice().context("logits row not contiguous")?;
-                        code = sampler.sample(slice, None, rng, &mut scratch)?;
-                        step_ids[[j, 0]] = image_id(&layout, code);
-                    }
-                    let inside = decoder.step(step_ids.view(), &mut state, &mut logits)?;
-                    let total = t.elapsed();
-                    if i >= warmup {
-                        wall.push(ms(total));
-                        model.push(ms(inside));
-                    }
+                    let other = engine.admit(one).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let admit_ms = ms(t.elapsed());
+                    let (join_step, _) = timed_step(&mut engine)?;
+                    let join_ms = ms(engine.stats.join - s0.join);
+                    let (with_it, _) = timed_step(&mut engine)?;
+                    engine.cancel(other);
+                    let s1 = engine.stats.clone();
+                    let (leave_step, _) = timed_step(&mut engine)?;
+                    joins.push(json!({
+                        "running_rows": batch,
+                        "step_ms": step_alone,
+                        "admit_ms": admit_ms,
+                        "prefill_ms": ms(engine.stats.prefill - s0.prefill),
+                        "join_ms": join_ms,
+                        "join_step_ms": join_step,
+                        "step_with_it_ms": with_it,
+                        "leave_ms": ms(engine.stats.leave - s1.leave),
+                        "leave_step_ms": leave_step,
+                    }));
                 }
-                point += 1;
-            }
-            if state.past_length() > max_total {
-                bail!("past {} beyond the sequence", state.past_length());
+                engine.cancel(id);
+                engine.step().map_err(|e| anyhow::anyhow!("{e}"))?;
+                if !engine.is_idle() {
+                    bail!("the engine still runs a request after cancelling");
+                }
             }
         }
         let points: Vec<_> = pooled
@@ -195,12 +222,30 @@ fn main() -> Result<()> {
                 })
             })
             .collect();
+        let first_join = |key: &str| {
+            median(
+                joins
+                    .iter()
+                    .filter_map(|j| j[key].as_f64())
+                    .collect::<Vec<f64>>(),
+            )
+        };
         results.push(json!({
             "batch": batch,
             "prefill_ms": median(prefill),
             "prefill_tokens": prompt_len,
             "broadcast_ms": median(broadcast),
-            "last_code": code,
+            "join": {
+                "running_rows": batch,
+                "step_ms": first_join("step_ms"),
+                "admit_ms": first_join("admit_ms"),
+                "prefill_ms": first_join("prefill_ms"),
+                "join_ms": first_join("join_ms"),
+                "join_step_ms": first_join("join_step_ms"),
+                "step_with_it_ms": first_join("step_with_it_ms"),
+                "leave_ms": first_join("leave_ms"),
+                "leave_step_ms": first_join("leave_step_ms"),
+            },
             "points": points,
         }));
     }
@@ -208,6 +253,7 @@ fn main() -> Result<()> {
         "{}",
         json!({
             "session_ms": session_ms,
+            "per_row_positions": per_row,
             "runs": runs,
             "warmup": warmup,
             "repeats": repeats,

@@ -76,7 +76,7 @@ fn decoder(
 }
 
 /// A prefilled text row broadcast to [`ROWS`] rows.
-fn fresh_state(dec: &mut OrtDecoder<'_>, text_len: usize) -> OrtState {
+fn fresh_state(dec: &mut OrtDecoder, text_len: usize) -> OrtState {
     let mut logits = Array2::zeros((0, 0));
     let prompt = Array2::from_elem((1, text_len), 1i64);
     let mut one = dec.empty_state(1).unwrap_or_else(|e| panic!("{e}"));
@@ -97,9 +97,9 @@ fn bench(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("decoder_state");
     for kv_cache in [KvCacheLayout::Concat, KvCacheLayout::InPlace] {
-        let (mut session, spec, layout) = decoder(&env, dir.path(), kv_cache);
-        let mut dec = OrtDecoder::new(&mut session, &spec, &layout)
-            .unwrap_or_else(|e| panic!("decoder: {e}"));
+        let (session, spec, layout) = decoder(&env, dir.path(), kv_cache);
+        let mut dec =
+            OrtDecoder::new(session, &spec, &layout).unwrap_or_else(|e| panic!("decoder: {e}"));
         let text_len = (layout.text_length + 1) as usize;
         let capacity = text_len + (layout.image_length() - 1) as usize;
         let image_id = layout.image_token_offset as i64;

@@ -511,8 +511,8 @@ fn in_place_cache_through_the_runtime_matches_concat() {
         let (bundle, cfg) = export_decoder_with(case, dir.path(), opts);
         let manifest = Manifest::read_from_dir(&bundle).unwrap();
         let spec = manifest.graph(GraphRole::Decoder).unwrap();
-        let mut session = session_from_file(&bundle.join("decoder.onnx"));
-        let mut dec = OrtDecoder::new(&mut session, spec, &cfg.token_layout()).unwrap();
+        let session = session_from_file(&bundle.join("decoder.onnx"));
+        let mut dec = OrtDecoder::new(session, spec, &cfg.token_layout()).unwrap();
         let text_len = cfg.text_len();
         let row_ids = |r: usize, from: usize, to: usize| -> Vec<i64> {
             (from..to).map(|t| ids[[r % batch, t]]).collect()

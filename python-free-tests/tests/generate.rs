@@ -1,11 +1,14 @@
 //! Text-to-image generation end to end on ONNX Runtime: a tiny hand-built decoder step graph
 //! (one `past_key_values.0.key|value` pair concatenated along axis 2, logits a deterministic
-//! function of the ids and the whole past) plus a small random dVAE. Covers prefill with an
-//! empty past, IoBinding state hand-over, batching, guidance, priming, outputs, and errors.
+//! function of the ids and the whole past) plus a small random dVAE, through the engine (the
+//! concatenated cache: rows grouped by start). Covers prefill with an empty past, IoBinding
+//! state hand-over, batching, guidance, priming, outputs, and errors.
 
+use dalle::engine::{
+    self, Engine, InitInput, OrtDallePytorch, PromptInput, Request, RequestRules, SamplingOverrides,
+};
 use dalle::ep::{EpChoice, EpOptions};
-use dalle::generate::{self, GenerateRequest, PromptInfo};
-use dalle::sampling::SamplingParams;
+use dalle::generate::{self, PromptInfo};
 use dalle::{Bundle, dvae, preprocess};
 use dalle_bundle::io::decoder::{INPUT_IDS, KvKind, LOGITS, past_name, present_name};
 use dalle_bundle::io::dims::{BATCH, PAST_SEQUENCE, SEQUENCE, TOTAL_SEQUENCE};
@@ -146,34 +149,47 @@ fn open(path: &Path) -> Bundle {
 }
 
 /// Primes `req` with the demo picture.
-fn prime_with_sample(req: &mut GenerateRequest, rows: u64) {
+fn prime_with_sample(req: &mut Request, rows: u64) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo/sample.png");
-    req.init_image = Some(preprocess::load_image(&path).unwrap());
-    req.init_rows = Some(rows);
+    req.init = Some(InitInput::Image {
+        image: preprocess::load_image(&path).unwrap(),
+        rows: Some(rows),
+    });
 }
 
-fn request(candidates: usize, batch: usize, seed: u64) -> GenerateRequest {
-    GenerateRequest {
-        text_ids: vec![3, 4],
+fn request(candidates: usize, seed: u64) -> Request {
+    Request {
+        prompt: PromptInput::Ids(vec![3, 4]),
         candidates,
-        batch: Some(batch),
-        params: SamplingParams {
+        sampling: SamplingOverrides {
             top_k: Some(8),
-            seed,
-            ..SamplingParams::default()
+            seed: Some(seed),
+            ..SamplingOverrides::default()
         },
-        init_image: None,
-        init_rows: None,
+        init: None,
+        rerank: None,
     }
+}
+
+/// An engine on the bundle whose calls hold at most `rows` rows.
+fn engine(path: &Path, rows: usize) -> (Engine<OrtDallePytorch>, RequestRules) {
+    let b = open(path);
+    let rules = RequestRules::from_bundle(&b).unwrap();
+    let (model, _) = OrtDallePytorch::from_bundle(b, None).unwrap();
+    (Engine::new(model, Some(rows)), rules)
+}
+
+fn run(e: &mut Engine<OrtDallePytorch>, rules: &RequestRules, r: Request) -> engine::Generation {
+    engine::generate(e, rules.validate(r).unwrap(), &mut |_| {}).unwrap()
 }
 
 #[test]
 fn generates_pngs_grid_and_sidecar() {
     let dir = tempfile::tempdir().unwrap();
-    let mut b = open(&bundle(dir.path(), true));
-    let req = request(3, 2, 7);
+    let (mut e, rules) = engine(&bundle(dir.path(), true), 2);
+    let req = rules.validate(request(3, 7)).unwrap();
     let mut sampled = 0;
-    let out = generate::generate(&mut b, &req, &mut |n| sampled += n).unwrap();
+    let out = engine::generate(&mut e, req, &mut |n| sampled += n).unwrap();
     assert_eq!(sampled, 3 * 1024);
     assert_eq!(out.tokens.len(), 3);
     assert!(
@@ -186,7 +202,7 @@ fn generates_pngs_grid_and_sidecar() {
     assert_eq!(
         s.steps,
         2 * 1023,
-        "two batches, one step per token after the first"
+        "two waves of candidates, one step per token after the first"
     );
     assert!(s.loop_model <= s.loop_total);
     eprintln!(
@@ -200,13 +216,13 @@ fn generates_pngs_grid_and_sidecar() {
 
     let prompt = PromptInfo {
         prompt: "a red circle".into(),
-        text_token_ids: req.text_ids.clone(),
+        text_token_ids: out.request.text.ids.clone(),
         token_count: 2,
         truncated: false,
         init_image: None,
     };
     let target = dir.path().join("out");
-    let files = generate::write(&target, &out, &prompt, &req.params, None).unwrap();
+    let files = generate::write(&target, &out, &prompt, &out.request.params, None).unwrap();
     assert_eq!(files.len(), 3 + 2);
     for name in ["candidate_00.png", "candidate_02.png", "grid.png"] {
         let bytes = std::fs::read(target.join(name)).unwrap();
@@ -224,7 +240,7 @@ fn generates_pngs_grid_and_sidecar() {
     assert_eq!(json["seed"], 7);
     assert_eq!(json["settings"]["top_k"], 8);
     assert_eq!(json["settings"]["batch"], 2);
-    assert_eq!(json["text_token_ids"], serde_json::json!([3, 4]));
+    assert_eq!(json["text_token_ids"], serde_json::json!([3, 4, 0, 0]));
     let c1: Vec<u32> =
         serde_json::from_value(json["candidates"][1]["image_tokens"].clone()).unwrap();
     assert_eq!(c1, out.tokens[1]);
@@ -234,6 +250,7 @@ fn generates_pngs_grid_and_sidecar() {
         "ort_run_share",
         "decode_ms",
         "total_ms",
+        "session_load_ms",
     ] {
         assert!(json["timings"][key].is_number(), "{key}: {json}");
     }
@@ -242,32 +259,34 @@ fn generates_pngs_grid_and_sidecar() {
 #[test]
 fn same_seed_same_tokens_whatever_the_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let mut b = open(&bundle(dir.path(), true));
-    let run = |b: &mut Bundle, batch, seed| {
-        generate::generate(b, &request(3, batch, seed), &mut |_| {})
-            .unwrap()
-            .tokens
+    let path = bundle(dir.path(), true);
+    let tokens = |rows, seed| {
+        let (mut e, rules) = engine(&path, rows);
+        run(&mut e, &rules, request(3, seed)).tokens
     };
-    let base = run(&mut b, 3, 11);
-    assert_eq!(run(&mut b, 3, 11), base, "same seed, same tokens");
-    assert_eq!(run(&mut b, 1, 11), base, "batch 1");
-    assert_eq!(run(&mut b, 2, 11), base, "batch 2");
-    assert_ne!(run(&mut b, 3, 12), base, "another seed");
+    let base = tokens(3, 11);
+    assert_eq!(tokens(3, 11), base, "same seed, same tokens");
+    assert_eq!(tokens(1, 11), base, "batch 1");
+    assert_eq!(tokens(2, 11), base, "batch 2");
+    assert_ne!(tokens(3, 12), base, "another seed");
     assert_ne!(base[0], base[1], "candidates differ");
 }
 
 #[test]
 fn guidance_and_priming_run_on_ort() {
     let dir = tempfile::tempdir().unwrap();
-    let mut b = open(&bundle(dir.path(), true));
-    let mut req = request(2, 8, 3);
-    req.params.cond_scale = 3.0;
+    let path = bundle(dir.path(), true);
+    let (mut e, rules) = engine(&path, 8);
+    let mut req = request(2, 3);
+    req.sampling.cond_scale = Some(3.0);
     prime_with_sample(&mut req, 4);
-    let image = req.init_image.clone().unwrap();
-    let out = generate::generate(&mut b, &req, &mut |_| {}).unwrap();
+    let Some(InitInput::Image { image, .. }) = req.init.clone() else {
+        unreachable!()
+    };
+    let out = run(&mut e, &rules, req);
     assert_eq!(out.primed, 4 * 32);
-    assert_eq!(out.batch, 4, "8 rows max, 2 per guided candidate");
-    let codes = dvae::encode(&mut b, &image).unwrap();
+    assert_eq!(out.batch, 2, "both guided candidates at once (8 rows)");
+    let codes = dvae::encode(&mut open(&path), &image).unwrap();
     let first: Vec<u32> = codes.iter().take(128).map(|&c| c as u32).collect();
     for t in &out.tokens {
         assert_eq!(t[..128], first[..], "primed rows are the image's");
@@ -279,28 +298,28 @@ fn guidance_and_priming_run_on_ort() {
 #[test]
 fn bad_requests_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let mut b = open(&bundle(dir.path(), true));
-    let mut bad = |f: &dyn Fn(&mut GenerateRequest)| {
-        let mut req = request(1, 1, 0);
+    let b = open(&bundle(dir.path(), true));
+    let rules = RequestRules::from_bundle(&b).unwrap();
+    let bad = |f: &dyn Fn(&mut Request)| {
+        let mut req = request(1, 0);
         f(&mut req);
-        generate::generate(&mut b, &req, &mut |_| {})
-            .unwrap_err()
-            .to_string()
+        rules.validate(req).unwrap_err().to_string()
     };
-    let e = bad(&|r| r.params.temperature = 0.0);
+    let e = bad(&|r| r.sampling.temperature = Some(0.0));
     assert!(e.contains("invalid temperature"), "{e}");
-    let e = bad(&|r| r.params.top_k = Some(0));
+    let e = bad(&|r| r.sampling.top_k = Some(0));
     assert!(e.contains("invalid top_k"), "{e}");
     let e = bad(&|r| r.candidates = 0);
     assert!(e.contains("invalid candidates"), "{e}");
-    let e = bad(&|r| r.text_ids = vec![1, 2, 3, 4, 5]);
+    let e = bad(&|r| r.prompt = PromptInput::Ids(vec![1, 2, 3, 4, 5]));
     assert!(e.contains("at most 4"), "{e}");
     let e = bad(&|r| prime_with_sample(r, 32));
     assert!(e.contains("init_rows"), "{e}");
 
-    let mut dvae_only = open(&bundle(dir.path(), false));
-    let e = generate::generate(&mut dvae_only, &request(1, 1, 0), &mut |_| {})
-        .unwrap_err()
+    let dvae_only = open(&bundle(dir.path(), false));
+    let e = RequestRules::from_bundle(&dvae_only)
+        .err()
+        .unwrap()
         .to_string();
     assert!(e.contains("token_layout"), "{e}");
 }

@@ -203,7 +203,11 @@ fn eval(ort: &Option<PathBuf>, set: &EvalSet, args: &EvalArgs) -> Result<()> {
         }
         let clip_scores = if rerank {
             let bundle = engine.model_mut().codec_mut().bundle_mut();
-            Some(dalle::clip::score(bundle, &p.prompt, generation.pixels.view())?)
+            Some(dalle::clip::score(
+                bundle,
+                &p.prompt,
+                generation.pixels.view(),
+            )?)
         } else {
             None
         };

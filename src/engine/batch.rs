@@ -271,7 +271,9 @@ impl<D: DecoderStep> SlotBatch<D> {
                 .slots
                 .get_mut(slot)
                 .and_then(Option::take)
-                .ok_or_else(|| Error::InvalidInput(format!("leave: slot {slot} is not occupied")))?;
+                .ok_or_else(|| {
+                    Error::InvalidInput(format!("leave: slot {slot} is not occupied"))
+                })?;
             self.groups[g].rows[r] = None;
             if !touched.contains(&g) {
                 touched.push(g);
@@ -283,7 +285,10 @@ impl<D: DecoderStep> SlotBatch<D> {
             let kept: Vec<usize> = (0..group.rows.len())
                 .filter(|&r| group.rows[r].is_some())
                 .collect();
-            if self.decoder.per_row_positions() && kept.len() * 4 <= group.rows.len() && !kept.is_empty() {
+            if self.decoder.per_row_positions()
+                && kept.len() * 4 <= group.rows.len()
+                && !kept.is_empty()
+            {
                 self.compact(&kept)?;
             } else if self.decoder.per_row_positions() {
                 let freed: Vec<usize> = (0..group.rows.len())
@@ -345,12 +350,10 @@ impl<D: DecoderStep> SlotBatch<D> {
             group.ids.fill(i64::MIN);
         }
         for &(slot, id) in feeds {
-            let (g, r) = self
-                .slots
-                .get(slot)
-                .copied()
-                .flatten()
-                .ok_or_else(|| Error::InvalidInput(format!("step: slot {slot} is not occupied")))?;
+            let (g, r) =
+                self.slots.get(slot).copied().flatten().ok_or_else(|| {
+                    Error::InvalidInput(format!("step: slot {slot} is not occupied"))
+                })?;
             let cell = &mut self.groups[g].ids[[r, 0]];
             if *cell != i64::MIN {
                 return Err(Error::InvalidInput(format!("step: slot {slot} fed twice")));
@@ -377,9 +380,9 @@ impl<D: DecoderStep> SlotBatch<D> {
                     }
                 }
             }
-            cost.model += self
-                .decoder
-                .step(group.ids.view(), &mut group.state, &mut group.logits)?;
+            cost.model +=
+                self.decoder
+                    .step(group.ids.view(), &mut group.state, &mut group.logits)?;
             cost.calls += 1;
             cost.rows += group.rows.len();
             if per_row && !idle.is_empty() {
@@ -391,12 +394,10 @@ impl<D: DecoderStep> SlotBatch<D> {
 
     /// The logits of an occupied slot.
     pub fn logits(&self, slot: Slot) -> Result<&[f32]> {
-        let (g, r) = self
-            .slots
-            .get(slot)
-            .copied()
-            .flatten()
-            .ok_or_else(|| Error::InvalidInput(format!("logits: slot {slot} is not occupied")))?;
+        let (g, r) =
+            self.slots.get(slot).copied().flatten().ok_or_else(|| {
+                Error::InvalidInput(format!("logits: slot {slot} is not occupied"))
+            })?;
         let group = &self.groups[g];
         let width = group.logits.ncols();
         group

@@ -117,7 +117,8 @@ pub struct LoadTimings {
 }
 
 fn to_usize(v: u64, what: &str) -> Result<usize> {
-    usize::try_from(v).map_err(|_| Error::InvalidInput(format!("token layout: {what} {v} too large")))
+    usize::try_from(v)
+        .map_err(|_| Error::InvalidInput(format!("token layout: {what} {v} too large")))
 }
 
 impl<D: DecoderStep, C: ImageCodec> DallePytorch<D, C> {

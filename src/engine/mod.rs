@@ -38,8 +38,8 @@ pub use dalle_pytorch::{
 };
 pub use model::{ImageGeometry, ImageTokenModel, Prefill, Slot, StepCost};
 pub use request::{
-    InitInput, MAX_CANDIDATES, PromptInput, Request, RequestError, RequestRules,
-    SamplingOverrides, TextTokens, ValidInit, ValidatedRequest, default_init_rows, random_seed,
+    InitInput, MAX_CANDIDATES, PromptInput, Request, RequestError, RequestRules, SamplingOverrides,
+    TextTokens, ValidInit, ValidatedRequest, default_init_rows, random_seed,
 };
 pub use run::{Generation, Timings, generate};
 
@@ -73,7 +73,10 @@ impl EngineError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A candidate's rows joined the batch.
-    Started { request: RequestId, candidate: usize },
+    Started {
+        request: RequestId,
+        candidate: usize,
+    },
     /// A candidate sampled its image token number `index` (primed tokens included).
     Token {
         request: RequestId,
@@ -82,7 +85,10 @@ pub enum Event {
         code: u32,
     },
     /// A candidate has all its tokens; its rows have left.
-    CandidateFinished { request: RequestId, candidate: usize },
+    CandidateFinished {
+        request: RequestId,
+        candidate: usize,
+    },
     /// Every candidate finished ([`Engine::take`] has the tokens), or the request was
     /// cancelled (its rows have left).
     RequestFinished { request: RequestId, cancelled: bool },
@@ -365,7 +371,9 @@ impl<M: ImageTokenModel> Engine<M> {
                 break;
             }
             let Some(prompt) = live.prompt.as_ref() else {
-                return Err(Error::InvalidInput("engine: prompt already released".into()));
+                return Err(Error::InvalidInput(
+                    "engine: prompt already released".into(),
+                ));
             };
             let sources: Vec<usize> = (0..k)
                 .map(|_| 0)

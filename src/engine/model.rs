@@ -67,8 +67,12 @@ pub trait ImageTokenModel {
 
     /// Runs the prompt (`text`: tokenizer ids, 0 = padding; `prime`: image codes fixed at the
     /// start) once, with an unconditional row after it when `guided`.
-    fn prefill(&mut self, text: &[u32], prime: &[u32], guided: bool)
-    -> Result<Prefill<Self::Prompt>>;
+    fn prefill(
+        &mut self,
+        text: &[u32],
+        prime: &[u32],
+        guided: bool,
+    ) -> Result<Prefill<Self::Prompt>>;
 
     /// Places copies of prompt rows into free slots: slot `i` of the result starts as row
     /// `sources[i]` of `prompt`, its logits those of the prompt's last position.

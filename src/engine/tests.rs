@@ -182,7 +182,9 @@ fn a_request_joining_mid_way_gets_the_same_tokens_as_alone() {
             assert!(mixed, "rows at different positions shared a call");
         } else {
             assert!(
-                d.calls.iter().all(|c| c.past_lengths.windows(2).all(|w| w[0] == w[1])),
+                d.calls
+                    .iter()
+                    .all(|c| c.past_lengths.windows(2).all(|w| w[0] == w[1])),
                 "grouped: rows of one call started together"
             );
         }
@@ -268,7 +270,11 @@ fn priming_fixes_the_first_codes() {
         d.calls[0].ids.row(0).to_vec(),
         vec![0, 3, 11, 12, 13, 16, 17]
     );
-    assert_eq!(d.calls.len(), 2, "prefill, then one step for the last token");
+    assert_eq!(
+        d.calls.len(),
+        2,
+        "prefill, then one step for the last token"
+    );
     assert_eq!(out.primed, 2);
     for t in &out.tokens {
         assert_eq!(t[..2], [2, 3]);
@@ -294,10 +300,16 @@ fn bad_requests_name_their_field() {
     assert_eq!(field(&|r| r.candidates = 0), "candidates");
     assert_eq!(field(&|r| r.candidates = 17), "candidates");
     assert_eq!(field(&|r| r.sampling.top_k = Some(0)), "top_k");
-    assert_eq!(field(&|r| r.sampling.temperature = Some(1e-39)), "temperature");
+    assert_eq!(
+        field(&|r| r.sampling.temperature = Some(1e-39)),
+        "temperature"
+    );
     assert_eq!(field(&|r| r.sampling.cond_scale = Some(1e39)), "cond_scale");
     assert_eq!(field(&|r| r.rerank = Some(1)), "rerank");
-    assert_eq!(field(&|r| r.prompt = PromptInput::Ids(vec![1; 5])), "prompt");
+    assert_eq!(
+        field(&|r| r.prompt = PromptInput::Ids(vec![1; 5])),
+        "prompt"
+    );
     assert_eq!(field(&|r| r.prompt = PromptInput::Ids(vec![10])), "prompt");
     assert_eq!(
         field(&|r| r.prompt = PromptInput::Text("a".into())),

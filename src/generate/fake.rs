@@ -103,7 +103,9 @@ impl DecoderStep for FakeDecoder {
         dst_rows: &[usize],
     ) -> Result<()> {
         if !self.per_row {
-            return Err(Error::InvalidInput("fake: copy_rows without per-row".into()));
+            return Err(Error::InvalidInput(
+                "fake: copy_rows without per-row".into(),
+            ));
         }
         for (&s, &d) in src_rows.iter().zip(dst_rows) {
             dst.rows[d] = src.rows[s].clone();

@@ -345,8 +345,7 @@ impl OrtDecoder {
                 vec![state.past_length() as i64]
             };
             let shape = [lengths.len()];
-            let length =
-                Tensor::from_array((shape, lengths)).map_err(|e| err(CACHE_LENGTH, e))?;
+            let length = Tensor::from_array((shape, lengths)).map_err(|e| err(CACHE_LENGTH, e))?;
             self.binding
                 .bind_input(CACHE_LENGTH, &length)
                 .map_err(|e| err(CACHE_LENGTH, e))?;
@@ -386,8 +385,11 @@ impl OrtDecoder {
         logits: &mut Array2<f32>,
     ) -> Result<Duration> {
         let (rows, sequence) = input_ids.dim();
-        let ids = Tensor::from_array(([rows, sequence], input_ids.iter().copied().collect::<Vec<_>>()))
-            .map_err(|e| Error::ort("graph `decoder`: cannot create `input_ids`", e))?;
+        let ids = Tensor::from_array((
+            [rows, sequence],
+            input_ids.iter().copied().collect::<Vec<_>>(),
+        ))
+        .map_err(|e| Error::ort("graph `decoder`: cannot create `input_ids`", e))?;
         self.bind(ids, state)?;
 
         let started = Instant::now();
@@ -615,8 +617,9 @@ impl DecoderStep for OrtDecoder {
                 let view = value.try_extract_array::<f32>().map_err(|e| {
                     Error::tensor(ROLE, &pair.present, format!("cannot read it as float: {e}"))
                 })?;
-                let picked = Tensor::from_array(view.select(Axis(0), rows))
-                    .map_err(|e| Error::ort(format!("graph `decoder`: copying `{}`", pair.past), e))?;
+                let picked = Tensor::from_array(view.select(Axis(0), rows)).map_err(|e| {
+                    Error::ort(format!("graph `decoder`: copying `{}`", pair.past), e)
+                })?;
                 values.push(picked.into_dyn());
             } else {
                 let mut fresh = self.allocate(pair, &self.shape(pair, rows.len(), 0))?;

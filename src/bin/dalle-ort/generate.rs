@@ -8,11 +8,11 @@
 use super::{Global, load_ort, open};
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use dalle::ep::EpOptions;
 use dalle::engine::{
     self, Engine, ImageTokenModel, InitInput, OrtDallePytorch, PromptInput, Request, RequestRules,
     SamplingOverrides, ValidInit,
 };
+use dalle::ep::EpOptions;
 use dalle::generate::PromptInfo;
 use dalle::preprocess;
 use dalle_bundle::GraphRole;
