@@ -402,7 +402,8 @@ fn rows_at_different_positions(case: &str) {
 
         // Each row alone: teacher-forced prefill up to its position, then one token per call.
         let mut prefilled = vec![];
-        let mut alone = vec![];
+        // alone[k][r]: row r's output on its k-th call after the prefill.
+        let mut alone: Vec<Vec<ArrayD<f32>>> = vec![vec![]; EXTRA_STEPS + 1];
         for (r, &start) in starts.iter().enumerate() {
             let prompt = ids
                 .slice_axis(Axis(0), Slice::from(seq_of(r)..seq_of(r) + 1))
@@ -410,20 +411,18 @@ fn rows_at_different_positions(case: &str) {
                 .to_owned();
             let (_, mut state) = step_output(&mut s, out_name, prompt, &empty_state(&manifest, 1));
             prefilled.push(state.clone());
-            let mut outs = vec![];
-            for k in 0..=EXTRA_STEPS {
+            for (k, outs) in alone.iter_mut().enumerate() {
                 let (l, next) = step_output(&mut s, out_name, tokens(&[r], &|_| start + k), &state);
                 outs.push(l);
                 state = next;
             }
-            alone.push(outs);
         }
 
         // One batch: every row at its own position, advancing together.
         let mut state = assemble_rows(&prefilled);
         let (mut vs_reference, mut vs_alone) = (0.0f32, 0.0f32);
         let rows = [0, 1, 2];
-        for k in 0..=EXTRA_STEPS {
+        for (k, alone_k) in alone.iter().enumerate() {
             let (l, next) =
                 step_output(&mut s, out_name, tokens(&rows, &|r| starts[r] + k), &state);
             for r in rows {
@@ -441,7 +440,7 @@ fn rows_at_different_positions(case: &str) {
                     case,
                     &format!("{what} vs alone"),
                     &row,
-                    &alone[r][k],
+                    &alone_k[r],
                     ROWS_ATOL,
                 ));
             }

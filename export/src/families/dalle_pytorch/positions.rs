@@ -241,8 +241,8 @@ pub fn attention_mask(
     })
 }
 
-/// bool `[S, V]` (per row `[B, S, V]`), true where the reference masks a logit: positions before `text_seq_len`
-/// predict text ids only, later positions image ids only.
+/// bool `[S, V]` (per row `[B, S, V]`), true where the reference masks a logit: positions
+/// before `text_seq_len` predict text ids only, later positions image ids only.
 pub fn logits_mask(g: &mut GraphBuilder, cfg: &DalleConfig, p: &Positions) -> Result<Value> {
     g.scoped("logits_mask", |g| {
         let text_seq_len = g.scalar_i64(cfg.text_seq_len as i64)?;
