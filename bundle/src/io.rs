@@ -38,8 +38,16 @@ pub mod dvae {
 /// One graph serves prefill and decoding: feed any number of new tokens with the state of the
 /// tokens before them (zero-length on the first call). Positions are derived inside the graph
 /// from the past length, so the caller never passes positions. Every state input is named
-/// `past_*` and has one output that replaces it on the next call ([`present_for`]); its
-/// `past_sequence_length` axis grows by the number of tokens fed.
+/// `past_*` and has one output that replaces it on the next call ([`present_for`]).
+///
+/// Two cache layouts (manifest attribute [`KV_CACHE_ATTRIBUTE`]):
+/// - [`KV_CONCAT`]: one past length for the whole batch, the `past_sequence_length` axis of
+///   every state input, which grows by the number of tokens fed.
+/// - [`KV_IN_PLACE`]: a past length per row ([`CACHE_LENGTH`] `[batch]`), so rows of different
+///   requests at different positions share one call; every state has a fixed shape. Every row
+///   takes the same number of new tokens per call; ONNX Runtime's CPU `GroupQueryAttention`
+///   takes more than one new token after a non-empty past only at batch 1 (prefill with every
+///   length 0).
 pub mod decoder {
     /// i64 `[batch, sequence]` token ids in the unified vocabulary (see `TokenLayout`).
     pub const INPUT_IDS: &str = "input_ids";
@@ -51,18 +59,24 @@ pub mod decoder {
     /// graph has no `logits` output and skips the text rows of the output projection.
     pub const IMAGE_LOGITS: &str = "image_logits";
 
-    /// i64 `[1]`: tokens already held in the caches, in graphs exported with an in-place KV
-    /// cache (manifest attribute [`KV_CACHE_ATTRIBUTE`] = [`KV_IN_PLACE`]). Their `past_key_values.*`
-    /// are `[batch, heads, capacity, head_dim]` (capacity = attribute [`KV_CAPACITY_ATTRIBUTE`]), and their
-    /// `present.*` are the same buffers with the new tokens written at `cache_length..`: bind
-    /// one buffer as both and nothing is copied. `cache_length + sequence` must not exceed the
-    /// capacity.
+    /// i64 `[batch]`: tokens already held in each row's caches, in graphs exported with an
+    /// in-place KV cache (manifest attribute [`KV_CACHE_ATTRIBUTE`] = [`KV_IN_PLACE`]); rows may
+    /// differ (each row's positions are `cache_length[row] + 0..sequence`). Their
+    /// `past_key_values.*` are `[batch, heads, capacity, head_dim]` (capacity = attribute
+    /// [`KV_CAPACITY_ATTRIBUTE`]), row `b` valid up to `cache_length[b]`, and their `present.*`
+    /// are the same buffers with each row's new tokens written at `cache_length[b]..`: bind one
+    /// buffer as both and nothing is copied (only `past_key_values.*` are in place; shift
+    /// windows are replaced, see [`past_shift_name`]). `cache_length[b] + sequence` must not
+    /// exceed the capacity.
     pub const CACHE_LENGTH: &str = "cache_length";
 
     /// Manifest attribute naming the cache layout: [`KV_CONCAT`] or [`KV_IN_PLACE`].
     pub const KV_CACHE_ATTRIBUTE: &str = "kv_cache";
     /// Manifest attribute: the token capacity of an in-place cache.
     pub const KV_CAPACITY_ATTRIBUTE: &str = "kv_capacity";
+    /// Manifest attribute of in-place graphs with shift tokens: `W`, the positions each
+    /// `past_shift.*` rolling window holds (see [`past_shift_name`]).
+    pub const SHIFT_WINDOW_ATTRIBUTE: &str = "shift_window";
     /// Growing caches (`past_sequence_length` axis), concatenated each call.
     pub const KV_CONCAT: &str = "concat";
     /// Fixed-capacity caches written in place (see [`CACHE_LENGTH`]).
@@ -110,13 +124,19 @@ pub mod decoder {
         }
     }
 
-    /// `past_shift.{layer}.attn|ff`: f32 `[batch, past_sequence_length, dim]`, the normalized
-    /// inputs of that branch at earlier positions (DALLE-pytorch `shift_tokens`).
+    /// `past_shift.{layer}.attn|ff`: the normalized inputs of that branch at earlier positions
+    /// (DALLE-pytorch `shift_tokens`). Concatenated cache: f32
+    /// `[batch, past_sequence_length, dim]`, every earlier position. In-place cache: f32
+    /// `[batch, W, dim]` (W = attribute [`SHIFT_WINDOW_ATTRIBUTE`]), a rolling window of each
+    /// row's last W positions, oldest first; all zeros for a fresh row (`cache_length` 0).
     pub fn past_shift_name(layer: usize, branch: Branch) -> String {
         format!("past_shift.{layer}.{}", branch.suffix())
     }
 
-    /// `present_shift.{layer}.attn|ff`: f32 `[batch, total_sequence_length, dim]`.
+    /// `present_shift.{layer}.attn|ff`: concatenated cache f32
+    /// `[batch, total_sequence_length, dim]`; in-place cache f32 `[batch, W, dim]`, the window
+    /// after this call's tokens, a new tensor that replaces `past_shift` (not written in place:
+    /// bind a fresh output, not the past's buffer).
     pub fn present_shift_name(layer: usize, branch: Branch) -> String {
         format!("present_shift.{layer}.{}", branch.suffix())
     }

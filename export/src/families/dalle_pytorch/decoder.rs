@@ -4,7 +4,7 @@
 //! input_ids [B,S] ─ embed: text_emb / image_emb by id range (+ learned positions unless rotary)
 //!   (stable: x·0.1 + x·0.9, as the reference's detach trick computes it)
 //!   ─ layers 0..depth (see layers.rs; each with its own past/present key/value, and shift-token
-//!     history per branch when shift_tokens)
+//!     state per branch when shift_tokens, see shift.rs)
 //!   ─ reversible: mean of the two streams ─ stable: x / max(x)
 //!   ─ to_logits, one of two outputs (`LogitsOutput`):
 //!     full:       LayerNorm → Linear ─ Where(logits mask, −f32::MAX) → logits [B,S,V]
@@ -22,12 +22,19 @@
 //!
 //! The key/value caches take one of two forms (`KvCacheLayout`):
 //! - `concat` (default, standard ONNX only): `past_key_values.*` `[B, H, P, dh]` grow by
-//!   concatenation; the past length is their length. Every step copies the whole cache into a
-//!   new `present`.
+//!   concatenation; the past length is their length, one for the whole batch. Every step copies
+//!   the whole cache into a new `present`. Shift tokens keep their whole history
+//!   (`past_shift.*` `[B, P, dim]`).
 //! - `in-place`: `past_key_values.*` `[B, H, capacity, dh]` with `capacity` = the model's
 //!   sequence length, written in place by `com.microsoft.GroupQueryAttention` when the caller
 //!   binds the same buffer as past and present; the past length is the extra input
-//!   `cache_length`. Shift-token histories, where present, still grow by concatenation.
+//!   `cache_length` `[B]`, **one per row**, so a server can batch rows of different requests
+//!   sitting at different positions (every row gets the same number S of new tokens). Positions,
+//!   rotary tables, sparse masks (GQA's `attention_bias` `[B, 1, S, max(cache_length) + S]`) and
+//!   the logits mask are per row. Shift tokens keep a fixed rolling window per branch
+//!   (`past_shift.*` `[B, fmap, dim]`, manifest attribute `shift_window`), replaced every call.
+//!   GQA's CPU kernel takes S > 1 new tokens after a non-empty past only at batch 1 (prefill
+//!   with every length 0).
 
 use super::config::DalleConfig;
 use super::layers::{
@@ -36,12 +43,12 @@ use super::layers::{
 use super::names::{self, Branch};
 use super::positions::{self, Positions};
 use super::rotary::{self, RotaryTables};
-use super::shift::shift_tokens;
+use super::shift;
 use crate::dims;
 use crate::error::{ExportError, Result};
 use crate::graph::ops::{
-    Add, Cast, Concat, Div, Expand, Gather, GreaterOrEqual, Mul, ReduceMax, Reshape, Shape, Slice,
-    Squeeze, Sub, Unsqueeze, Where,
+    Add, Cast, Concat, Div, Gather, GreaterOrEqual, Mul, ReduceMax, Reshape, Slice, Squeeze, Sub,
+    Unsqueeze, Where,
 };
 use crate::graph::{GraphBuilder, Value};
 use crate::tensor::TensorData;
@@ -281,9 +288,18 @@ pub fn build(cfg: &DalleConfig, w: &mut Weights, opts: DecoderOptions) -> Result
             shift: None,
         });
     }
+    let (shift_in, shift_out) = if in_place {
+        let window = dims![d::BATCH, shift::window(cfg), dim];
+        (window.clone(), window)
+    } else {
+        (
+            dims![d::BATCH, d::PAST_SEQUENCE, dim],
+            dims![d::BATCH, d::TOTAL_SEQUENCE, dim],
+        )
+    };
     if cfg.shift_tokens {
         for (i, s) in states.iter_mut().enumerate() {
-            let hist = dims![d::BATCH, d::PAST_SEQUENCE, dim];
+            let hist = shift_in.clone();
             let a = g.input(
                 &io::past_shift_name(i, io::Branch::Attention),
                 DType::F32,
@@ -301,14 +317,15 @@ pub fn build(cfg: &DalleConfig, w: &mut Weights, opts: DecoderOptions) -> Result
         .first()
         .map(|s| s.past_k)
         .ok_or_else(|| ExportError::Unsupported("depth 0".into()))?;
-    let past_len = if in_place {
-        g.input(io::CACHE_LENGTH, DType::I64, dims![1])?
+    let p = if in_place {
+        let cache_length = g.input(io::CACHE_LENGTH, DType::I64, dims![d::BATCH])?;
+        positions::positions_per_row(&mut g, ids, cache_length)?
     } else {
-        positions::past_length_of(&mut g, first_past, 2)?
+        let past_len = positions::past_length_of(&mut g, first_past, 2)?;
+        positions::positions(&mut g, ids, past_len)?
     };
-    let p = positions::positions(&mut g, ids, past_len)?;
     let lengths = if in_place {
-        Some(gqa_lengths(&mut g, ids, &p)?)
+        Some(gqa_lengths(&mut g, &p)?)
     } else {
         None
     };
@@ -360,7 +377,7 @@ pub fn build(cfg: &DalleConfig, w: &mut Weights, opts: DecoderOptions) -> Result
         g.output_as(&io::present_name(i, KvKind::Value), *v, kv_out.clone())?;
     }
     for (i, (a, f)) in out.shift.iter().enumerate() {
-        let hist = dims![d::BATCH, d::TOTAL_SEQUENCE, dim];
+        let hist = shift_out.clone();
         g.output_as(
             &io::present_shift_name(i, io::Branch::Attention),
             *a,
@@ -394,37 +411,32 @@ fn rotary_shape(w: &Weights, cfg: &DalleConfig) -> Result<Vec<usize>> {
     }
 }
 
-/// `GroupQueryAttention`'s lengths from the positions: `seqlens_k` = `P + S − 1` repeated for
-/// every row, `total_sequence_length` = `P + S` (both int32).
-fn gqa_lengths(g: &mut GraphBuilder, ids: Value, p: &Positions) -> Result<GqaLengths> {
+/// `GroupQueryAttention`'s lengths from per-row positions: `seqlens_k` = `cache_length + S − 1`
+/// `[B]`, `total_sequence_length` = `max(cache_length) + S` scalar (both int32).
+fn gqa_lengths(g: &mut GraphBuilder, p: &Positions) -> Result<GqaLengths> {
+    let row_total = p.row_total.ok_or_else(|| {
+        ExportError::node("kv_lengths", "the in-place cache needs per-row positions")
+    })?;
     g.scoped("kv_lengths", |g| {
-        let one = g.const_i64(&[1])?;
-        let last = g.node1(Sub, &[p.total, one])?;
-        let last = g.node1(Cast { to: DType::I32 }, &[last])?;
+        let one = g.scalar_i64(1)?;
+        let last = g.node1(Sub, &[row_total, one])?;
+        let seqlens_k = g.node1(Cast { to: DType::I32 }, &[last])?;
         let total = g.node1(Cast { to: DType::I32 }, &[p.total])?;
-        let rows = g.node1(
-            Shape {
-                start: Some(0),
-                end: Some(1),
-            },
-            &[ids],
-        )?;
-        let seqlens_k = g.node1(Expand, &[last, rows])?;
         let axis0 = g.const_i64(&[0])?;
         let total = g.node1(Squeeze, &[total, axis0])?;
         Ok(GqaLengths { seqlens_k, total })
     })
 }
 
-/// The additive form of a bool attention mask `[S, T]` for `GroupQueryAttention`:
-/// `[1, 1, S, T]`, 0 where allowed and −f32::MAX where masked.
+/// The additive form of a per-row bool attention mask `[B, S, T]` for `GroupQueryAttention`:
+/// `[B, 1, S, T]`, 0 where allowed and −f32::MAX where masked.
 fn attention_bias(g: &mut GraphBuilder, mask: Value) -> Result<Value> {
     g.scoped("attention_bias", |g| {
         let zero = g.scalar_float(0.0, DType::F32)?;
         let neg = g.scalar_float(-f32::MAX, DType::F32)?;
         let bias = g.node1(Where, &[mask, zero, neg])?;
-        let axes = g.const_i64(&[0, 1])?;
-        g.node1(Unsqueeze, &[bias, axes])
+        let heads = g.const_i64(&[1])?;
+        g.node1(Unsqueeze, &[bias, heads])
     })
 }
 
@@ -512,6 +524,12 @@ fn run_layers(
     states: &[LayerState],
     lengths: Option<GqaLengths>,
 ) -> Result<LayerOutputs> {
+    // The in-place cache keeps a rolling window per branch, the concatenated one the history.
+    let shift = if lengths.is_some() {
+        shift::shift_tokens_window
+    } else {
+        shift::shift_tokens
+    };
     let mut shared_attn = SharedModules::default();
     let mut shared_ff = SharedModules::default();
     let mut masks: HashMap<super::config::AttnType, Value> = HashMap::new();
@@ -581,7 +599,7 @@ fn run_layers(
             layers::branch(g, attn_b, attn_in, |g, h| {
                 let h = match state.shift {
                     Some((past, _)) => {
-                        let (h, present) = shift_tokens(g, cfg, p, h, past)?;
+                        let (h, present) = shift(g, cfg, p, h, past)?;
                         hist.0 = Some(present);
                         h
                     }
@@ -600,7 +618,7 @@ fn run_layers(
             layers::branch(g, ff_b, ff_in, |g, h| {
                 let h = match state.shift {
                     Some((_, past)) => {
-                        let (h, present) = shift_tokens(g, cfg, p, h, past)?;
+                        let (h, present) = shift(g, cfg, p, h, past)?;
                         hist.1 = Some(present);
                         h
                     }

@@ -15,9 +15,10 @@
 //! ```
 //!
 //! With an in-place cache ([`KvCache::InPlace`]) q, k, v stay `[B, S, H·dh]` (rotary applied
-//! per head on a `[B, S, H, dh]` view) and one `GroupQueryAttention` does the rest: it writes
-//! the new keys/values into the fixed-capacity caches at the past length and attends causally
-//! over the valid prefix, the sparse masks given as an additive bias (0 / −f32::MAX).
+//! per head on a `[B, S, H, dh]` view, with per-row tables) and one `GroupQueryAttention` does
+//! the rest: it writes each row's new keys/values into the fixed-capacity caches at that row's
+//! past length and attends causally over the row's valid prefix, the sparse masks given as a
+//! per-row additive bias (0 / −f32::MAX).
 //!
 //! Feed-forward: `x · W1ᵀ + b1 → (a, g) → a · gelu(g) → · W2ᵀ + b2` (exact erf GELU, written
 //! so that ONNX Runtime fuses it into one `Gelu`).
@@ -102,7 +103,8 @@ pub enum KvCache {
         past_k: Value,
         past_v: Value,
         lengths: GqaLengths,
-        /// f32 `[1, 1, S, P+S]` additive mask for the sparse attention types; `None` = causal.
+        /// f32 `[B, 1, S, max(cache_length) + S]` additive per-row mask for the sparse attention
+        /// types; `None` = causal.
         bias: Option<Value>,
     },
 }
@@ -110,9 +112,9 @@ pub enum KvCache {
 /// The int32 lengths `GroupQueryAttention` takes, computed once per graph.
 #[derive(Clone, Copy)]
 pub struct GqaLengths {
-    /// `[B]`: `P + S − 1` for every row.
+    /// `[B]`: `cache_length + S − 1`, each row's last key index.
     pub seqlens_k: Value,
-    /// Scalar `P + S`.
+    /// Scalar `max(cache_length) + S`.
     pub total: Value,
 }
 

@@ -130,6 +130,12 @@ pub fn decoder_entry(
     );
     if opts.kv_cache == decoder::KvCacheLayout::InPlace {
         attributes.insert(io_decoder::KV_CAPACITY_ATTRIBUTE.into(), json!(seq));
+        if cfg.shift_tokens {
+            attributes.insert(
+                io_decoder::SHIFT_WINDOW_ATTRIBUTE.into(),
+                json!(shift::window(cfg)),
+            );
+        }
     }
     if let Some(v) = &cfg.version {
         attributes.insert("dalle_pytorch_version".into(), json!(v));

@@ -1,42 +1,65 @@
 //! Everything derived from absolute positions inside the decoder graph: the positions of the
 //! new tokens (from the past length), the attention masks of each attention type, the logits
-//! mask, and the image row/column of a position.
+//! mask, and the image row/column of a position. Kept in one place so every consumer (position
+//! embeddings, rotary, masks, shift tokens) agrees on what a position is.
+//!
+//! Concatenated cache: one past length for the whole batch (it is a tensor dimension).
 //!
 //! ```text
-//! P = Shape(past_key_values.0.key)[2]      (concatenated cache: its length is the past)
-//!   | past_sequence_length                  (in-place cache: the caller says it)
+//! P = Shape(past_key_values.0.key)[2]
 //! S = Shape(input_ids)[1]
 //! pos     = Range(P, P + S)   [S]   absolute positions of the new tokens (BOS = 0)
 //! key_pos = Range(0, P + S)   [T]   positions of every key
 //! causal  = key_pos[None, :] <= pos[:, None]   [S, T]
 //! ```
+//!
+//! In-place cache: a past length per row (`cache_length` `[B]`), so a server can batch rows of
+//! different requests sitting at different positions. Each row's cache starts at its own
+//! position 0, so key index j is position j in every row; keys past a row's own length are
+//! masked (and GroupQueryAttention's `seqlens_k` excludes them anyway).
+//!
+//! ```text
+//! L = cache_length [B]              T = max(L) + S
+//! pos     = L[:, None] + Range(0, S)[None, :]   [B, S]
+//! key_pos = Range(0, T)                         [T]
+//! causal  = key_pos[None, None, :] <= pos[:, :, None]   [B, S, T]
+//! ```
 
 use super::config::{AttnType, DalleConfig};
 use crate::error::Result;
 use crate::graph::ops::{
-    Add, And, Div, Equal, GreaterOrEqual, Less, LessOrEqual, Mul, Not, Or, Range, Shape, Squeeze,
-    Sub, Unsqueeze,
+    Add, And, Div, Equal, GreaterOrEqual, Less, LessOrEqual, Mul, Not, Or, Range, ReduceMax, Shape,
+    Squeeze, Sub, Unsqueeze,
 };
 use crate::graph::{GraphBuilder, Value};
 
 /// Position values shared by all layers of one graph.
 pub struct Positions {
-    /// i64 `[S]`: absolute positions of the new tokens.
+    /// i64 absolute positions of the new tokens: `[S]` (one past length) or `[B, S]` (per row).
     pub pos: Value,
-    /// i64 `[1]`: `P + S`, the tokens seen after this call.
+    /// i64 `[1]`: `P + S` (per row: `max(cache_length) + S`), the key count after this call.
     pub total: Value,
-    /// i64 scalar `P + S`.
-    end: Value,
+    /// Per row only: i64 `[B]` `cache_length + S`, each row's tokens after this call.
+    pub row_total: Option<Value>,
+    /// i64 scalar, `total` squeezed (per row: built by [`keys`], which only masks need).
+    end: Option<Value>,
+}
+
+impl Positions {
+    /// Whether positions are per row (`pos` `[B, S]`).
+    pub fn per_row(&self) -> bool {
+        self.row_total.is_some()
+    }
 }
 
 /// The key side of the attention masks (built only when a mask is: an in-place cache with full
 /// attention needs none).
 pub struct KeyPositions {
-    /// i64 `[S, 1]`: the new tokens' positions as a column ([`column`]).
+    /// i64 `[S, 1]` (per row `[B, S, 1]`): the new tokens' positions as a column ([`column`]).
     pub pos_col: Value,
-    /// i64 `[1, T]`: positions of every key (`0..P+S`).
+    /// i64 `[1, T]` (per row `[1, 1, T]`): positions of every key (`0..T`).
     pub key_row: Value,
-    /// bool `[S, T]`: key position ≤ query position.
+    /// bool `[S, T]` (per row `[B, S, T]`): key position ≤ query position.
     pub causal: Value,
 }
 
@@ -69,7 +92,47 @@ pub fn positions(g: &mut GraphBuilder, input_ids: Value, past_len: Value) -> Res
         let end = g.node1(Squeeze, &[total, axis0])?;
         let one = g.scalar_i64(1)?;
         let pos = g.node1(Range, &[start, end, one])?;
-        Ok(Positions { pos, total, end })
+        Ok(Positions {
+            pos,
+            total,
+            row_total: None,
+            end: Some(end),
+        })
+    })
+}
+
+/// Builds per-row [`Positions`] from `cache_length` (i64 `[B]`) and the new tokens.
+pub fn positions_per_row(
+    g: &mut GraphBuilder,
+    input_ids: Value,
+    cache_length: Value,
+) -> Result<Positions> {
+    g.scoped("positions", |g| {
+        let axis0 = g.const_i64(&[0])?;
+        let axis1 = g.const_i64(&[1])?;
+        let new_len = g.node1(
+            Shape {
+                start: Some(1),
+                end: Some(2),
+            },
+            &[input_ids],
+        )?;
+        let zero = g.scalar_i64(0)?;
+        let one = g.scalar_i64(1)?;
+        let s = g.node1(Squeeze, &[new_len, axis0])?;
+        let steps = g.node1(Range, &[zero, s, one])?;
+        let steps = g.node1(Unsqueeze, &[steps, axis0])?;
+        let starts = g.node1(Unsqueeze, &[cache_length, axis1])?;
+        let pos = g.node1(Add, &[starts, steps])?;
+        let longest = g.node1(ReduceMax { keepdims: true }, &[cache_length, axis0])?;
+        let total = g.node1(Add, &[longest, new_len])?;
+        let row_total = g.node1(Add, &[cache_length, new_len])?;
+        Ok(Positions {
+            pos,
+            total,
+            row_total: Some(row_total),
+            end: None,
+        })
     })
 }
 
@@ -79,8 +142,17 @@ pub fn keys(g: &mut GraphBuilder, p: &Positions) -> Result<KeyPositions> {
         let axis0 = g.const_i64(&[0])?;
         let zero = g.scalar_i64(0)?;
         let one = g.scalar_i64(1)?;
-        let key_pos = g.node1(Range, &[zero, p.end, one])?;
-        let key_row = g.node1(Unsqueeze, &[key_pos, axis0])?;
+        let end = match p.end {
+            Some(end) => end,
+            None => g.node1(Squeeze, &[p.total, axis0])?,
+        };
+        let key_pos = g.node1(Range, &[zero, end, one])?;
+        let key_row = if p.per_row() {
+            let axes = g.const_i64(&[0, 1])?;
+            g.node1(Unsqueeze, &[key_pos, axes])?
+        } else {
+            g.node1(Unsqueeze, &[key_pos, axis0])?
+        };
         let pos_col = column(g, p)?;
         let causal = g.node1(LessOrEqual, &[key_row, pos_col])?;
         Ok(KeyPositions {
@@ -91,10 +163,11 @@ pub fn keys(g: &mut GraphBuilder, p: &Positions) -> Result<KeyPositions> {
     })
 }
 
-/// i64 `[S, 1]`: the new tokens' positions as a column, for `[S, …]` per-position masks.
+/// i64 `[S, 1]` (per row `[B, S, 1]`): the new tokens' positions as a column, for `[S, …]`
+/// (`[B, S, …]`) per-position masks.
 pub fn column(g: &mut GraphBuilder, p: &Positions) -> Result<Value> {
-    let axis1 = g.const_i64(&[1])?;
-    g.node1(Unsqueeze, &[p.pos, axis1])
+    let last = g.const_i64(&[if p.per_row() { 2 } else { 1 }])?;
+    g.node1(Unsqueeze, &[p.pos, last])
 }
 
 /// Image row of positions `p` (meaningful where `p >= text_len`): `(p − text_len) / fmap`.
@@ -114,7 +187,7 @@ fn image_col(g: &mut GraphBuilder, cfg: &DalleConfig, p: Value, row: Value) -> R
     g.node1(Sub, &[j, row_start])
 }
 
-/// bool `[S, T]`, true where query may attend key, for one attention type.
+/// bool `[S, T]` (per row `[B, S, T]`), true where query may attend key, for one attention type.
 ///
 /// `full` is causal. The sparse types (models.md §2.4, `attention.py`) keep text causal and let
 /// an image query see all text plus: its own row up to itself (`axial_row`), its own column up to
@@ -168,8 +241,8 @@ pub fn attention_mask(
     })
 }
 
-/// bool `[S, V]`, true where the reference masks a logit: positions before `text_seq_len`
-/// predict text ids only, later positions image ids only.
+/// bool `[S, V]` (per row `[B, S, V]`), true where the reference masks a logit: positions
+/// before `text_seq_len` predict text ids only, later positions image ids only.
 pub fn logits_mask(g: &mut GraphBuilder, cfg: &DalleConfig, p: &Positions) -> Result<Value> {
     g.scoped("logits_mask", |g| {
         let text_seq_len = g.scalar_i64(cfg.text_seq_len as i64)?;

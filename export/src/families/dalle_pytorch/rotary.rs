@@ -15,14 +15,16 @@ use crate::graph::ops::{Add, Concat, Gather, Mul, Neg, Reshape, Slice, Unsqueeze
 use crate::graph::{GraphBuilder, Value};
 use crate::tensor::TensorData;
 
-/// The cos/sin rows of the new tokens, `[S, rot]` each, shared by all layers.
+/// The cos/sin rows of the new tokens, `[S, rot]` each (`[B, S, rot]` for per-row positions),
+/// shared by all layers.
 pub struct RotaryTables {
     pub cos: Value,
     pub sin: Value,
     pub rot: usize,
 }
 
-/// Builds the tables from `transformer.pos_emb` and gathers the rows at `pos`.
+/// Builds the tables from `transformer.pos_emb` and gathers the rows at `pos` (`[S]`, or
+/// `[B, S]` for per-row positions).
 pub fn tables(
     g: &mut GraphBuilder,
     pos_emb: &TensorData,
@@ -58,11 +60,12 @@ pub fn tables(
     })
 }
 
-/// The tables for a sequence-major `[B, S, H, dim_head]` input: `[S, 1, rot]` (the in-place
-/// cache's attention keeps q, k, v sequence-major).
+/// The tables for a sequence-major `[B, S, H, dim_head]` input from per-row tables
+/// `[B, S, rot]`: `[B, S, 1, rot]` (the in-place cache's attention keeps q, k, v
+/// sequence-major, and its positions are per row).
 pub fn for_sequence_major(g: &mut GraphBuilder, t: RotaryTables) -> Result<RotaryTables> {
     g.scoped("rotary", |g| {
-        let axis = g.const_i64(&[1])?;
+        let axis = g.const_i64(&[2])?;
         Ok(RotaryTables {
             cos: g.node1(Unsqueeze, &[t.cos, axis])?,
             sin: g.node1(Unsqueeze, &[t.sin, axis])?,
