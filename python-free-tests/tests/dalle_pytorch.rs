@@ -675,7 +675,6 @@ fn openai_dvae_from_checkpoint_or_flags() {
 /// concatenated cache, through `OrtDecoder` as generation uses it; and a clear error when the
 /// cache is full.
 #[test]
-#[ignore = "runtime moves to per-row cache_length"]
 fn in_place_cache_through_the_runtime_matches_concat() {
     use dalle::generate::{DecoderStep, OrtDecoder};
     let case = "dalle_cli";
