@@ -136,7 +136,10 @@ target/release/dalle-export dalle-pytorch --checkpoint "$CHECKPOINT/dalle.pt" \
 
 # --- bandwidth ------------------------------------------------------------------------------
 say "copy bandwidth"
-"$PYTHON" benches/bandwidth.py --threads "$PHYSICAL" | grep '^{' | tail -n1 >"$WORK/bandwidth.json"
+# OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (set on some of these machines for old OpenBLAS builds)
+# slow a current numpy's kernels down: unset for this measurement only.
+env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PYTHON" benches/bandwidth.py --threads "$PHYSICAL" |
+    grep '^{' | tail -n1 >"$WORK/bandwidth.json"
 
 # --- decode step vs past length -------------------------------------------------------------
 say "cargo bench --bench decode_step"

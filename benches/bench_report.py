@@ -136,14 +136,18 @@ L.append(f"- Copy bandwidth (`benches/bandwidth.py`, numpy copy of 1 GiB, (read 
                      if k.startswith("copy_gbps_") and not k.endswith("_1t"))
          + f"; the floor uses the best, **{gbps:.1f} GB/s**")
 if read_gbps:
-    L.append(f"- Read bandwidth (same script, `np.add.reduce` over the 1 GiB array, bytes read / s, "
-             f"best of 5): 1 thread {bw['read_gbps_1t']:.1f} GB/s, "
+    L.append(f"- Read bandwidth (same script: {bw.get('read_method', 'np.add.reduce')} over the 1 GiB "
+             f"array, BLAS one thread per Python thread, bytes read / s, best of 5): 1 thread "
+             f"{bw['read_gbps_1t']:.1f} GB/s, "
              + ", ".join(f"{k.split('_')[-1][:-1]} threads {v:.1f} GB/s" for k, v in bw.items()
                          if k.startswith("read_gbps_") and not k.endswith("_1t"))
-             + f"; best **{read_gbps:.1f} GB/s**. A decode step only *reads* its weights, so "
-             f"weight bytes / read bandwidth = **{read_floor_ms:.1f} ms** is what this machine "
-             f"can stream them in; the issue's floor (copy bandwidth, which counts read and "
-             f"written bytes) is {read_floor_ms / floor_ms:.2f}× lower than that")
+             + f"; best **{read_gbps:.1f} GB/s**"
+             + (f" (`np.add.reduce`, which earlier runs used, reaches only {bw['reduce_gbps']:.1f} "
+                "GB/s: it is compute-bound here)" if "reduce_gbps" in bw else "")
+             + f". A decode step only *reads* its weights, so weight bytes / read bandwidth = "
+             f"**{read_floor_ms:.1f} ms** is what this machine can stream them in; the issue's "
+             f"floor (copy bandwidth, which counts read and written bytes) is "
+             f"{read_floor_ms / floor_ms:.2f}× that")
 L.append(f"- Decoder graph: `--logits {LOGITS_MODE}`, `--kv-cache {KV_MODE}`")
 L.append("")
 
@@ -190,9 +194,24 @@ if step_other:
                      f"{po['step_median_ms']:.2f} | "
                      f"{po['step_median_ms'] / p['step_median_ms']:.2f}× |")
     L.append("")
-L.append("Prefill (one row, " + str(step["batches"][0]["prefill_tokens"]) + " tokens) and broadcast to the batch's rows (`select_rows`, the one host copy of the state): "
-         + "; ".join(f"batch {b['batch']}: prefill {b['prefill_ms']:.0f} ms, broadcast "
-                     f"{b['broadcast_ms']:.2f} ms" for b in step["batches"]) + ".\n")
+L.append("Prefill (one row, " + str(step["batches"][0]["prefill_tokens"]) + " tokens) and the copy of its valid prefix into each of the batch's rows (joining: the one host copy of the state): "
+         + "; ".join(f"batch {b['batch']}: prefill {b['prefill_ms']:.0f} ms, join "
+                     f"{b['broadcast_ms']:.2f} ms" for b in step["batches"]) + ". Sessions were created first, "
+         f"timed apart: {step.get('session_ms', float('nan')):.0f} ms.\n")
+if all("join" in b for b in step["batches"]):
+    per_row = step.get("per_row_positions")
+    L.append("Joining and leaving a running batch (engine, at the first past length; one more "
+             "request of 1 candidate admitted while the batch steps, then cancelled; median over "
+             "the repeats; decoder rows " + ("at their own positions in one call" if per_row else
+             "grouped by start, one call per group") + "):\n")
+    L.append("| Running rows | Step (ms) | Admit: prefill (ms) | Join copy (ms) | Step it joins (ms) | Next step with it (ms) | Leave (ms) | Step it leaves (ms) |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    for b in step["batches"]:
+        j = b["join"]
+        L.append(f"| {j['running_rows']} | {j['step_ms']:.2f} | {j['prefill_ms']:.1f} | "
+                 f"{j['join_ms']:.3f} | {j['join_step_ms']:.2f} | {j['step_with_it_ms']:.2f} | "
+                 f"{j['leave_ms']:.3f} | {j['leave_step_ms']:.2f} |")
+    L.append("")
 
 # growth with past length: slope per 256 past tokens between consecutive points
 L.append("Growth with past length (step-time increase per 256 more past tokens, between "

@@ -156,11 +156,15 @@ fn main() -> Result<()> {
                 let r = request(&rules, &text, batch, seed, prime)?;
                 let before = engine.stats.clone();
                 let id = engine.admit(r).map_err(|e| anyhow::anyhow!("{e}"))?;
-                prefill.push(ms(engine.stats.prefill - before.prefill));
                 for _ in 0..warmup {
                     engine.step().map_err(|e| anyhow::anyhow!("{e}"))?;
                 }
-                broadcast.push(ms(engine.stats.join - before.join));
+                if point == 0 {
+                    // The prompt alone (no primed codes at the first point): what admitting a
+                    // request costs before its rows step.
+                    prefill.push(ms(engine.stats.prefill - before.prefill));
+                    broadcast.push(ms(engine.stats.join - before.join));
+                }
                 if pooled.len() == point {
                     pooled.push((want + warmup, vec![], vec![]));
                 }

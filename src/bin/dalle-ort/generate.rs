@@ -110,7 +110,10 @@ pub fn run(g: &Global, options: EpOptions, args: GenerateArgs) -> Result<()> {
         init,
         rerank: args.rerank,
     };
-    let request = rules.validate(request)?;
+    let request = rules.validate(request).map_err(|e| match flag_of(e.field) {
+        Some(flag) => anyhow::anyhow!("{e} ({flag})"),
+        None => e.into(),
+    })?;
     if args.batch == Some(0) {
         bail!("invalid batch: --batch must be at least 1");
     }
@@ -197,6 +200,23 @@ pub fn run(g: &Global, options: EpOptions, args: GenerateArgs) -> Result<()> {
         t.decode.as_secs_f64() * 1e3,
     );
     Ok(())
+}
+
+/// The flag that sets a request field.
+fn flag_of(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "candidates" => "-n/--candidates",
+        "top_k" => "--top-k",
+        "filter_thres" => "--filter-thres",
+        "top_p" => "--top-p",
+        "temperature" => "--temperature",
+        "cond_scale" => "--cond-scale",
+        "init_image" => "--init-image",
+        "init_rows" => "--init-rows",
+        "rerank" => "--rerank",
+        "prompt" => "the prompt (or --text-ids)",
+        _ => return None,
+    })
 }
 
 /// Token progress with tokens/s, hidden when stderr is not a terminal.
