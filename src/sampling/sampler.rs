@@ -90,15 +90,40 @@ impl Sampler {
 pub struct SampleScratch {
     logits: Vec<f32>,
     weights: Vec<f64>,
+    keys: Vec<u32>,
 }
 
 /// Turns rows of decoder logits into image codes: see the [module docs](super).
+///
+/// Without top-p, the top-k filter and the draw run fused ([`ImageTokenSampler::sample`]): the
+/// k-th largest logit is selected over order-preserving integer keys and the draw skips what
+/// top-k removes, instead of writing `-inf` into the row and scanning it again. The kept set,
+/// the weights and their summation order are exactly those of [`TopK`] followed by
+/// [`Sampler::draw`] (a test holds the two paths equal), so the codes drawn are the same.
 #[derive(Debug)]
 pub struct ImageTokenSampler {
     image_vocab: usize,
     cond_scale: Option<f32>,
     chain: FilterChain,
     sampler: Sampler,
+    /// The fused path's settings (`None` when top-p is on: the chain runs instead).
+    fused: Option<Fused>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Fused {
+    temperature: Option<Temperature>,
+    top_k: Option<usize>,
+}
+
+/// An unsigned key whose order is `f32::total_cmp`'s.
+fn order_key(x: f32) -> u32 {
+    let b = x.to_bits();
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
 }
 
 impl ImageTokenSampler {
@@ -130,13 +155,17 @@ impl ImageTokenSampler {
             )));
         }
         let mut chain = FilterChain::new();
-        if params.temperature != 1.0 {
-            chain = chain.with(Temperature(params.temperature as f32));
+        let temperature =
+            (params.temperature != 1.0).then(|| Temperature(params.temperature as f32));
+        if let Some(t) = temperature {
+            chain = chain.with(t);
         }
-        if let Some(k) = params.effective_top_k(total_vocab, image_vocab) {
+        let top_k = params.effective_top_k(total_vocab, image_vocab);
+        if let Some(k) = top_k {
             chain = chain.with(TopK(k));
         }
-        if let Some(p) = params.top_p.filter(|&p| p < 1.0) {
+        let top_p = params.top_p.filter(|&p| p < 1.0);
+        if let Some(p) = top_p {
             chain = chain.with(TopP(p));
         }
         Ok(ImageTokenSampler {
@@ -144,6 +173,7 @@ impl ImageTokenSampler {
             cond_scale: params.guided().then_some(params.cond_scale as f32),
             chain,
             sampler: Sampler,
+            fused: top_p.is_none().then_some(Fused { temperature, top_k }),
         })
     }
 
@@ -180,7 +210,11 @@ impl ImageTokenSampler {
         scratch: &mut SampleScratch,
     ) -> Result<u32> {
         let cond = self.image_part(cond, "conditional")?;
-        let SampleScratch { logits, weights } = scratch;
+        let SampleScratch {
+            logits,
+            weights,
+            keys,
+        } = scratch;
         logits.clear();
         match (self.cond_scale, uncond) {
             (Some(scale), Some(uncond)) => {
@@ -195,10 +229,95 @@ impl ImageTokenSampler {
             }
             (None, _) => logits.extend_from_slice(cond),
         }
-        self.chain.apply(logits);
-        let code = self.sampler.draw_with(logits, rng, weights)?;
+        let code = match self.fused {
+            Some(f) => {
+                if let Some(t) = f.temperature {
+                    t.apply(logits);
+                }
+                draw_top_k(logits, f.top_k, rng, weights, keys)?
+            }
+            None => {
+                self.chain.apply(logits);
+                self.sampler.draw_with(logits, rng, weights)?
+            }
+        };
         u32::try_from(code).map_err(|_| Error::InvalidInput(format!("image code {code} too large")))
     }
+
+    /// [`ImageTokenSampler::sample`] through the filter chain and [`Sampler`] (the unfused
+    /// path; tests compare the two).
+    #[cfg(test)]
+    fn sample_unfused(&self, cond: &[f32], rng: &mut CandidateRng) -> Result<u32> {
+        let mut logits = cond.to_vec();
+        self.chain.apply(&mut logits);
+        Ok(self.sampler.draw(&logits, rng)? as u32)
+    }
+}
+
+/// [`TopK`] then [`Sampler::draw_with`] in one pass over the row (see [`ImageTokenSampler`]).
+fn draw_top_k(
+    logits: &[f32],
+    top_k: Option<usize>,
+    rng: &mut CandidateRng,
+    weights: &mut Vec<f64>,
+    keys: &mut Vec<u32>,
+) -> Result<usize> {
+    let n = logits.len();
+    let mut max = f32::NEG_INFINITY;
+    for &l in logits {
+        if l.is_nan() {
+            return Err(Error::InvalidInput(
+                "the decoder returned NaN logits; cannot sample".to_string(),
+            ));
+        }
+        max = max.max(l);
+    }
+    if max == f32::NEG_INFINITY {
+        return Err(Error::InvalidInput(
+            "every image token was filtered out (all logits -inf); cannot sample".to_string(),
+        ));
+    }
+    // Kept: keys above the k-th largest, then the lowest-index entries equal to it.
+    let (kth, mut ties_left) = match top_k.map(|k| k.max(1)).filter(|&k| k < n) {
+        None => (0u32, usize::MAX),
+        Some(k) => {
+            keys.clear();
+            keys.extend(logits.iter().map(|&l| order_key(l)));
+            let (_, kth, _) = keys.select_nth_unstable(n - k);
+            let kth = *kth;
+            let above = logits.iter().filter(|&&l| order_key(l) > kth).count();
+            (kth, k - above)
+        }
+    };
+    weights.clear();
+    weights.reserve(n);
+    for &l in logits {
+        let key = order_key(l);
+        let kept = key > kth
+            || (key == kth && ties_left > 0 && {
+                ties_left -= 1;
+                true
+            });
+        weights.push(if kept && l != f32::NEG_INFINITY {
+            f64::from((l - max).exp())
+        } else {
+            0.0
+        });
+    }
+    let total: f64 = weights.iter().sum();
+    let target = rng.uniform() * total;
+    let mut cumulative = 0.0;
+    let mut last = 0;
+    for (i, &w) in weights.iter().enumerate() {
+        if w > 0.0 {
+            cumulative += w;
+            last = i;
+            if cumulative > target {
+                return Ok(i);
+            }
+        }
+    }
+    Ok(last)
 }
 
 fn to_usize(v: u64, what: &str) -> Result<usize> {
@@ -209,6 +328,50 @@ fn to_usize(v: u64, what: &str) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fused top-k draw picks exactly what the filter chain and the draw pick: random rows
+    /// with many ties, every k, with and without temperature.
+    #[test]
+    fn fused_top_k_draw_equals_the_chain_then_the_draw() {
+        let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            h ^= h << 13;
+            h ^= h >> 7;
+            h ^= h << 17;
+            h
+        };
+        for trial in 0..200u64 {
+            let n = 1 + (next() % 300) as usize;
+            // Coarse values: many exact ties, negative zeros, a few -inf.
+            let row: Vec<f32> = (0..n)
+                .map(|_| match next() % 23 {
+                    0 => -0.0,
+                    1 => f32::NEG_INFINITY,
+                    v => (v as f32 - 11.0) * 0.5,
+                })
+                .collect();
+            if row.iter().all(|&x| x == f32::NEG_INFINITY) {
+                continue;
+            }
+            let k = 1 + (next() % (n as u64 + 3)) as usize;
+            let temperature = if trial % 3 == 0 { 0.7 } else { 1.0 };
+            let params = SamplingParams {
+                top_k: Some(k),
+                temperature,
+                ..SamplingParams::default()
+            };
+            let s = ImageTokenSampler::for_vocab(&params, n, n).unwrap();
+            assert!(s.fused.is_some());
+            let mut scratch = SampleScratch::default();
+            for stream in 0..4 {
+                let mut a = CandidateRng::new(trial, stream);
+                let mut b = a.clone();
+                let fused = s.sample(&row, None, &mut a, &mut scratch).unwrap();
+                let chain = s.sample_unfused(&row, &mut b).unwrap();
+                assert_eq!(fused, chain, "trial {trial}, k {k}, row {row:?}");
+            }
+        }
+    }
 
     fn layout(text: u64, image: u64) -> TokenLayout {
         TokenLayout {

@@ -110,10 +110,12 @@ pub fn run(g: &Global, options: EpOptions, args: GenerateArgs) -> Result<()> {
         init,
         rerank: args.rerank,
     };
-    let request = rules.validate(request).map_err(|e| match flag_of(e.field) {
-        Some(flag) => anyhow::anyhow!("{e} ({flag})"),
-        None => e.into(),
-    })?;
+    let request = rules
+        .validate(request)
+        .map_err(|e| match flag_of(e.field) {
+            Some(flag) => anyhow::anyhow!("{e} ({flag})"),
+            None => e.into(),
+        })?;
     if args.batch == Some(0) {
         bail!("invalid batch: --batch must be at least 1");
     }
