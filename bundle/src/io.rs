@@ -38,7 +38,7 @@ pub mod dvae {
 /// One graph serves prefill and decoding: feed any number of new tokens with the state of the
 /// tokens before them (zero-length on the first call). Positions are derived inside the graph
 /// from the past length, so the caller never passes positions. Every state input is named
-/// `past_*` and has one output that replaces it on the next call ([`present_for`]); its
+/// `past_*` and has one output that replaces it on the next call ([`present_for`](decoder::present_for)); its
 /// `past_sequence_length` axis grows by the number of tokens fed.
 pub mod decoder {
     /// i64 `[batch, sequence]` token ids in the unified vocabulary (see `TokenLayout`).
