@@ -4,15 +4,16 @@
 //! `[batch, 3, height, width]` in [0, 1] and returns `image_tokens` i64
 //! `[batch, height/8, width/8]`; the decoder maps `image_tokens` back to `pixels`
 //! `[batch, 3, 8h, 8w]`. Graph attributes `vocab_size` (codebook size) and `downsample` (8) come
-//! from the manifest. Inputs are checked against the manifest (shape ranges, token range) before
+//! from the manifest ([`DvaeAttributes`]). Inputs are checked against the manifest (shape ranges, token range) before
 //! a run, and outputs are checked for shape instead of being indexed blindly.
 
 use crate::bundle::Bundle;
 use crate::contract::check_input_shape;
 use crate::error::{Error, Result};
 use crate::preprocess;
+use dalle_bundle::attributes::dvae as dvae_attr;
 use dalle_bundle::io::dvae::{IMAGE_TOKENS, PIXELS};
-use dalle_bundle::{Dim, GraphRole, GraphSpec};
+use dalle_bundle::{Dim, DvaeAttributes, GraphRole, GraphSpec};
 use image::RgbImage;
 use ndarray::{Array3, Array4, ArrayView3, ArrayView4, Axis};
 use ort::value::Tensor;
@@ -22,30 +23,20 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_IMAGE_SIZE: u64 = 256;
 
 /// The downsampling factor when the manifest has no `downsample` attribute.
-pub const DEFAULT_DOWNSAMPLE: u64 = 8;
+pub const DEFAULT_DOWNSAMPLE: u64 = dvae_attr::DEFAULT_DOWNSAMPLE;
 
-/// A positive integer graph attribute, if present.
-fn attribute_u64(role: GraphRole, spec: &GraphSpec, name: &'static str) -> Result<Option<u64>> {
-    match spec.attributes.get(name) {
-        None => Ok(None),
-        Some(value) => match value.as_u64() {
-            Some(n) if n > 0 => Ok(Some(n)),
-            _ => Err(Error::Attribute {
-                role,
-                attribute: name,
-                message: format!("must be a positive integer, got {value}"),
-            }),
-        },
-    }
+/// The graph's typed attributes ([`DvaeAttributes`]), errors naming `role` and the attribute.
+pub fn attributes(role: GraphRole, spec: &GraphSpec) -> Result<DvaeAttributes> {
+    DvaeAttributes::from_spec(spec).map_err(|e| Error::Attribute {
+        role,
+        attribute: e.attribute(),
+        message: e.message(),
+    })
 }
 
 /// The codebook size (`vocab_size` attribute, required).
 pub fn vocab_size(role: GraphRole, spec: &GraphSpec) -> Result<u64> {
-    attribute_u64(role, spec, "vocab_size")?.ok_or_else(|| Error::Attribute {
-        role,
-        attribute: "vocab_size",
-        message: "is missing (needed to validate token ids); re-export the bundle".to_string(),
-    })
+    Ok(attributes(role, spec)?.vocab_size)
 }
 
 /// The side of the square image the encoder is fed: attribute `image_size`, else the fixed height
@@ -53,7 +44,8 @@ pub fn vocab_size(role: GraphRole, spec: &GraphSpec) -> Result<u64> {
 /// of `downsample`.
 pub fn encoder_image_size(spec: &GraphSpec) -> Result<u32> {
     let role = GraphRole::DvaeEncoder;
-    let downsample = attribute_u64(role, spec, "downsample")?.unwrap_or(DEFAULT_DOWNSAMPLE);
+    let attrs = attributes(role, spec)?;
+    let downsample = attrs.downsample;
     let from_input = spec
         .input(PIXELS)
         .and_then(|t| t.dims.get(2))
@@ -61,20 +53,20 @@ pub fn encoder_image_size(spec: &GraphSpec) -> Result<u32> {
             Dim::Fixed(n) => Some(*n),
             Dim::Symbolic(s) => spec.dim_ranges.get(s).map(|r| r.opt),
         });
-    let size = match attribute_u64(role, spec, "image_size")? {
+    let size = match attrs.image_size {
         Some(n) => n,
         None => from_input.unwrap_or(DEFAULT_IMAGE_SIZE),
     };
     if size % downsample != 0 {
         return Err(Error::Attribute {
             role,
-            attribute: "downsample",
+            attribute: dvae_attr::DOWNSAMPLE,
             message: format!("({downsample}) does not divide the encoder's image size {size}"),
         });
     }
     u32::try_from(size).map_err(|_| Error::Attribute {
         role,
-        attribute: "image_size",
+        attribute: dvae_attr::IMAGE_SIZE,
         message: format!("{size} is too large"),
     })
 }
@@ -250,20 +242,31 @@ mod tests {
         }
     }
 
+    /// [`encoder`] with the required `vocab_size`.
+    fn encoder_with_vocab(attrs: &[(&str, serde_json::Value)], height: Dim) -> GraphSpec {
+        let mut spec = encoder(attrs, height);
+        spec.attributes
+            .insert(dvae_attr::VOCAB_SIZE.into(), 512.into());
+        spec
+    }
+
     #[test]
     fn image_size_comes_from_attribute_fixed_dim_range_or_default() {
-        let attr = encoder(&[("image_size", 192.into())], Dim::sym("height"));
+        let attr = encoder_with_vocab(&[(dvae_attr::IMAGE_SIZE, 192.into())], Dim::sym("height"));
         assert_eq!(encoder_image_size(&attr).unwrap(), 192);
-        assert_eq!(encoder_image_size(&encoder(&[], 64.into())).unwrap(), 64);
         assert_eq!(
-            encoder_image_size(&encoder(&[], Dim::sym("height"))).unwrap(),
+            encoder_image_size(&encoder_with_vocab(&[], 64.into())).unwrap(),
+            64
+        );
+        assert_eq!(
+            encoder_image_size(&encoder_with_vocab(&[], Dim::sym("height"))).unwrap(),
             128
         );
         assert_eq!(
-            encoder_image_size(&encoder(&[], Dim::sym("unranged"))).unwrap(),
+            encoder_image_size(&encoder_with_vocab(&[], Dim::sym("unranged"))).unwrap(),
             256
         );
-        let bad = encoder(&[("downsample", 7.into())], 64.into());
+        let bad = encoder_with_vocab(&[(dvae_attr::DOWNSAMPLE, 7.into())], 64.into());
         assert!(
             encoder_image_size(&bad)
                 .unwrap_err()
@@ -275,14 +278,14 @@ mod tests {
     #[test]
     fn vocab_size_must_be_present_and_positive() {
         let role = GraphRole::DvaeDecoder;
-        let ok = encoder(&[("vocab_size", 8192.into())], 64.into());
+        let ok = encoder(&[(dvae_attr::VOCAB_SIZE, 8192.into())], 64.into());
         assert_eq!(vocab_size(role, &ok).unwrap(), 8192);
         let missing = vocab_size(role, &encoder(&[], 64.into())).unwrap_err();
         assert!(
             missing.to_string().contains("`vocab_size` is missing"),
             "{missing}"
         );
-        let text = encoder(&[("vocab_size", "lots".into())], 64.into());
+        let text = encoder(&[(dvae_attr::VOCAB_SIZE, "lots".into())], 64.into());
         assert!(
             vocab_size(role, &text)
                 .unwrap_err()

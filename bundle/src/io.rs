@@ -38,12 +38,12 @@ pub mod dvae {
 /// One graph serves prefill and decoding: feed any number of new tokens with the state of the
 /// tokens before them (zero-length on the first call). Positions are derived inside the graph
 /// from the past length, so the caller never passes positions. Every state input is named
-/// `past_*` and has one output that replaces it on the next call ([`present_for`]).
+/// `past_*` and has one output that replaces it on the next call ([`present_for`](decoder::present_for)).
 ///
-/// Two cache layouts (manifest attribute [`KV_CACHE_ATTRIBUTE`]):
-/// - [`KV_CONCAT`]: one past length for the whole batch, the `past_sequence_length` axis of
+/// Two cache layouts (manifest attribute [`KV_CACHE_ATTRIBUTE`](decoder::KV_CACHE_ATTRIBUTE)):
+/// - [`KV_CONCAT`](decoder::KV_CONCAT): one past length for the whole batch, the `past_sequence_length` axis of
 ///   every state input, which grows by the number of tokens fed.
-/// - [`KV_IN_PLACE`]: a past length per row ([`CACHE_LENGTH`] `[batch]`), so rows of different
+/// - [`KV_IN_PLACE`](decoder::KV_IN_PLACE): a past length per row ([`CACHE_LENGTH`](decoder::CACHE_LENGTH) `[batch]`), so rows of different
 ///   requests at different positions share one call; every state has a fixed shape. Every row
 ///   takes the same number of new tokens per call; ONNX Runtime's CPU `GroupQueryAttention`
 ///   takes more than one new token after a non-empty past only at batch 1 (prefill with every

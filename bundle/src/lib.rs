@@ -2,16 +2,22 @@
 //!
 //! A *bundle* is a directory holding ONNX graphs (`*.onnx`, optionally `*.onnx.data`), an
 //! optional `tokenizer.json`, and `manifest.json`. This crate is the single place that defines
-//! the manifest's types ([`manifest`]) and every graph's input/output names ([`io`]), so the
+//! the manifest's types ([`manifest`]), every graph's input/output names ([`io`]) and
+//! the graph attributes both sides read ([`attributes`]), so the
 //! runtime cannot drift from the exporter: both sides compile against the same constants.
 //!
 //! The crate is deliberately tiny (serde only) so the runtime can depend on it without pulling in
 //! the graph builder, and the exporter without pulling in ONNX Runtime.
 
+pub mod attributes;
 pub mod dtype;
 pub mod io;
 pub mod manifest;
 
+pub use attributes::{
+    AttributeError, ClipImageAttributes, ClipTextAttributes, ClipTowerAttributes,
+    DecoderAttributes, DvaeAttributes, KvCacheAttribute, LogitsKind,
+};
 pub use dtype::{DType, Dim};
 pub use manifest::{
     ClipInfo, DimRange, GraphRole, GraphSpec, Manifest, ModelFamily, Provenance, SamplingDefaults,

@@ -49,6 +49,14 @@ pub enum ExportError {
     /// A tokenizer file could not be built or read.
     #[error(transparent)]
     Tokenizer(#[from] crate::tokenizer::TokenizerFileError),
+
+    /// What was being done when `source` happened (e.g. `reading encoder.pkl`).
+    #[error("{context}")]
+    Context {
+        context: String,
+        #[source]
+        source: Box<ExportError>,
+    },
 }
 
 impl ExportError {
@@ -57,6 +65,14 @@ impl ExportError {
         ExportError::Node {
             node: node.into(),
             message: message.into(),
+        }
+    }
+
+    /// This error, as the cause of a failure while doing `context`.
+    pub fn context(self, context: impl Into<String>) -> ExportError {
+        ExportError::Context {
+            context: context.into(),
+            source: Box::new(self),
         }
     }
 

@@ -7,6 +7,8 @@
 //!   bytes, validation, external data, text dump).
 //! - [`checkpoint`]: PyTorch (zip + restricted pickle) and safetensors readers that never
 //!   execute anything.
+//! - [`layers`]: the neural-network layers every family shares (linear, layer norm, attention
+//!   core, GELU variants).
 //! - [`bundle_writer`]: atomic bundle directories with `manifest.json`.
 //! - [`tokenizer`]: the `tokenizer.json` a text-conditioned bundle carries (CLIP BPE, or a
 //!   user-supplied Hugging Face file).
@@ -19,6 +21,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod families;
 pub mod graph;
+pub mod layers;
 pub mod proto;
 pub mod tensor;
 pub mod tokenizer;

@@ -223,8 +223,10 @@ fn exports_a_complete_dalle_pytorch_bundle() {
     assert_eq!(m["family"], "dalle-pytorch");
     assert_eq!(m["token_layout"]["image_token_offset"], 108);
     assert_eq!(m["token_layout"]["total_vocab_size"], 172);
-    assert_eq!(m["graphs"]["decoder"]["attributes"]["layers"], 4);
-    assert_eq!(m["graphs"]["decoder"]["attributes"]["head_dim"], 16);
+    let decoder_attrs = &m["graphs"]["decoder"]["attributes"];
+    use dalle_bundle::attributes::decoder as attr;
+    assert_eq!(decoder_attrs[attr::LAYERS], 4);
+    assert_eq!(decoder_attrs[attr::HEAD_DIM], 16);
     assert_eq!(m["tokenizer"], "tokenizer.json");
     assert!(m["sampling"]["top_k"].as_u64().unwrap() >= 1);
     let inputs = m["graphs"]["decoder"]["inputs"].as_array().unwrap();

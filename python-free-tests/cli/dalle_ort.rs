@@ -25,7 +25,7 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
-/// A small random dVAE bundle, exported through the library.
+/// A small random dVAE bundle, exported through `openai_dvae::add_to_bundle` (as `demo` does).
 fn bundle(dir: &Path) -> PathBuf {
     use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy};
     use dalle_export::families::openai_dvae::{self, DecoderConfig, EncoderConfig};
@@ -55,14 +55,18 @@ fn bundle(dir: &Path) -> PathBuf {
         ExternalDataPolicy::default(),
     )
     .unwrap();
-    w.add_graph(
-        openai_dvae::encoder_entry(&enc, openai_dvae::random_encoder(&enc, 1).unwrap()).unwrap(),
-    )
-    .unwrap();
-    w.add_graph(
-        openai_dvae::decoder_entry(&dec, openai_dvae::random_decoder(&dec, 2).unwrap()).unwrap(),
-    )
-    .unwrap();
+    let halves = openai_dvae::BundleOptions {
+        encoder: Some(openai_dvae::Half::Random {
+            config: enc,
+            seed: 1,
+        }),
+        decoder: Some(openai_dvae::Half::Random {
+            config: dec,
+            seed: 2,
+        }),
+        progress: dalle_export::families::quiet,
+    };
+    openai_dvae::add_to_bundle(&mut w, halves).unwrap();
     w.commit().unwrap()
 }
 

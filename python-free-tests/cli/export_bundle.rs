@@ -1,5 +1,6 @@
 //! Shared by the `dalle` package's CLI test targets: a DALLE-pytorch checkpoint exported through
-//! the library exactly as `dalle-export dalle-pytorch --tokenizer FILE [--clip DIR]` does.
+//! the same `dalle_pytorch::add_to_bundle` that `dalle-export dalle-pytorch --tokenizer FILE
+//! [--clip DIR]` calls.
 
 use std::path::{Path, PathBuf};
 
@@ -19,10 +20,7 @@ pub fn export_with(
     decoder: dalle_export::families::dalle_pytorch::decoder::DecoderOptions,
 ) -> PathBuf {
     use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy};
-    use dalle_export::families::dalle_pytorch as dp;
-    let ckpt = dp::load(checkpoint).unwrap();
-    let cfg = ckpt.cfg.clone();
-    let tok = dp::tokenizer_for(&cfg, Some(tokenizer)).unwrap();
+    use dalle_export::families::{dalle_pytorch as dp, quiet};
     let prov = dalle_bundle::Provenance {
         exporter: "test".into(),
         sources: vec![],
@@ -36,19 +34,14 @@ pub fn export_with(
         ExternalDataPolicy::default(),
     )
     .unwrap();
-    let m = w.manifest_mut();
-    m.token_layout = Some(cfg.token_layout());
-    m.sampling = Some(dp::sampling_defaults(&cfg));
-    m.tokenizer = Some("tokenizer.json".into());
-    w.add_file("tokenizer.json", &tok).unwrap();
-    w.add_graph(dp::decoder_entry(&cfg, ckpt.transformer, decoder).unwrap())
-        .unwrap();
-    for e in dp::vae_entries(&cfg, &ckpt.root, ckpt.vae, dp::OpenAiVaeFiles::default()).unwrap() {
-        w.add_graph(e).unwrap();
-    }
-    if let Some(c) = clip {
-        use dalle_export::families::clip;
-        clip::add_to_bundle(&mut w, c, clip::load(c).unwrap()).unwrap();
-    }
+    let options = dp::BundleOptions {
+        checkpoint,
+        tokenizer: Some(tokenizer),
+        vae_files: dp::OpenAiVaeFiles::default(),
+        clip,
+        decoder,
+        progress: quiet,
+    };
+    dp::add_to_bundle(&mut w, options).unwrap();
     w.commit().unwrap()
 }

@@ -225,9 +225,15 @@ fn manifest_describes_the_grid() {
     let dir = export(&cfg, w, &out.path().join("b"));
     let bundle = Bundle::open(&dir, EpOptions::default()).unwrap();
     let enc = bundle.manifest().graph(GraphRole::DvaeEncoder).unwrap();
-    assert_eq!(enc.attributes["vocab_size"], 64);
-    assert_eq!(enc.attributes["downsample"], 8);
-    assert_eq!(enc.attributes["image_size"], 32);
+    let attrs = dalle_bundle::DvaeAttributes::from_spec(enc).unwrap();
+    assert_eq!(
+        attrs,
+        dalle_bundle::DvaeAttributes {
+            vocab_size: 64,
+            downsample: 8,
+            image_size: Some(32),
+        }
+    );
     let tokens = enc
         .outputs
         .iter()

@@ -16,7 +16,7 @@
 //! unconditional row fed the same codes). Rows of different requests share each decoder call;
 //! with a decoder that has per-row positions (the in-place layout) a request admitted while
 //! others are mid-way joins the running batch at the next step, and rows leave without any
-//! copy ([`batch`] says what each layout costs). Because every candidate's draws depend only on
+//! copy ([`SlotBatch`] says what each layout costs). Because every candidate's draws depend only on
 //! its logits and its own stream, a request gives the same images whatever shares its batch.
 //!
 //! The engine is family-neutral: it deals in text ids and image codes through

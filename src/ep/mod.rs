@@ -226,9 +226,8 @@ pub fn plan_for_graph(
 /// CPU one (CUDA's takes fp16/bf16 and TensorRT's parser does not take it), so on a GPU provider
 /// its attention falls back to the CPU with a copy of every cache each step.
 pub fn provider_caveat(kind: ProviderKind, role: GraphRole, spec: &GraphSpec) -> Option<String> {
-    use dalle_bundle::io::decoder::{KV_CACHE_ATTRIBUTE, KV_IN_PLACE};
-    let layout = spec.attributes.get(KV_CACHE_ATTRIBUTE);
-    let in_place = layout.and_then(|v| v.as_str()) == Some(KV_IN_PLACE);
+    // A malformed layout is reported where the decoder is opened; here it is just not in place.
+    let in_place = dalle_bundle::KvCacheAttribute::from_spec(spec).is_ok_and(|kv| kv.in_place());
     (role == GraphRole::Decoder && in_place && kind != ProviderKind::Cpu).then(|| {
         format!(
             "this bundle's decoder was exported with --kv-cache in-place, whose float32 \
@@ -271,6 +270,8 @@ pub fn decide_auto(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dalle_bundle::attributes::decoder as attr;
+    use dalle_bundle::io::decoder::{KV_CONCAT, KV_IN_PLACE};
     use dalle_bundle::{DType, Dim, DimRange, TensorSpec};
     use std::collections::BTreeMap;
 
@@ -443,7 +444,9 @@ mod tests {
     fn in_place_decoders_are_flagged_on_gpu_providers_only() {
         let mut spec = encoder_spec();
         spec.attributes
-            .insert("kv_cache".into(), serde_json::json!("in-place"));
+            .insert(attr::KV_CACHE.into(), serde_json::json!(KV_IN_PLACE));
+        spec.attributes
+            .insert(attr::KV_CAPACITY.into(), serde_json::json!(8));
         for kind in [ProviderKind::Cuda, ProviderKind::TensorRt] {
             let note = provider_caveat(kind, GraphRole::Decoder, &spec).unwrap();
             assert!(note.contains("--kv-cache concat"), "{note}");
@@ -457,7 +460,7 @@ mod tests {
             None
         );
         spec.attributes
-            .insert("kv_cache".into(), serde_json::json!("concat"));
+            .insert(attr::KV_CACHE.into(), serde_json::json!(KV_CONCAT));
         assert_eq!(
             provider_caveat(ProviderKind::Cuda, GraphRole::Decoder, &spec),
             None

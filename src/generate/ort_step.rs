@@ -18,9 +18,11 @@
 
 use super::step::{DecoderStep, StateRows};
 use crate::error::{Error, Result};
+use dalle_bundle::KvCacheAttribute;
+use dalle_bundle::attributes::decoder::PER_ROW_POSITIONS;
 use dalle_bundle::io::decoder::{
-    CACHE_LENGTH, IMAGE_LOGITS, INPUT_IDS, KV_CACHE_ATTRIBUTE, KV_CAPACITY_ATTRIBUTE, KV_IN_PLACE,
-    LOGITS, present_for,
+    CACHE_LENGTH, IMAGE_LOGITS, INPUT_IDS, KV_CACHE_ATTRIBUTE, KV_CAPACITY_ATTRIBUTE, LOGITS,
+    present_for,
 };
 use dalle_bundle::io::dims::{BATCH, PAST_SEQUENCE};
 use dalle_bundle::{DType, Dim, GraphRole, GraphSpec, TokenLayout};
@@ -61,11 +63,9 @@ impl StatePair {
 
 /// The state pairs of a decoder graph, from its manifest entry (in manifest order).
 fn state_pairs(spec: &GraphSpec) -> Result<Vec<StatePair>> {
-    let in_place_layout = spec
-        .attributes
-        .get(KV_CACHE_ATTRIBUTE)
-        .and_then(serde_json::Value::as_str)
-        == Some(KV_IN_PLACE);
+    let in_place_layout = KvCacheAttribute::from_spec(spec)
+        .map_err(|e| Error::tensor(ROLE, KV_CACHE_ATTRIBUTE, e.to_string()))?
+        .in_place();
     let mut pairs = vec![];
     for input in spec.inputs.iter().filter(|t| t.name.starts_with("past_")) {
         let name = &input.name;
@@ -194,22 +194,26 @@ fn in_place_cache(spec: &GraphSpec, pairs: &[StatePair]) -> Result<Option<InPlac
             ),
         )),
         (Some(p), Some(length)) => {
-            let capacity = spec
-                .attributes
-                .get(KV_CAPACITY_ATTRIBUTE)
-                .and_then(serde_json::Value::as_u64)
-                .and_then(|c| usize::try_from(c).ok())
-                .filter(|&c| c > 0)
-                .ok_or_else(|| {
-                    Error::tensor(
-                        ROLE,
-                        &p.past,
-                        format!(
-                            "is an in-place cache but the manifest gives no positive \
-                             `{KV_CAPACITY_ATTRIBUTE}`"
-                        ),
-                    )
-                })?;
+            let capacity = match KvCacheAttribute::from_spec(spec) {
+                Ok(KvCacheAttribute::InPlace { capacity, .. }) => usize::try_from(capacity).ok(),
+                // Bundles from before the layout attribute: the capacity alone.
+                _ => spec
+                    .attributes
+                    .get(KV_CAPACITY_ATTRIBUTE)
+                    .and_then(serde_json::Value::as_u64)
+                    .and_then(|c| usize::try_from(c).ok()),
+            }
+            .filter(|&c| c > 0)
+            .ok_or_else(|| {
+                Error::tensor(
+                    ROLE,
+                    &p.past,
+                    format!(
+                        "is an in-place cache but the manifest gives no positive \
+                         `{KV_CAPACITY_ATTRIBUTE}`"
+                    ),
+                )
+            })?;
             let per_row = match length.dims.as_slice() {
                 [Dim::Symbolic(s)] if s == BATCH => true,
                 [Dim::Fixed(1)] => false,
@@ -221,6 +225,21 @@ fn in_place_cache(spec: &GraphSpec, pairs: &[StatePair]) -> Result<Option<InPlac
                     ));
                 }
             };
+            if let Some(said) = spec
+                .attributes
+                .get(PER_ROW_POSITIONS)
+                .and_then(serde_json::Value::as_bool)
+                && said != per_row
+            {
+                return Err(Error::tensor(
+                    ROLE,
+                    CACHE_LENGTH,
+                    format!(
+                        "has dims {:?} but the manifest says {PER_ROW_POSITIONS} = {said}",
+                        length.dims
+                    ),
+                ));
+            }
             if per_row && pairs.iter().any(|p| p.update == Update::Grow) {
                 return Err(Error::tensor(
                     ROLE,

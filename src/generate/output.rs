@@ -143,7 +143,7 @@ pub fn write(
     write_reranked(dir, generation, prompt, params, init_rows, None)
 }
 
-/// [`write`], reranked: with `rerank`, only the best `keep` candidates are written, as
+/// [`write()`], reranked: with `rerank`, only the best `keep` candidates are written, as
 /// [`ranked_file`]s in score order (the grid too), and every score goes into the sidecar.
 pub fn write_reranked(
     dir: &Path,

@@ -156,7 +156,7 @@ impl ImageTokenSampler {
         }
         let mut chain = FilterChain::new();
         let temperature =
-            (params.temperature != 1.0).then(|| Temperature(params.temperature as f32));
+            (params.temperature != 1.0).then_some(Temperature(params.temperature as f32));
         if let Some(t) = temperature {
             chain = chain.with(t);
         }

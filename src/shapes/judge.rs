@@ -17,7 +17,7 @@ pub const SINGLE_CHECKS: [&str; 6] = ["one object", "colour", "shape", "size", "
 pub const PAIR_CHECKS: [&str; 3] = ["two objects", "colours and shapes", "bound"];
 pub const RELATION_CHECK: &str = "relation";
 
-/// Judges `objects` (largest first, as [`super::detect`] returns them) against `prompt`.
+/// Judges `objects` (largest first, as [`super::detect()`] returns them) against `prompt`.
 pub fn judge(prompt: &EvalPrompt, objects: &[DetectedObject], world: &World) -> Verdict {
     if prompt.objects.len() == 1 {
         single(prompt, objects, world)

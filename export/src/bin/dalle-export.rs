@@ -1,13 +1,12 @@
-//! `dalle-export`: checkpoints → ONNX bundle. Thin CLI over the `dalle_export` library.
+//! `dalle-export`: checkpoints → ONNX bundle. Thin CLI over the `dalle_export` library: each
+//! subcommand turns its flags into the family's options and calls its `add_to_bundle`.
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use dalle_bundle::{ModelFamily, Provenance};
-use dalle_export::bundle_writer::{
-    BundleWriter, ExternalDataPolicy, exporter_version, source_file,
-};
+use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy, exporter_version};
 use dalle_export::families::dalle_pytorch::decoder::{DecoderOptions, KvCacheLayout, LogitsOutput};
-use dalle_export::families::openai_dvae::{self, DecoderConfig, EncoderConfig};
+use dalle_export::families::openai_dvae::{self, DecoderConfig, EncoderConfig, Half};
 use dalle_export::families::{clip, dalle_pytorch};
 use dalle_export::graph::{check, proto_io, text};
 use std::path::{Path, PathBuf};
@@ -136,7 +135,21 @@ fn run(command: Command) -> Result<()> {
             encoder,
             decoder,
             out,
-        } => export_dvae(encoder.as_deref(), decoder.as_deref(), &out),
+        } => {
+            if encoder.is_none() && decoder.is_none() {
+                bail!("give --encoder, --decoder, or both");
+            }
+            let mut writer = writer(&out, ModelFamily::OpenaiDvae, vec![])?;
+            openai_dvae::add_to_bundle(
+                &mut writer,
+                openai_dvae::BundleOptions {
+                    encoder: encoder.as_deref().map(Half::File),
+                    decoder: decoder.as_deref().map(Half::File),
+                    progress: print,
+                },
+            )?;
+            commit(writer)
+        }
         Command::DallePytorch {
             checkpoint,
             tokenizer,
@@ -146,61 +159,55 @@ fn run(command: Command) -> Result<()> {
             logits,
             kv_cache,
             out,
-        } => export_dalle_pytorch(
-            &checkpoint,
-            tokenizer.as_deref(),
-            dalle_pytorch::OpenAiVaeFiles {
-                encoder: vae_encoder.as_deref(),
-                decoder: vae_decoder.as_deref(),
-            },
-            clip.as_deref(),
-            DecoderOptions {
-                logits: logits.into(),
-                kv_cache: kv_cache.into(),
-            },
-            &out,
-        ),
+        } => {
+            let mut writer = writer(&out, ModelFamily::DallePytorch, vec![])?;
+            dalle_pytorch::add_to_bundle(
+                &mut writer,
+                dalle_pytorch::BundleOptions {
+                    checkpoint: &checkpoint,
+                    tokenizer: tokenizer.as_deref(),
+                    vae_files: dalle_pytorch::OpenAiVaeFiles {
+                        encoder: vae_encoder.as_deref(),
+                        decoder: vae_decoder.as_deref(),
+                    },
+                    clip: clip.as_deref(),
+                    decoder: DecoderOptions {
+                        logits: logits.into(),
+                        kv_cache: kv_cache.into(),
+                    },
+                    progress: print,
+                },
+            )?;
+            commit(writer)
+        }
         Command::Clip { model, out } => export_clip(&model, &out),
         Command::Demo { seed, out } => export_demo(seed, &out),
         Command::Inspect { file } => inspect(&file),
     }
 }
 
-fn export_dvae(encoder: Option<&Path>, decoder: Option<&Path>, out: &OutArgs) -> Result<()> {
-    if encoder.is_none() && decoder.is_none() {
-        bail!("give --encoder, --decoder, or both");
-    }
-    let mut sources = Vec::new();
-    if let Some(p) = encoder {
-        sources.push(source_file("encoder", p)?);
-    }
-    if let Some(p) = decoder {
-        sources.push(source_file("decoder", p)?);
-    }
+/// The CLI's [`dalle_export::families::Progress`]: one line to stderr.
+fn print(line: &str) {
+    eprintln!("{line}");
+}
+
+/// A writer for `out`; the family's `add_to_bundle` adds the source files it reads.
+fn writer(out: &OutArgs, family: ModelFamily, notes: Vec<String>) -> Result<BundleWriter> {
     let provenance = Provenance {
         exporter: exporter_version(),
-        sources,
-        notes: vec![],
+        sources: vec![],
+        notes,
     };
-    let mut writer = BundleWriter::create(
+    Ok(BundleWriter::create(
         &out.out,
-        ModelFamily::OpenaiDvae,
+        family,
         provenance,
         out.force,
         out.external_data,
-    )?;
-    if let Some(p) = encoder {
-        let (cfg, w) = openai_dvae::load_encoder(p)
-            .with_context(|| format!("reading encoder {}", p.display()))?;
-        eprintln!("encoder: {cfg:?}");
-        writer.add_graph(openai_dvae::encoder_entry(&cfg, w)?)?;
-    }
-    if let Some(p) = decoder {
-        let (cfg, w) = openai_dvae::load_decoder(p)
-            .with_context(|| format!("reading decoder {}", p.display()))?;
-        eprintln!("decoder: {cfg:?}");
-        writer.add_graph(openai_dvae::decoder_entry(&cfg, w)?)?;
-    }
+    )?)
+}
+
+fn commit(writer: BundleWriter) -> Result<()> {
     let dir = writer.commit()?;
     eprintln!("wrote bundle {}", dir.display());
     Ok(())
@@ -238,87 +245,6 @@ impl From<LogitsArg> for LogitsOutput {
     }
 }
 
-fn export_dalle_pytorch(
-    checkpoint: &Path,
-    tokenizer: Option<&Path>,
-    vae_files: dalle_pytorch::OpenAiVaeFiles<'_>,
-    clip_dir: Option<&Path>,
-    decoder: DecoderOptions,
-    out: &OutArgs,
-) -> Result<()> {
-    let mut sources = vec![source_file("checkpoint", checkpoint)?];
-    let clip_model = match clip_dir {
-        Some(dir) => {
-            let m = clip::load(dir).context("reading the --clip model")?;
-            sources.extend(clip::sources(&m)?);
-            Some((dir, m))
-        }
-        None => None,
-    };
-    for (role, p) in [
-        ("tokenizer", tokenizer),
-        ("vae_encoder", vae_files.encoder),
-        ("vae_decoder", vae_files.decoder),
-    ] {
-        if let Some(p) = p {
-            sources.push(source_file(role, p)?);
-        }
-    }
-    let ckpt = dalle_pytorch::load(checkpoint)
-        .with_context(|| format!("reading {}", checkpoint.display()))?;
-    let cfg = ckpt.cfg.clone();
-    eprintln!(
-        "dalle-pytorch {}: dim {}, depth {}, heads {}×{}, attention {:?}, rotary {}, shift tokens {}, {:?} VAE, {}×{} image tokens of {} codes",
-        cfg.version.as_deref().unwrap_or("(version unknown)"),
-        cfg.dim,
-        cfg.depth,
-        cfg.heads,
-        cfg.dim_head,
-        cfg.attn_types,
-        cfg.rotary_emb,
-        cfg.shift_tokens,
-        cfg.vae,
-        cfg.fmap,
-        cfg.fmap,
-        cfg.num_image_tokens
-    );
-    let tokenizer_json = dalle_pytorch::tokenizer_for(&cfg, tokenizer)?;
-    let provenance = Provenance {
-        exporter: exporter_version(),
-        sources,
-        notes: vec![],
-    };
-    let mut writer = BundleWriter::create(
-        &out.out,
-        ModelFamily::DallePytorch,
-        provenance,
-        out.force,
-        out.external_data,
-    )?;
-    {
-        let m = writer.manifest_mut();
-        m.token_layout = Some(cfg.token_layout());
-        m.sampling = Some(dalle_pytorch::sampling_defaults(&cfg));
-        m.tokenizer = Some(dalle_export::tokenizer::TOKENIZER_FILE.to_string());
-    }
-    writer.add_file(dalle_export::tokenizer::TOKENIZER_FILE, &tokenizer_json)?;
-    writer.add_graph(dalle_pytorch::decoder_entry(
-        &cfg,
-        ckpt.transformer,
-        decoder,
-    )?)?;
-    for entry in dalle_pytorch::vae_entries(&cfg, &ckpt.root, ckpt.vae, vae_files)? {
-        writer.add_graph(entry)?;
-    }
-    if let Some((dir, m)) = clip_model {
-        clip::add_to_bundle(&mut writer, dir, m)
-            .with_context(|| format!("exporting CLIP {}", dir.display()))?;
-    }
-    let dir = writer.commit()?;
-    eprintln!("wrote bundle {}", dir.display());
-    Ok(())
-}
-
 fn export_clip(model_dir: &Path, out: &OutArgs) -> Result<()> {
     let m = clip::load(model_dir)?;
     let c = &m.cfg;
@@ -336,22 +262,11 @@ fn export_clip(model_dir: &Path, out: &OutArgs) -> Result<()> {
         c.vision.tower.activation,
         c.projection_dim
     );
-    let provenance = Provenance {
-        exporter: exporter_version(),
-        sources: clip::sources(&m)?,
-        notes: vec![],
-    };
-    let mut writer = BundleWriter::create(
-        &out.out,
-        ModelFamily::Clip,
-        provenance,
-        out.force,
-        out.external_data,
-    )?;
+    let sources = clip::sources(&m)?;
+    let mut writer = writer(out, ModelFamily::Clip, vec![])?;
+    writer.manifest_mut().provenance.sources = sources;
     clip::add_to_bundle(&mut writer, model_dir, m)?;
-    let dir = writer.commit()?;
-    eprintln!("wrote bundle {}", dir.display());
-    Ok(())
+    commit(writer)
 }
 
 /// The demo model's size: small enough to export and run in seconds on a CPU.
@@ -373,27 +288,25 @@ fn export_demo(seed: u64, out: &OutArgs) -> Result<()> {
     eprintln!(
         "NOTE: `demo` exports a seeded RANDOM model (seed {seed}), not a trained one: its images are noise.\n      It exercises the whole export → ONNX Runtime path until a trained demo model ships."
     );
-    let provenance = Provenance {
-        exporter: exporter_version(),
-        sources: vec![],
-        notes: vec![format!(
-            "seeded random weights (seed {seed}): not a trained model"
-        )],
-    };
-    let mut writer = BundleWriter::create(
-        &out.out,
-        ModelFamily::RandomDemo,
-        provenance,
-        out.force,
-        out.external_data,
+    let notes = vec![format!(
+        "seeded random weights (seed {seed}): not a trained model"
+    )];
+    let mut writer = writer(out, ModelFamily::RandomDemo, notes)?;
+    openai_dvae::add_to_bundle(
+        &mut writer,
+        openai_dvae::BundleOptions {
+            encoder: Some(Half::Random {
+                config: DEMO_ENCODER,
+                seed,
+            }),
+            decoder: Some(Half::Random {
+                config: DEMO_DECODER,
+                seed: seed.wrapping_add(1),
+            }),
+            progress: print,
+        },
     )?;
-    let enc = openai_dvae::random_encoder(&DEMO_ENCODER, seed)?;
-    writer.add_graph(openai_dvae::encoder_entry(&DEMO_ENCODER, enc)?)?;
-    let dec = openai_dvae::random_decoder(&DEMO_DECODER, seed.wrapping_add(1))?;
-    writer.add_graph(openai_dvae::decoder_entry(&DEMO_DECODER, dec)?)?;
-    let dir = writer.commit()?;
-    eprintln!("wrote bundle {}", dir.display());
-    Ok(())
+    commit(writer)
 }
 
 fn inspect(file: &Path) -> Result<()> {

@@ -10,14 +10,10 @@
 use super::config::{Activation, TowerConfig};
 use super::names::{self, Tower};
 use crate::error::Result;
-use crate::families::dalle_pytorch::layers::linear;
-use crate::graph::ops::{
-    Add, Div, Erf, LayerNormalization, MatMul, Mul, ReduceSum, Reshape, Sigmoid, Softmax, Sqrt,
-    Tanh, Transpose, Where,
-};
+use crate::graph::ops::{Add, Div, Mul, ReduceSum, Reshape, Sqrt, Transpose};
 use crate::graph::{GraphBuilder, Value};
+use crate::layers::{self, AttentionMask, linear};
 use crate::weights::Weights;
-use dalle_bundle::DType;
 
 /// Takes a float tensor from `w` as an initializer of the same name.
 pub fn param(g: &mut GraphBuilder, w: &mut Weights, name: &str, shape: &[usize]) -> Result<Value> {
@@ -36,13 +32,7 @@ pub fn layer_norm(
 ) -> Result<Value> {
     let weight = param(g, w, &format!("{prefix}.weight"), &[dim])?;
     let bias = param(g, w, &format!("{prefix}.bias"), &[dim])?;
-    g.node1(
-        LayerNormalization {
-            axis: -1,
-            epsilon: eps,
-        },
-        &[x, weight, bias],
-    )
+    layers::layer_norm(g, x, weight, bias, eps)
 }
 
 /// `nn.Linear(inp, out, bias)` named `{prefix}.weight` (`[out, inp]`) / `{prefix}.bias`.
@@ -73,37 +63,10 @@ pub fn l2_normalize(g: &mut GraphBuilder, x: Value) -> Result<Value> {
 }
 
 fn activation(g: &mut GraphBuilder, act: Activation, x: Value) -> Result<Value> {
-    let c = |g: &mut GraphBuilder, v: f32| g.scalar_float(v, DType::F32);
     match act {
-        Activation::QuickGelu => {
-            let k = c(g, 1.702)?;
-            let s = g.node1(Mul, &[x, k])?;
-            let s = g.node1(Sigmoid, &[s])?;
-            g.node1(Mul, &[x, s])
-        }
-        Activation::Gelu => {
-            let inv_sqrt2 = c(g, std::f32::consts::FRAC_1_SQRT_2)?;
-            let (half, one) = (c(g, 0.5)?, c(g, 1.0)?);
-            let e = g.node1(Mul, &[x, inv_sqrt2])?;
-            let e = g.node1(Erf, &[e])?;
-            let e = g.node1(Add, &[e, one])?;
-            let h = g.node1(Mul, &[x, half])?;
-            g.node1(Mul, &[h, e])
-        }
-        Activation::GeluTanh => {
-            let (half, one) = (c(g, 0.5)?, c(g, 1.0)?);
-            let k = c(g, (2.0 / std::f32::consts::PI).sqrt())?;
-            let a = c(g, 0.044715)?;
-            let x3 = g.node1(Mul, &[x, x])?;
-            let x3 = g.node1(Mul, &[x3, x])?;
-            let x3 = g.node1(Mul, &[x3, a])?;
-            let inner = g.node1(Add, &[x, x3])?;
-            let inner = g.node1(Mul, &[inner, k])?;
-            let t = g.node1(Tanh, &[inner])?;
-            let t = g.node1(Add, &[t, one])?;
-            let h = g.node1(Mul, &[x, half])?;
-            g.node1(Mul, &[h, t])
-        }
+        Activation::QuickGelu => layers::quick_gelu(g, x),
+        Activation::Gelu => layers::gelu(g, x),
+        Activation::GeluTanh => layers::gelu_tanh(g, x),
     }
 }
 
@@ -130,26 +93,13 @@ fn attention(
     let q = split(g, q, vec![0, 2, 1, 3])?;
     let kt = split(g, k, vec![0, 2, 3, 1])?;
     let v = split(g, v, vec![0, 2, 1, 3])?;
-    let scale = g.scalar_float((cfg.head_dim() as f32).powf(-0.5), DType::F32)?;
-    let q = g.node1(Mul, &[q, scale])?;
-    let scores = g.node1(MatMul, &[q, kt])?;
-    let scores = match mask {
-        Some(m) => {
-            let neg = g.scalar_float(-f32::MAX, DType::F32)?;
-            g.node1(Where, &[m, scores, neg])?
-        }
-        None => scores,
+    let mask = match mask {
+        Some(m) => AttentionMask::Allow(m),
+        None => AttentionMask::None,
     };
-    let probs = g.node1(Softmax { axis: -1 }, &[scores])?;
-    let out = g.node1(MatMul, &[probs, v])?;
-    let out = g.node1(
-        Transpose {
-            perm: vec![0, 2, 1, 3],
-        },
-        &[out],
-    )?;
-    let merged = g.const_i64(&[0, 0, d as i64])?;
-    let out = g.node1(Reshape, &[out, merged])?;
+    let scale = (cfg.head_dim() as f32).powf(-0.5);
+    let out = layers::attention_core(g, q, kt, v, scale, mask)?;
+    let out = layers::merge_heads(g, out, d as i64)?;
     dense(g, w, &p("out_proj"), (d, d), true, out)
 }
 

@@ -24,8 +24,10 @@ use crate::checkpoint::{ClassAllowList, read_pytorch, read_safetensors, tensor_d
 use crate::error::{ExportError, Result};
 use crate::weights::Weights;
 use dalle_bundle::io::dims as d;
-use dalle_bundle::{ClipInfo, DimRange, GraphRole, SourceFile};
-use serde_json::json;
+use dalle_bundle::{
+    ClipImageAttributes, ClipInfo, ClipTextAttributes, ClipTowerAttributes, DimRange, GraphRole,
+    SourceFile,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -132,33 +134,30 @@ fn preprocessing(dir: &Path, cfg: &ClipConfig) -> Result<(u64, [f64; 3], [f64; 3
 fn entry(role: GraphRole, graph: crate::graph::GraphBuilder, cfg: &ClipConfig) -> GraphEntry {
     let mut dim_ranges = BTreeMap::new();
     dim_ranges.insert(d::BATCH.to_string(), DimRange::new(1, 8, 64));
-    let mut attributes = BTreeMap::new();
-    attributes.insert("projection_dim".into(), json!(cfg.projection_dim));
-    let tower = match role {
-        GraphRole::ClipText => {
-            attributes.insert("context_length".into(), json!(cfg.text.context_length));
-            attributes.insert(
-                "pooling".into(),
-                json!(match cfg.text.pooling {
-                    Pooling::ArgMaxId => "argmax_id".to_string(),
-                    Pooling::FirstEos(id) => format!("first_eos_{id}"),
-                }),
-            );
-            &cfg.text.tower
-        }
-        _ => {
-            attributes.insert("image_size".into(), json!(cfg.vision.image_size));
-            attributes.insert("patch_size".into(), json!(cfg.vision.patch_size));
-            &cfg.vision.tower
-        }
+    let tower = |t: &config::TowerConfig| ClipTowerAttributes {
+        projection_dim: cfg.projection_dim as u64,
+        layers: t.layers as u64,
+        hidden: t.hidden as u64,
+        heads: t.heads as u64,
+        activation: format!("{:?}", t.activation),
     };
-    attributes.insert("layers".into(), json!(tower.layers));
-    attributes.insert("hidden".into(), json!(tower.hidden));
-    attributes.insert("heads".into(), json!(tower.heads));
-    attributes.insert(
-        "activation".into(),
-        json!(format!("{:?}", tower.activation)),
-    );
+    let attributes = match role {
+        GraphRole::ClipText => ClipTextAttributes {
+            tower: tower(&cfg.text.tower),
+            context_length: cfg.text.context_length as u64,
+            pooling: match cfg.text.pooling {
+                Pooling::ArgMaxId => "argmax_id".to_string(),
+                Pooling::FirstEos(id) => format!("first_eos_{id}"),
+            },
+        }
+        .to_attributes(),
+        _ => ClipImageAttributes {
+            tower: tower(&cfg.vision.tower),
+            image_size: cfg.vision.image_size as u64,
+            patch_size: cfg.vision.patch_size as u64,
+        }
+        .to_attributes(),
+    };
     GraphEntry {
         role,
         graph,

@@ -28,8 +28,9 @@ use crate::checkpoint::{ClassAllowList, read_pytorch, tensor_dict};
 use crate::error::{ExportError, Result};
 use crate::graph::GraphBuilder;
 use crate::weights::Weights;
+use dalle_bundle::attributes::discrete_vae as attr;
 use dalle_bundle::io::dims as d;
-use dalle_bundle::{DimRange, GraphRole};
+use dalle_bundle::{DimRange, DvaeAttributes, GraphRole};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -91,17 +92,23 @@ fn entry(role: GraphRole, graph: GraphBuilder, cfg: &DiscreteVaeConfig) -> Graph
             dim_ranges.insert(d::GRID_WIDTH.to_string(), DimRange::new(1, fmap, 2 * fmap));
         }
     }
-    let mut attributes = BTreeMap::new();
-    attributes.insert("vocab_size".into(), json!(cfg.num_tokens));
-    attributes.insert("downsample".into(), json!(down));
-    attributes.insert("image_size".into(), json!(size));
-    attributes.insert("num_layers".into(), json!(cfg.num_layers));
-    attributes.insert("num_resnet_blocks".into(), json!(cfg.num_resnet_blocks));
-    attributes.insert("hidden_dim".into(), json!(cfg.hidden_dim));
-    attributes.insert("codebook_dim".into(), json!(cfg.codebook_dim));
-    attributes.insert("channels".into(), json!(cfg.channels));
+    let mut attributes = DvaeAttributes {
+        vocab_size: cfg.num_tokens as u64,
+        downsample: down,
+        image_size: Some(size),
+    }
+    .to_attributes();
+    for (name, value) in [
+        (attr::NUM_LAYERS, cfg.num_layers),
+        (attr::NUM_RESNET_BLOCKS, cfg.num_resnet_blocks),
+        (attr::HIDDEN_DIM, cfg.hidden_dim),
+        (attr::CODEBOOK_DIM, cfg.codebook_dim),
+        (attr::CHANNELS, cfg.channels),
+    ] {
+        attributes.insert(name.into(), json!(value));
+    }
     attributes.insert(
-        "normalization".into(),
+        attr::NORMALIZATION.into(),
         match &cfg.normalization {
             Some(n) => json!({ "mean": n.mean, "std": n.std }),
             None => serde_json::Value::Null,

@@ -27,8 +27,8 @@ use super::config::DalleConfig;
 use super::rotary::{self, RotaryTables};
 use crate::error::Result;
 use crate::graph::ops::{
-    Add, Concat, Div, Erf, GroupQueryAttention, LayerNormalization, MatMul, Mul, Reshape, Softmax,
-    Split, Transpose, Where,
+    Add, Concat, Div, Erf, GroupQueryAttention, MatMul, Mul, Reshape, Softmax, Split, Transpose,
+    Where,
 };
 use crate::graph::{GraphBuilder, Value};
 use dalle_bundle::DType;
@@ -68,25 +68,12 @@ pub struct BranchWeights {
     pub norm_out: Option<Norm>,
 }
 
+/// `nn.LayerNorm` with PyTorch's default epsilon (the shared [`crate::layers::layer_norm`]).
 pub fn layer_norm(g: &mut GraphBuilder, x: Value, n: Norm) -> Result<Value> {
-    g.node1(
-        LayerNormalization {
-            axis: -1,
-            epsilon: LAYER_NORM_EPS,
-        },
-        &[x, n.weight, n.bias],
-    )
+    crate::layers::layer_norm(g, x, n.weight, n.bias, LAYER_NORM_EPS)
 }
 
-/// `x · wᵀ (+ b)` for a PyTorch `Linear` weight `[out, in]`.
-pub fn linear(g: &mut GraphBuilder, x: Value, w: Value, b: Option<Value>) -> Result<Value> {
-    let wt = g.node1(Transpose { perm: vec![1, 0] }, &[w])?;
-    let y = g.node1(MatMul, &[x, wt])?;
-    match b {
-        Some(b) => g.node1(Add, &[y, b]),
-        None => Ok(y),
-    }
-}
+pub use crate::layers::linear;
 
 /// How one layer's attention reads and extends its key/value cache.
 #[derive(Clone, Copy)]

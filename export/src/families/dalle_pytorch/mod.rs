@@ -9,6 +9,7 @@
 //! attention/feed-forward ids; shared input/output embeddings; `DiscreteVAE` and
 //! `OpenAIDiscreteVAE`. DeepSpeed `sparse` attention and `VQGanVAE` are clear errors.
 
+mod bundle;
 pub mod config;
 pub mod decoder;
 pub mod discrete_vae;
@@ -18,6 +19,7 @@ pub mod positions;
 pub mod rotary;
 pub mod shift;
 
+pub use bundle::{BundleOptions, add_to_bundle, describe};
 pub use config::{AttnType, DalleConfig, VaeKind};
 
 use crate::bundle_writer::GraphEntry;
@@ -25,10 +27,11 @@ use crate::checkpoint::{ClassAllowList, PickleValue, RECORD_CLASSES, read_pytorc
 use crate::error::{ExportError, Result};
 use crate::families::openai_dvae;
 use crate::weights::Weights;
-use dalle_bundle::io::decoder as io_decoder;
+use dalle_bundle::attributes::decoder as attr;
 use dalle_bundle::io::dims as d;
-use dalle_bundle::{DimRange, GraphRole};
-use serde_json::json;
+use dalle_bundle::{
+    DecoderAttributes, DimRange, DvaeAttributes, GraphRole, KvCacheAttribute, LogitsKind,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -97,49 +100,43 @@ pub fn decoder_entry(
         d::PAST_SEQUENCE.to_string(),
         DimRange::new(0, seq - 1, seq - 1),
     );
-    let attn: Vec<&str> = cfg
+    let attn_types = cfg
         .attn_types
         .iter()
-        .map(|t| match t {
-            AttnType::Full => "full",
-            AttnType::AxialRow => "axial_row",
-            AttnType::AxialCol => "axial_col",
-            AttnType::ConvLike { .. } => "conv_like",
+        .map(|t| {
+            match t {
+                AttnType::Full => attr::ATTN_FULL,
+                AttnType::AxialRow => attr::ATTN_AXIAL_ROW,
+                AttnType::AxialCol => attr::ATTN_AXIAL_COL,
+                AttnType::ConvLike { .. } => attr::ATTN_CONV_LIKE,
+            }
+            .to_string()
         })
         .collect();
-    let mut attributes = BTreeMap::new();
-    attributes.insert("layers".into(), json!(cfg.depth));
-    attributes.insert("heads".into(), json!(cfg.heads));
-    attributes.insert("head_dim".into(), json!(cfg.dim_head));
-    attributes.insert("dim".into(), json!(cfg.dim));
-    attributes.insert("attn_types".into(), json!(attn));
-    attributes.insert("max_sequence_length".into(), json!(seq));
-    attributes.insert("rotary_emb".into(), json!(cfg.rotary_emb));
-    attributes.insert("shift_tokens".into(), json!(cfg.shift_tokens));
-    attributes.insert("reversible".into(), json!(cfg.reversible));
-    attributes.insert(
-        "logits".into(),
-        json!(match opts.logits {
-            decoder::LogitsOutput::Full => "full",
-            decoder::LogitsOutput::LastImage => "last-image",
-        }),
-    );
-    attributes.insert(
-        io_decoder::KV_CACHE_ATTRIBUTE.into(),
-        json!(opts.kv_cache.name()),
-    );
-    if opts.kv_cache == decoder::KvCacheLayout::InPlace {
-        attributes.insert(io_decoder::KV_CAPACITY_ATTRIBUTE.into(), json!(seq));
-        if cfg.shift_tokens {
-            attributes.insert(
-                io_decoder::SHIFT_WINDOW_ATTRIBUTE.into(),
-                json!(shift::window(cfg)),
-            );
-        }
+    let attributes = DecoderAttributes {
+        layers: cfg.depth as u64,
+        heads: cfg.heads as u64,
+        head_dim: cfg.dim_head as u64,
+        dim: cfg.dim as u64,
+        attn_types,
+        max_sequence_length: seq,
+        rotary_emb: cfg.rotary_emb,
+        shift_tokens: cfg.shift_tokens,
+        reversible: cfg.reversible,
+        logits: match opts.logits {
+            decoder::LogitsOutput::Full => LogitsKind::Full,
+            decoder::LogitsOutput::LastImage => LogitsKind::LastImage,
+        },
+        kv_cache: match opts.kv_cache {
+            decoder::KvCacheLayout::Concat => KvCacheAttribute::Concat,
+            decoder::KvCacheLayout::InPlace => KvCacheAttribute::InPlace {
+                capacity: seq,
+                shift_window: cfg.shift_tokens.then(|| shift::window(cfg) as u64),
+            },
+        },
+        dalle_pytorch_version: cfg.version.clone(),
     }
-    if let Some(v) = &cfg.version {
-        attributes.insert("dalle_pytorch_version".into(), json!(v));
-    }
+    .to_attributes();
     Ok(GraphEntry {
         role: GraphRole::Decoder,
         graph,
@@ -194,10 +191,9 @@ pub fn vae_entries(
             let enc = openai_half(inside_enc, files.encoder, true)?;
             let dec = openai_half(inside_dec, files.decoder, false)?;
             for e in [&enc, &dec] {
-                let vocab = e
-                    .attributes
-                    .get("vocab_size")
-                    .and_then(serde_json::Value::as_u64);
+                let vocab = DvaeAttributes::from_attributes(&e.attributes)
+                    .ok()
+                    .map(|a| a.vocab_size);
                 if vocab != Some(cfg.num_image_tokens as u64) {
                     return Err(ExportError::Weights(format!(
                         "the dVAE {} has {} codes but the transformer embeds {} image tokens",

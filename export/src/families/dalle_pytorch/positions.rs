@@ -55,7 +55,7 @@ impl Positions {
 /// The key side of the attention masks (built only when a mask is: an in-place cache with full
 /// attention needs none).
 pub struct KeyPositions {
-    /// i64 `[S, 1]` (per row `[B, S, 1]`): the new tokens' positions as a column ([`column`]).
+    /// i64 `[S, 1]` (per row `[B, S, 1]`): the new tokens' positions as a column ([`column()`]).
     pub pos_col: Value,
     /// i64 `[1, T]` (per row `[1, 1, T]`): positions of every key (`0..T`).
     pub key_row: Value,

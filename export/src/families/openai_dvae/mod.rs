@@ -8,6 +8,7 @@
 //! from tensor shapes.
 
 pub mod blocks;
+mod bundle;
 pub mod config;
 pub mod decoder;
 pub mod encoder;
@@ -15,6 +16,7 @@ mod load;
 pub mod names;
 mod random;
 
+pub use bundle::{BundleOptions, Half, add_to_bundle};
 pub use config::{DecoderConfig, EncoderConfig};
 pub use load::{decoder_from_state_dict, encoder_from_state_dict, load_decoder, load_encoder};
 pub use random::{random_decoder, random_encoder};
@@ -23,10 +25,14 @@ use crate::bundle_writer::GraphEntry;
 use crate::error::Result;
 use crate::graph::GraphBuilder;
 use crate::weights::Weights;
+use dalle_bundle::attributes::openai_dvae as attr;
 use dalle_bundle::io::dims as d;
-use dalle_bundle::{DimRange, GraphRole};
+use dalle_bundle::{DimRange, DvaeAttributes, GraphRole};
 use serde_json::json;
 use std::collections::BTreeMap;
+
+/// The image size the released dVAE was trained on (manifest attribute `image_size`).
+pub const IMAGE_SIZE: u64 = 256;
 
 /// The encoder's module class.
 pub const ENCODER_CLASS: &str = "dall_e.encoder.Encoder";
@@ -57,7 +63,7 @@ pub fn decoder_entry(cfg: &DecoderConfig, mut w: Weights) -> Result<GraphEntry> 
         cfg.n_hid,
         cfg.n_blk_per_group,
     );
-    e.attributes.insert("n_init".into(), json!(cfg.n_init));
+    e.attributes.insert(attr::N_INIT.into(), json!(cfg.n_init));
     Ok(e)
 }
 
@@ -80,12 +86,14 @@ fn entry(
             dim_ranges.insert(d::GRID_WIDTH.to_string(), DimRange::new(1, 32, 64));
         }
     }
-    let mut attributes = BTreeMap::new();
-    attributes.insert("vocab_size".into(), json!(vocab));
-    attributes.insert("downsample".into(), json!(config::DOWNSAMPLE));
-    attributes.insert("image_size".into(), json!(256));
-    attributes.insert("n_hid".into(), json!(n_hid));
-    attributes.insert("n_blk_per_group".into(), json!(n_blk));
+    let mut attributes = DvaeAttributes {
+        vocab_size: vocab as u64,
+        downsample: config::DOWNSAMPLE as u64,
+        image_size: Some(IMAGE_SIZE),
+    }
+    .to_attributes();
+    attributes.insert(attr::N_HID.into(), json!(n_hid));
+    attributes.insert(attr::N_BLK_PER_GROUP.into(), json!(n_blk));
     GraphEntry {
         role,
         graph,

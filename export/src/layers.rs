@@ -1,0 +1,122 @@
+//! Neural-network layers every family builds from: PyTorch's `Linear` and `LayerNorm`, the
+//! attention core and the GELU variants.
+//!
+//! They live here, one level above [`crate::graph`] (which knows ONNX ops, not layers), so that
+//! CLIP, DALLE-pytorch and the dVAEs spell each layer once. Each function only wires nodes on
+//! values it is given; taking weights out of a checkpoint stays with the family. The node order
+//! of every function is part of the exported bytes: change it only on purpose.
+
+use crate::error::Result;
+use crate::graph::ops::{
+    Add, Erf, LayerNormalization, MatMul, Mul, Reshape, Sigmoid, Softmax, Tanh, Transpose, Where,
+};
+use crate::graph::{GraphBuilder, Value};
+use dalle_bundle::DType;
+
+/// `x · wᵀ (+ b)` for a PyTorch `Linear` weight `[out, in]`.
+pub fn linear(g: &mut GraphBuilder, x: Value, w: Value, b: Option<Value>) -> Result<Value> {
+    let wt = g.node1(Transpose { perm: vec![1, 0] }, &[w])?;
+    let y = g.node1(MatMul, &[x, wt])?;
+    match b {
+        Some(b) => g.node1(Add, &[y, b]),
+        None => Ok(y),
+    }
+}
+
+/// `nn.LayerNorm` over the last axis.
+pub fn layer_norm(
+    g: &mut GraphBuilder,
+    x: Value,
+    weight: Value,
+    bias: Value,
+    epsilon: f32,
+) -> Result<Value> {
+    g.node1(LayerNormalization { axis: -1, epsilon }, &[x, weight, bias])
+}
+
+/// How the attention scores are restricted.
+#[derive(Clone, Copy, Debug)]
+pub enum AttentionMask {
+    /// Every query attends every key.
+    None,
+    /// bool, broadcastable to the scores: true where a query may attend a key; the others get
+    /// `−f32::MAX` before the softmax.
+    Allow(Value),
+    /// f32 added to the scores (0 to attend, `−f32::MAX` not to).
+    Bias(Value),
+}
+
+/// `Softmax(mask(q·scale · kt)) · v` for per-head `q` `[B, H, S, dh]`, `kt` `[B, H, dh, T]` (keys
+/// already transposed) and `v` `[B, H, T, dh]`; returns `[B, H, S, dh]`.
+pub fn attention_core(
+    g: &mut GraphBuilder,
+    q: Value,
+    kt: Value,
+    v: Value,
+    scale: f32,
+    mask: AttentionMask,
+) -> Result<Value> {
+    let scale = g.scalar_float(scale, DType::F32)?;
+    let q = g.node1(Mul, &[q, scale])?;
+    let scores = g.node1(MatMul, &[q, kt])?;
+    let scores = match mask {
+        AttentionMask::None => scores,
+        AttentionMask::Allow(m) => {
+            let neg = g.scalar_float(-f32::MAX, DType::F32)?;
+            g.node1(Where, &[m, scores, neg])?
+        }
+        AttentionMask::Bias(b) => g.node1(Add, &[scores, b])?,
+    };
+    let probs = g.node1(Softmax { axis: -1 }, &[scores])?;
+    g.node1(MatMul, &[probs, v])
+}
+
+/// `[B, H, S, dh]` → `[B, S, width]` (`width` = H·dh): the heads side by side again.
+pub fn merge_heads(g: &mut GraphBuilder, x: Value, width: i64) -> Result<Value> {
+    let x = g.node1(
+        Transpose {
+            perm: vec![0, 2, 1, 3],
+        },
+        &[x],
+    )?;
+    let merged = g.const_i64(&[0, 0, width])?;
+    g.node1(Reshape, &[x, merged])
+}
+
+/// `x · σ(1.702 x)` (OpenAI CLIP's `quick_gelu`).
+pub fn quick_gelu(g: &mut GraphBuilder, x: Value) -> Result<Value> {
+    let k = g.scalar_float(1.702, DType::F32)?;
+    let s = g.node1(Mul, &[x, k])?;
+    let s = g.node1(Sigmoid, &[s])?;
+    g.node1(Mul, &[x, s])
+}
+
+/// Exact GELU `½x · (1 + erf(x/√2))`, as Hugging Face's `gelu`.
+pub fn gelu(g: &mut GraphBuilder, x: Value) -> Result<Value> {
+    let inv_sqrt2 = g.scalar_float(std::f32::consts::FRAC_1_SQRT_2, DType::F32)?;
+    let half = g.scalar_float(0.5, DType::F32)?;
+    let one = g.scalar_float(1.0, DType::F32)?;
+    let e = g.node1(Mul, &[x, inv_sqrt2])?;
+    let e = g.node1(Erf, &[e])?;
+    let e = g.node1(Add, &[e, one])?;
+    let h = g.node1(Mul, &[x, half])?;
+    g.node1(Mul, &[h, e])
+}
+
+/// The tanh approximation `½x · (1 + tanh(√(2/π) (x + 0.044715 x³)))` (`gelu_new`,
+/// `gelu_pytorch_tanh`).
+pub fn gelu_tanh(g: &mut GraphBuilder, x: Value) -> Result<Value> {
+    let half = g.scalar_float(0.5, DType::F32)?;
+    let one = g.scalar_float(1.0, DType::F32)?;
+    let k = g.scalar_float((2.0 / std::f32::consts::PI).sqrt(), DType::F32)?;
+    let a = g.scalar_float(0.044715, DType::F32)?;
+    let x3 = g.node1(Mul, &[x, x])?;
+    let x3 = g.node1(Mul, &[x3, x])?;
+    let x3 = g.node1(Mul, &[x3, a])?;
+    let inner = g.node1(Add, &[x, x3])?;
+    let inner = g.node1(Mul, &[inner, k])?;
+    let t = g.node1(Tanh, &[inner])?;
+    let t = g.node1(Add, &[t, one])?;
+    let h = g.node1(Mul, &[x, half])?;
+    g.node1(Mul, &[h, t])
+}
