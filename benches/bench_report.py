@@ -200,17 +200,17 @@ L.append("Prefill (one row, " + str(step["batches"][0]["prefill_tokens"]) + " to
          f"timed apart: {step.get('session_ms', float('nan')):.0f} ms.\n")
 if all("join" in b for b in step["batches"]):
     per_row = step.get("per_row_positions")
-    L.append("Joining and leaving a running batch (engine, at the first past length; one more "
-             "request of 1 candidate admitted while the batch steps, then cancelled; median over "
-             "the repeats; decoder rows " + ("at their own positions in one call" if per_row else
+    L.append("Joining and leaving a running batch (engine, at the last past length, last repeat; one more "
+             "request of 1 candidate admitted while the batch steps, then cancelled; decoder rows " + ("at their own positions in one call" if per_row else
              "grouped by start, one call per group") + "):\n")
-    L.append("| Running rows | Step (ms) | Admit: prefill (ms) | Join copy (ms) | Step it joins (ms) | Next step with it (ms) | Leave (ms) | Step it leaves (ms) |")
-    L.append("|---|---|---|---|---|---|---|---|")
+    L.append("| Running rows | Step (ms) | Admit: prefill (ms) | Join, growing the state (ms) | Step it joins (ms) | Next step with it (ms) | Leave (ms) | Step it leaves (ms) | Join into a free row (ms) | Step it joins (ms) |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
     for b in step["batches"]:
         j = b["join"]
         L.append(f"| {j['running_rows']} | {j['step_ms']:.2f} | {j['prefill_ms']:.1f} | "
                  f"{j['join_ms']:.3f} | {j['join_step_ms']:.2f} | {j['step_with_it_ms']:.2f} | "
-                 f"{j['leave_ms']:.3f} | {j['leave_step_ms']:.2f} |")
+                 f"{j['leave_ms']:.3f} | {j['leave_step_ms']:.2f} | "
+                 f"{j.get('join_free_ms', float('nan')):.3f} | {j.get('join_free_step_ms', float('nan')):.2f} |")
     L.append("")
 
 # growth with past length: slope per 256 past tokens between consecutive points

@@ -12,11 +12,13 @@
 //! per step and the time inside ORT's `run_binding` are recorded, so the time outside the run
 //! (sampling, ids, state bookkeeping, logits copy) is their difference.
 //!
-//! Joining and leaving: with a batch of `b` rows running at the first point, one more request
+//! Joining and leaving: with a batch of `b` rows running at the last point, one more request
 //! (1 candidate) is admitted: its prefill, the copy of its prompt into a free row (`join_ms`)
 //! and the step it joins are timed; then it is cancelled and the step where its row leaves is
-//! timed with the leave itself (`leave_ms`: nothing is copied with per-row positions). Session
-//! creation is timed on its own (`session_ms`).
+//! timed with the leave itself (`leave_ms`: nothing is copied with per-row positions). The first
+//! join may grow the state (no free row: the running rows' prefixes are copied into a larger
+//! one); a third request then joins the freed row (`join_free_ms`: only its prompt's prefix is
+//! copied). Session creation is timed on its own (`session_ms`).
 //!
 //! Prints one JSON line on stdout. Environment (`cargo bench` passes its own arguments):
 //!
@@ -80,11 +82,24 @@ fn mean(v: &[f64]) -> f64 {
 
 /// Times one engine step: (wall, inside ORT) in ms.
 fn timed_step(engine: &mut Engine<OrtDallePytorch>) -> Result<(f64, f64)> {
-    let before = engine.stats.step_model;
+    Ok(timed_step_parts(engine)?.0)
+}
+
+/// [`timed_step`] and (sampling, model call around its run) in ms.
+fn timed_step_parts(engine: &mut Engine<OrtDallePytorch>) -> Result<((f64, f64), (f64, f64))> {
+    let before = engine.stats.clone();
     let t = Instant::now();
     engine.step().map_err(|e| anyhow::anyhow!("{e}"))?;
     let wall = t.elapsed();
-    Ok((ms(wall), ms(engine.stats.step_model - before)))
+    let s = &engine.stats;
+    let model = s.step_model - before.step_model;
+    Ok((
+        (ms(wall), ms(model)),
+        (
+            ms(s.sampling - before.sampling),
+            ms((s.model_call - before.model_call).saturating_sub(model)),
+        ),
+    ))
 }
 
 fn request(
@@ -130,6 +145,9 @@ fn main() -> Result<()> {
     let session_ms = ms(load.sessions);
     let per_row = model.batch().decoder().per_row_positions();
     let mut engine = Engine::new(model, None);
+    if let Ok(t) = std::env::var("STEP_SAMPLING_THREADS") {
+        engine.set_sampling_threads(t.parse().context("STEP_SAMPLING_THREADS")?);
+    }
 
     let text_len = usize::try_from(layout.text_length)?;
     let image_len = usize::try_from(layout.image_length())?;
@@ -146,6 +164,8 @@ fn main() -> Result<()> {
         let mut joins: Vec<serde_json::Value> = vec![];
         // Per point, in order: (first past, wall times, model times) pooled over the repeats.
         let mut pooled: Vec<(usize, Vec<f64>, Vec<f64>)> = vec![];
+        // Per point: the sampling and model-call (outside its run) parts of each timed step.
+        let mut parts: Vec<(Vec<f64>, Vec<f64>)> = vec![];
         for repeat in 0..repeats {
             for (point, &want) in pasts.iter().enumerate() {
                 let want = want.clamp(prompt_len, max_total - warmup - runs);
@@ -167,15 +187,20 @@ fn main() -> Result<()> {
                 }
                 if pooled.len() == point {
                     pooled.push((want + warmup, vec![], vec![]));
+                    parts.push((vec![], vec![]));
                 }
                 for _ in 0..runs {
-                    let (wall, model) = timed_step(&mut engine)?;
+                    let ((wall, model), (sampling, call)) = timed_step_parts(&mut engine)?;
                     pooled[point].1.push(wall);
                     pooled[point].2.push(model);
+                    parts[point].0.push(sampling);
+                    parts[point].1.push(call);
                 }
-                if point == 0 {
-                    // One more request joins the running batch, then leaves.
-                    let step_alone = median(pooled[0].1.clone());
+                if repeat + 1 == repeats && point + 1 == pasts.len() {
+                    // One more request joins the running batch, then leaves (last of all: the
+                    // row it adds stays in the state, idle, and would ride along in later
+                    // points).
+                    let step_alone = median(pooled[point].1.clone());
                     let one = request(&rules, &text, 1, seed + 100, vec![])?;
                     let s0 = engine.stats.clone();
                     let t = Instant::now();
@@ -187,7 +212,18 @@ fn main() -> Result<()> {
                     engine.cancel(other);
                     let s1 = engine.stats.clone();
                     let (leave_step, _) = timed_step(&mut engine)?;
+                    // A third request joins the row the second one left: no growth, only the
+                    // copy of its prompt prefix.
+                    let again = request(&rules, &text, 1, seed + 200, vec![])?;
+                    let s2 = engine.stats.clone();
+                    let third = engine.admit(again).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let (free_step, _) = timed_step(&mut engine)?;
+                    let join_free_ms = ms(engine.stats.join - s2.join);
+                    engine.cancel(third);
+                    timed_step(&mut engine)?;
                     joins.push(json!({
+                        "join_free_ms": join_free_ms,
+                        "join_free_step_ms": free_step,
                         "running_rows": batch,
                         "step_ms": step_alone,
                         "admit_ms": admit_ms,
@@ -208,7 +244,8 @@ fn main() -> Result<()> {
         }
         let points: Vec<_> = pooled
             .into_iter()
-            .map(|(first_past, wall, model)| {
+            .zip(parts)
+            .map(|((first_past, wall, model), (sampling, call))| {
                 let outside: Vec<f64> = wall.iter().zip(&model).map(|(w, m)| w - m).collect();
                 let step_med = median(wall.clone());
                 json!({
@@ -221,6 +258,8 @@ fn main() -> Result<()> {
                     "outside_median_ms": median(outside.clone()),
                     "outside_mean_ms": mean(&outside),
                     "outside_share": mean(&outside) / mean(&wall),
+                    "sampling_median_ms": median(sampling),
+                    "model_call_outside_run_median_ms": median(call),
                     "tokens_per_s": batch as f64 / (step_med / 1e3),
                     "steps_ms": wall,
                 })
@@ -249,6 +288,8 @@ fn main() -> Result<()> {
                 "step_with_it_ms": first_join("step_with_it_ms"),
                 "leave_ms": first_join("leave_ms"),
                 "leave_step_ms": first_join("leave_step_ms"),
+                "join_free_ms": first_join("join_free_ms"),
+                "join_free_step_ms": first_join("join_free_step_ms"),
             },
             "points": points,
         }));

@@ -29,10 +29,19 @@ fn row(salt: f32) -> Vec<f32> {
         .collect()
 }
 
+/// A row spread as a decoder's logits can be (tens of units): most weights `exp(l − max)` are
+/// tiny, many subnormal in float32.
+fn wide_row() -> Vec<f32> {
+    (0..8192)
+        .map(|i| ((i as f32 * 0.618).sin() * 43758.547).fract() * 120.0 - 60.0)
+        .collect()
+}
+
 fn bench(c: &mut Criterion) {
     let layout = layout();
     let cond = row(0.0);
     let uncond = row(1.0);
+    let wide = wide_row();
     let cases = [
         ("plain", SamplingParams::default()),
         (
@@ -83,6 +92,21 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 sampler
                     .sample(black_box(&cond), uncond, &mut rng, &mut scratch)
+                    .ok()
+            })
+        });
+    }
+    let k = SamplingParams {
+        top_k: Some(5785),
+        ..SamplingParams::default()
+    };
+    if let Ok(sampler) = ImageTokenSampler::new(&k, &layout) {
+        let mut rng = CandidateRng::new(7, 0);
+        let mut scratch = dalle::sampling::SampleScratch::default();
+        group.bench_function("filter_thres_0.9_k_5785_wide_logits", |b| {
+            b.iter(|| {
+                sampler
+                    .sample(black_box(&wide), None, &mut rng, &mut scratch)
                     .ok()
             })
         });

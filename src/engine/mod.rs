@@ -107,6 +107,10 @@ pub struct EngineStats {
     pub step_wall: Duration,
     /// Time inside the model runs.
     pub step_model: Duration,
+    /// Of the wall time: sampling every running candidate's token.
+    pub sampling: Duration,
+    /// Of the wall time: the model's step around its runs (ids, binding, logits copies).
+    pub model_call: Duration,
     /// Prefill calls and their time.
     pub prefills: usize,
     pub prefill: Duration,
@@ -123,6 +127,25 @@ struct Active {
     uncond: Option<Slot>,
     rng: CandidateRng,
 }
+
+/// One candidate's sampling inputs for a step.
+struct SampleJob<'a> {
+    sampler: &'a ImageTokenSampler,
+    cond: &'a [f32],
+    uncond: Option<&'a [f32]>,
+    rng: &'a mut CandidateRng,
+}
+
+impl SampleJob<'_> {
+    fn run(&mut self, scratch: &mut SampleScratch) -> Result<u32, Error> {
+        self.sampler
+            .sample(self.cond, self.uncond, self.rng, scratch)
+    }
+}
+
+/// Candidates per sampling thread below which one thread does them all (a thread costs tens of
+/// microseconds; one candidate's sampling about as much).
+const MIN_ROWS_PER_THREAD: usize = 3;
 
 /// An admitted request until it is taken.
 struct Live<P> {
@@ -171,7 +194,10 @@ pub struct Engine<M: ImageTokenModel> {
     live: BTreeMap<RequestId, (Live<M::Prompt>, Instant)>,
     active: Vec<Active>,
     finished: BTreeMap<RequestId, Finished>,
-    scratch: SampleScratch,
+    /// One per sampling thread.
+    scratch: Vec<SampleScratch>,
+    /// Threads sampling may use (the machine's cores).
+    sampling_threads: usize,
     pub stats: EngineStats,
 }
 
@@ -189,7 +215,8 @@ impl<M: ImageTokenModel> Engine<M> {
             live: BTreeMap::new(),
             active: vec![],
             finished: BTreeMap::new(),
-            scratch: SampleScratch::default(),
+            scratch: vec![SampleScratch::default()],
+            sampling_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             stats: EngineStats::default(),
         }
     }
@@ -200,6 +227,11 @@ impl<M: ImageTokenModel> Engine<M> {
 
     pub fn model_mut(&mut self) -> &mut M {
         &mut self.model
+    }
+
+    /// Caps the threads sampling uses (default: the machine's cores; 1 = the engine's thread).
+    pub fn set_sampling_threads(&mut self, threads: usize) {
+        self.sampling_threads = threads.max(1);
     }
 
     /// Most rows per decoder call.
@@ -423,19 +455,13 @@ impl<M: ImageTokenModel> Engine<M> {
         let mut feeds = Vec::with_capacity(self.active.len() * 2);
         let mut finished_requests = vec![];
         let mut keep = Vec::with_capacity(self.active.len());
-        let active = std::mem::take(&mut self.active);
-        for mut a in active {
+        let sampling_started = Instant::now();
+        let mut active = std::mem::take(&mut self.active);
+        let codes = self.sample_all(&mut active)?;
+        for (a, code) in active.into_iter().zip(codes) {
             let Some((live, _)) = self.live.get_mut(&a.request) else {
                 continue;
             };
-            let cond = self.model.logits(a.cond)?;
-            let uncond = match a.uncond {
-                Some(s) => Some(self.model.logits(s)?),
-                None => None,
-            };
-            let code = live
-                .sampler
-                .sample(cond, uncond, &mut a.rng, &mut self.scratch)?;
             let seq = &mut live.tokens[a.candidate];
             seq.push(code);
             events.push(Event::Token {
@@ -464,6 +490,7 @@ impl<M: ImageTokenModel> Engine<M> {
             }
         }
         self.active = keep;
+        self.stats.sampling += sampling_started.elapsed();
         if !leaving.is_empty() {
             let t = Instant::now();
             self.model.leave(&leaving)?;
@@ -471,7 +498,9 @@ impl<M: ImageTokenModel> Engine<M> {
         }
         let mut model_time = Duration::ZERO;
         if !feeds.is_empty() {
+            let t = Instant::now();
             let cost = self.model.step(&feeds)?;
+            self.stats.model_call += t.elapsed();
             model_time = cost.model;
             self.stats.steps += 1;
             self.stats.calls += cost.calls;
@@ -497,6 +526,77 @@ impl<M: ImageTokenModel> Engine<M> {
             self.finish(id, false, &mut events);
         }
         Ok(events)
+    }
+
+    /// One code per running candidate, in order. With enough rows the candidates are split
+    /// over the machine's cores (each has its own sampler settings, logits and random stream,
+    /// so the split changes nothing drawn).
+    fn sample_all(&mut self, active: &mut [Active]) -> Result<Vec<u32>, Error> {
+        let mut jobs = Vec::with_capacity(active.len());
+        for a in active.iter_mut() {
+            let sampler = match self.live.get(&a.request) {
+                Some((live, _)) => &live.sampler,
+                None => {
+                    return Err(Error::InvalidInput(
+                        "engine: active row of no request".into(),
+                    ));
+                }
+            };
+            let cond = self.model.logits(a.cond)?;
+            let uncond = match a.uncond {
+                Some(s) => Some(self.model.logits(s)?),
+                None => None,
+            };
+            jobs.push(SampleJob {
+                sampler,
+                cond,
+                uncond,
+                rng: &mut a.rng,
+            });
+        }
+        let threads = self
+            .sampling_threads
+            .min(jobs.len() / MIN_ROWS_PER_THREAD)
+            .max(1);
+        if threads <= 1 {
+            return jobs
+                .iter_mut()
+                .map(|j| j.run(&mut self.scratch[0]))
+                .collect();
+        }
+        if self.scratch.len() < threads {
+            self.scratch.resize_with(threads, SampleScratch::default);
+        }
+        let per = jobs.len().div_ceil(threads);
+        let mut chunks = jobs.chunks_mut(per);
+        let mut scratches = self.scratch.iter_mut();
+        let (Some(first), Some(first_scratch)) = (chunks.next(), scratches.next()) else {
+            return Ok(vec![]);
+        };
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks
+                .zip(scratches)
+                .map(|(chunk, scratch)| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter_mut()
+                            .map(|j| j.run(scratch))
+                            .collect::<Result<Vec<u32>, Error>>()
+                    })
+                })
+                .collect();
+            let mut codes: Vec<u32> = first
+                .iter_mut()
+                .map(|j| j.run(first_scratch))
+                .collect::<Result<_, _>>()?;
+            for h in handles {
+                let part = h.join().map_err(|_| {
+                    Error::InvalidInput("engine: a sampling thread panicked".into())
+                })?;
+                codes.extend(part?);
+            }
+            Ok(codes)
+        })
     }
 
     fn drop_cancelled(&mut self, events: &mut Vec<Event>) -> Result<(), Error> {

@@ -59,6 +59,16 @@ pub fn apply(
     plan: &EpPlan,
     role: GraphRole,
 ) -> Result<SessionBuilder> {
+    for (key, value) in &plan.session_config {
+        builder = builder
+            .with_config_entry(*key, value.as_str())
+            .map_err(|e| {
+                Error::ort(
+                    format!("graph `{role}`: cannot set session option {key}={value}"),
+                    e,
+                )
+            })?;
+    }
     for settings in &plan.providers {
         let provider = settings.kind();
         tracing::debug!(
@@ -227,6 +237,7 @@ mod tests {
         let plan = EpPlan {
             kind: ProviderKind::Cuda,
             providers: vec![ProviderSettings::Cuda(CudaSettings { device_id: 0 })],
+            session_config: vec![],
         };
         let builder = Session::builder(&env).unwrap();
         let Err(err) = apply(builder, &plan, GraphRole::DvaeDecoder) else {
