@@ -218,6 +218,15 @@ impl ImageTokenSampler {
             keys,
         } = scratch;
         logits.clear();
+        if let Some(f) = self.fused
+            && self.cond_scale.is_none()
+            && f.temperature.is_none()
+        {
+            // Nothing rewrites the row: draw from it as it is.
+            let code = draw_top_k(cond, f.top_k, rng, fused_weights, keys)?;
+            return u32::try_from(code)
+                .map_err(|_| Error::InvalidInput(format!("image code {code} too large")));
+        }
         match (self.cond_scale, uncond) {
             (Some(scale), Some(uncond)) => {
                 let uncond = self.image_part(uncond, "unconditional")?;
@@ -260,6 +269,9 @@ impl ImageTokenSampler {
 /// fused draw skips the call (a test checks the bound).
 const EXP_UNDERFLOW: f32 = -104.0;
 
+/// Bits of the first radix-select digit (a 4096-bucket histogram, 16 KB on the stack).
+const RADIX_BITS: u32 = 12;
+
 /// [`TopK`] then [`Sampler::draw_with`] in one pass over the row (see [`ImageTokenSampler`]).
 /// The weights are `f64::from(expf(l − max))` of the kept entries (0 elsewhere), stored in
 /// float32 (exact: the f64 is the f32 widened) and summed in f64 in index order, as the
@@ -275,17 +287,14 @@ fn draw_top_k(
     let k = top_k.map(|k| k.max(1)).filter(|&k| k < n);
     let mut max = f32::NEG_INFINITY;
     let mut nan = false;
-    keys.clear();
-    if k.is_some() {
-        keys.extend(logits.iter().map(|&l| {
-            nan |= l.is_nan();
-            max = max.max(l);
-            order_key(l)
-        }));
-    } else {
-        for &l in logits {
-            nan |= l.is_nan();
-            max = max.max(l);
+    // Histogram of the keys' top bits (radix select, first digit): the k-th largest key lies
+    // in the first bucket, from the top, where the running count reaches k.
+    let mut histogram = [0u32; 1 << RADIX_BITS];
+    for &l in logits {
+        nan |= l.is_nan();
+        max = max.max(l);
+        if k.is_some() {
+            histogram[(order_key(l) >> (32 - RADIX_BITS)) as usize] += 1;
         }
     }
     if nan {
@@ -302,9 +311,29 @@ fn draw_top_k(
     let (kth, mut ties_left) = match k {
         None => (0u32, usize::MAX),
         Some(k) => {
-            let (_, kth, right) = keys.select_nth_unstable(n - k);
+            let mut above_bucket = 0usize;
+            let mut bucket = 0usize;
+            for b in (0..histogram.len()).rev() {
+                let c = histogram[b] as usize;
+                if above_bucket + c >= k {
+                    bucket = b;
+                    break;
+                }
+                above_bucket += c;
+            }
+            // Second digit: the keys of that bucket, selected exactly.
+            keys.clear();
+            keys.extend(
+                logits
+                    .iter()
+                    .map(|&l| order_key(l))
+                    .filter(|&key| (key >> (32 - RADIX_BITS)) as usize == bucket),
+            );
+            let rank = k - above_bucket; // 1-based rank from the top within the bucket
+            let at = keys.len() - rank;
+            let (_, kth, right) = keys.select_nth_unstable(at);
             let kth = *kth;
-            let above = right.iter().filter(|&&key| key > kth).count();
+            let above = above_bucket + right.iter().filter(|&&key| key > kth).count();
             (kth, k - above)
         }
     };
