@@ -12,6 +12,7 @@
 //! qkv = x · to_qkvᵀ → q, k, v  [B, H, S, dh]  → rotary (q, k, v) → q · dh^-½
 //! k, v = Concat(past, new) along the sequence → present
 //! out  = Softmax(Where(mask, q·kᵀ, −f32::MAX)) · v → [B, S, H·dh] · to_outᵀ + b
+//!        (the shared `crate::layers::attention_core`, as CLIP's)
 //! ```
 //!
 //! With an in-place cache ([`KvCache::InPlace`]) q, k, v stay `[B, S, H·dh]` (rotary applied
@@ -27,8 +28,7 @@ use super::config::DalleConfig;
 use super::rotary::{self, RotaryTables};
 use crate::error::Result;
 use crate::graph::ops::{
-    Add, Concat, Div, Erf, GroupQueryAttention, MatMul, Mul, Reshape, Softmax, Split, Transpose,
-    Where,
+    Add, Concat, Div, Erf, GroupQueryAttention, Mul, Reshape, Split, Transpose,
 };
 use crate::graph::{GraphBuilder, Value};
 use dalle_bundle::DType;
@@ -207,8 +207,6 @@ fn attention_concat(
     }
     let [q, k, v] = <[Value; 3]>::try_from(qkv)
         .map_err(|_| crate::error::ExportError::node("attention", "expected q, k and v"))?;
-    let scale = g.scalar_float((cfg.dim_head as f32).powf(-0.5), DType::F32)?;
-    let q = g.node1(Mul, &[q, scale])?;
     let k = g.node1(Concat { axis: 2 }, &[past_k, k])?;
     let v = g.node1(Concat { axis: 2 }, &[past_v, v])?;
     let kt = g.node1(
@@ -217,19 +215,15 @@ fn attention_concat(
         },
         &[k],
     )?;
-    let scores = g.node1(MatMul, &[q, kt])?;
-    let neg = g.scalar_float(-f32::MAX, DType::F32)?;
-    let scores = g.node1(Where, &[mask, scores, neg])?;
-    let probs = g.node1(Softmax { axis: -1 }, &[scores])?;
-    let out = g.node1(MatMul, &[probs, v])?;
-    let out = g.node1(
-        Transpose {
-            perm: vec![0, 2, 1, 3],
-        },
-        &[out],
+    let out = crate::layers::attention_core(
+        g,
+        q,
+        kt,
+        v,
+        (cfg.dim_head as f32).powf(-0.5),
+        crate::layers::AttentionMask::Allow(mask),
     )?;
-    let merged = g.const_i64(&[0, 0, inner])?;
-    let out = g.node1(Reshape, &[out, merged])?;
+    let out = crate::layers::merge_heads(g, out, inner)?;
     let out = linear(g, out, w.to_out_w, Some(w.to_out_b))?;
     Ok((out, k, v))
 }
