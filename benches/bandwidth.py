@@ -8,7 +8,7 @@ working on its own slice of a 1 GiB float32 array at once (numpy releases the GI
   Python thread with threadpoolctl). This is what a decode step does with its weights: it only
   reads them, streaming. (`np.add.reduce`, used before, is compute-bound on these CPUs: about
   16 GB/s where sgemv streams 27-28 GB/s, so it put the read floor above the real limit; it is
-  still reported as `reduce_gbps_*` for comparison.)
+  still measured (`reduce_gbps_*`), and the floor takes whichever of the two streams faster.)
 
 Prints one JSON line."""
 
@@ -75,9 +75,16 @@ def main():
             read_s = best_time(args.runs, work)
         out[f"read_gbps_{threads}t"] = src.nbytes / read_s / 1e9
     out["copy_gbps"] = max(v for k, v in out.items() if k.startswith("copy_gbps_"))
-    out["read_gbps"] = max(v for k, v in out.items() if k.startswith("read_gbps_"))
+    out["sgemv_gbps"] = max(v for k, v in out.items() if k.startswith("read_gbps_"))
     out["reduce_gbps"] = max(v for k, v in out.items() if k.startswith("reduce_gbps_"))
-    out["read_method"] = "sgemv (np.dot, float32 [rows, %d] x vector)" % COLS
+    # The floor takes the faster streaming read: sgemv is the decode step's own access pattern,
+    # but where np.add.reduce streams faster (it does on some of these CPUs) the machine can
+    # read that fast, and the floor must not sit above what it can do.
+    sgemv = "sgemv (np.dot, float32 [rows, %d] x vector)" % COLS
+    if out["reduce_gbps"] > out["sgemv_gbps"]:
+        out["read_gbps"], out["read_method"] = out["reduce_gbps"], "np.add.reduce (faster here than " + sgemv + ")"
+    else:
+        out["read_gbps"], out["read_method"] = out["sgemv_gbps"], sgemv
     out["threadpoolctl"] = threadpool_limits is not None
     print(json.dumps(out))
 

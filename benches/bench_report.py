@@ -141,9 +141,9 @@ if read_gbps:
              f"{bw['read_gbps_1t']:.1f} GB/s, "
              + ", ".join(f"{k.split('_')[-1][:-1]} threads {v:.1f} GB/s" for k, v in bw.items()
                          if k.startswith("read_gbps_") and not k.endswith("_1t"))
-             + f"; best **{read_gbps:.1f} GB/s**"
-             + (f" (`np.add.reduce`, which earlier runs used, reaches only {bw['reduce_gbps']:.1f} "
-                "GB/s: it is compute-bound here)" if "reduce_gbps" in bw else "")
+             + f"; the floor takes the faster of sgemv ({bw.get('sgemv_gbps', read_gbps):.1f} GB/s) "
+             f"and `np.add.reduce` ({bw.get('reduce_gbps', float('nan')):.1f} GB/s, what earlier "
+             f"runs used alone): **{read_gbps:.1f} GB/s**"
              + f". A decode step only *reads* its weights, so weight bytes / read bandwidth = "
              f"**{read_floor_ms:.1f} ms** is what this machine can stream them in; the issue's "
              f"floor (copy bandwidth, which counts read and written bytes) is "
