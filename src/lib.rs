@@ -27,6 +27,7 @@
 //! Pure parts (execution-provider plans, the manifest/graph diff, `.npy` and image conversion)
 //! are unit-tested without ONNX Runtime.
 
+pub mod atomic;
 pub mod bundle;
 pub mod clip;
 pub mod contract;
@@ -37,6 +38,7 @@ pub mod error;
 pub mod generate;
 pub mod npy;
 pub mod ort_lib;
+pub mod pngtext;
 pub mod preprocess;
 pub mod sampling;
 pub mod session;

@@ -123,9 +123,48 @@ impl TextTokenizer {
 
     /// The unknown-token id of the vocabulary, if it has one.
     fn unknown_id(&self) -> Option<u32> {
+        self.unknown_token()
+            .and_then(|t| self.inner.token_to_id(&t))
+    }
+
+    /// The vocabulary's unknown token (`[UNK]`), if it has one.
+    pub fn unknown_token(&self) -> Option<String> {
         ["[UNK]", "<unk>", "<|unk|>"]
             .iter()
-            .find_map(|t| self.inner.token_to_id(t))
+            .find(|t| self.inner.token_to_id(t).is_some())
+            .map(|t| t.to_string())
+    }
+
+    /// The tokens a prompt can be made of, in id order, special tokens (padding = id 0, the
+    /// unknown token, start/end) left out: for a word-level vocabulary, the words the model knows.
+    pub fn vocabulary(&self) -> Vec<String> {
+        // Id 0 is DALLE-pytorch's padding whatever its name.
+        let mut special: std::collections::HashSet<u32> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .chain([0])
+            .collect();
+        special.extend(self.unknown_id());
+        let mut tokens: Vec<(u32, String)> = self
+            .inner
+            .get_vocab(false)
+            .into_iter()
+            .filter(|(_, id)| !special.contains(id))
+            .map(|(t, id)| (id, t))
+            .collect();
+        tokens.sort();
+        tokens.into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// Whether the vocabulary is word-level (each token a whole word, so unknown words exist).
+    pub fn is_word_level(&self) -> bool {
+        matches!(
+            self.inner.get_model(),
+            tokenizers::models::ModelWrapper::WordLevel(_)
+        )
     }
 
     /// Ids of `prompt` and the pieces of text that became the unknown token.

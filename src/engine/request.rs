@@ -144,6 +144,8 @@ pub struct RequestRules {
     pub clip: bool,
     /// Most candidates one request may ask for.
     pub max_candidates: usize,
+    /// Words the tokenizer does not know are an error (`prompt`) instead of a warning.
+    pub strict_vocabulary: bool,
 }
 
 /// Default cap on candidates per request.
@@ -180,6 +182,7 @@ impl RequestRules {
             image_encoder: m.graphs.contains_key(&GraphRole::DvaeEncoder),
             clip: crate::clip::info(bundle).is_ok(),
             max_candidates: MAX_CANDIDATES,
+            strict_vocabulary: false,
         })
     }
 
@@ -310,15 +313,22 @@ impl RequestRules {
                     ));
                 }
                 if !encoded.unknown.is_empty() {
-                    tracing::warn!(
-                        "unknown to the tokenizer (read as its unknown token): {}",
-                        encoded
-                            .unknown
-                            .iter()
-                            .map(|w| format!("{w:?}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
+                    let words = encoded
+                        .unknown
+                        .iter()
+                        .map(|w| format!("{w:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let unk = tokenizer
+                        .unknown_token()
+                        .unwrap_or_else(|| "the unknown token".into());
+                    if self.strict_vocabulary {
+                        return Err(bad(
+                            "prompt",
+                            format!("not in the model's vocabulary: {words}"),
+                        ));
+                    }
+                    tracing::warn!("not in the model's vocabulary, read as {unk}: {words}");
                 }
                 Ok(TextTokens {
                     prompt: text,
