@@ -56,7 +56,9 @@ pub use output::{
     ranked_file, write, write_reranked, write_run,
 };
 pub use parameters::ImageParameters;
-pub use provenance::{Provenance, Threads, manifest_sha256, onnxruntime_version, rfc3339};
+pub use provenance::{
+    Provenance, Threads, manifest_sha256, onnxruntime_build, onnxruntime_version, rfc3339,
+};
 pub use step::{DecoderStep, StateRows};
 pub use timings::LoopTimings;
 

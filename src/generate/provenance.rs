@@ -20,8 +20,10 @@ pub struct Provenance {
     pub exporter: String,
     /// The program that generated (`dalle-ort 0.1.0`).
     pub runtime: String,
-    /// ONNX Runtime's version (from its build string), when it is loaded.
+    /// ONNX Runtime's version ([`onnxruntime_version`]), when it is loaded.
     pub onnxruntime: Option<String>,
+    /// Its build string (git commit, build type).
+    pub onnxruntime_build: Option<String>,
     /// The execution provider the sessions run on (`cpu`, `cuda`, `tensorrt`).
     pub execution_provider: String,
     pub threads: Threads,
@@ -53,6 +55,7 @@ impl Provenance {
             exporter: exporter.to_string(),
             runtime: runtime.to_string(),
             onnxruntime: onnxruntime_version(),
+            onnxruntime_build: onnxruntime_build(),
             execution_provider: execution_provider.to_string(),
             threads: Threads {
                 intra_op: None,
@@ -85,16 +88,28 @@ pub fn manifest_sha256(bundle: &Path) -> Result<String> {
         .collect())
 }
 
-/// The loaded ONNX Runtime's version (`1.31.1`), from its build string (`git-branch=rel-1.31.1`);
-/// the whole build string when it has no such field; `None` before it is loaded.
+/// The loaded ONNX Runtime's version (`1.31.1`): from its build string when that names a release
+/// branch (`git-branch=rel-1.31.1`), else from the library's file name
+/// (`libonnxruntime.so.1.31.1`); `None` before it is loaded or when neither says.
 pub fn onnxruntime_version() -> Option<String> {
-    crate::ort_lib::loaded_library()?;
-    let info = ort::info();
-    let version = info
+    let library = crate::ort_lib::loaded_library()?;
+    if let Some(v) = ort::info()
         .split([',', ' '])
         .find_map(|f| f.trim().strip_prefix("git-branch=rel-"))
-        .unwrap_or(info);
+    {
+        return Some(v.to_string());
+    }
+    let name = library.path.file_name()?.to_string_lossy().into_owned();
+    let (_, version) = name
+        .split_once(".so.")
+        .or_else(|| name.split_once(".dylib."))?;
     Some(version.to_string())
+}
+
+/// ONNX Runtime's build string (`ORT Build Info: git-branch=…, git-commit-id=…`), when loaded.
+pub fn onnxruntime_build() -> Option<String> {
+    crate::ort_lib::loaded_library()?;
+    Some(ort::info().to_string())
 }
 
 /// `t` as RFC 3339 in UTC, to the second.

@@ -121,9 +121,7 @@ pub fn decode(g: &Global, options: EpOptions, args: DecodeArgs) -> Result<()> {
     let mut paths = paths.into_iter().enumerate();
     for start in (0..count).step_by(batch) {
         let end = (start + batch).min(count);
-        let chunk = ids
-            .slice_axis(Axis(0), Slice::from(start..end))
-            .to_owned();
+        let chunk = ids.slice_axis(Axis(0), Slice::from(start..end)).to_owned();
         let images = dvae::decode(&mut bundle, &chunk)
             .with_context(|| format!("decoding {} [{start}..{end}]", args.tokens.display()))?;
         for (image, (i, path)) in images.iter().zip(paths.by_ref()) {
