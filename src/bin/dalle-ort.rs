@@ -61,7 +61,7 @@ enum Command {
     Decode(codec::DecodeArgs),
     /// Generate images from a text prompt (transformer decoder + dVAE): one PNG per candidate,
     /// a grid and a JSON sidecar in the output folder
-    Generate(GenerateArgs),
+    Generate(Box<GenerateArgs>),
     /// Score how well images (PNG or JPEG) match a text prompt with the bundle's CLIP:
     /// exp(logit_scale) · cosine, one line per image in the order given
     ClipScore {
@@ -99,7 +99,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info(args) => info::run(g, options, args),
         Command::Encode(args) => codec::encode(g, options, args),
         Command::Decode(args) => codec::decode(g, options, args),
-        Command::Generate(args) => generate::run(g, options, args),
+        Command::Generate(args) => generate::run(g, options, *args),
         Command::ClipScore {
             bundle,
             prompt,
