@@ -175,6 +175,9 @@ fn demo_says_it_is_random() {
     assert!(err.contains("models/shapes/"), "{err}");
     assert!(!err.contains("until a trained demo"), "stale banner: {err}");
     assert!(!err.contains('\x1b'), "no ANSI escapes into a pipe: {err}");
+    let random = dir.path().join("random");
+    let o = dalle_export(&["demo", "--seed", "-1", "-o", random.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let help = dalle_export(&["--help"]);
     assert!(!String::from_utf8_lossy(&help.stdout).contains("until a trained demo"));
     let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();

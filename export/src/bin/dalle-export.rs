@@ -107,8 +107,15 @@ enum Command {
     /// A seeded random tiny dVAE (no trained weights) for trying the export → ONNX Runtime path
     /// without a checkpoint; the shipped trained model is `models/shapes/` (`dalle-pytorch`).
     Demo {
-        /// Seed of the random weights.
-        #[arg(long, default_value_t = 7)]
+        /// Seed of the random weights, N in [0, 2^64), or -1 for a random one (recorded in the
+        /// manifest's notes)
+        #[arg(
+            long,
+            default_value = "7",
+            value_name = "N",
+            allow_negative_numbers = true,
+            value_parser = parse_seed
+        )]
         seed: u64,
         #[command(flatten)]
         out: OutArgs,
@@ -304,6 +311,18 @@ const DEMO_DECODER: DecoderConfig = DecoderConfig {
     output_channels: 3,
     vocab_size: 512,
 };
+
+/// `--seed`: a number, or `-1` for one from the clock (as in `dalle-ort` and `shapes-eval`).
+fn parse_seed(s: &str) -> Result<u64, String> {
+    if s.trim() == "-1" {
+        return Ok(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64));
+    }
+    s.trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a seed: give a number in [0, 2^64), or -1 for random"))
+}
 
 fn export_demo(seed: u64, out: &OutArgs) -> Result<()> {
     eprintln!(
