@@ -279,3 +279,29 @@ fn clip_flag_adds_clip_to_a_dalle_pytorch_bundle() {
     assert!(m["clip"].is_object(), "{m}");
     assert!(out.join("clip_tokenizer.json").is_file() && out.join("tokenizer.json").is_file());
 }
+
+/// Flags spelled as in `dalle-ort`: `-o/--out`, `--checkpoint`, `--vae-encoder`/`--vae-decoder`;
+/// the old spellings are hidden aliases.
+#[test]
+fn flags_are_spelled_as_in_dalle_ort() {
+    let help =
+        |sub: &str| String::from_utf8_lossy(&dalle_export(&[sub, "--help"]).stdout).into_owned();
+    let text = help("openai-dvae");
+    assert!(
+        text.contains("--vae-encoder <FILE>")
+            && text.contains("--vae-decoder <FILE>")
+            && text.contains("-o, --out <DIR>"),
+        "{text}"
+    );
+    assert!(!text.contains("--encoder "), "{text}");
+    let text = help("clip");
+    assert!(
+        text.contains("--checkpoint <DIR>") && !text.contains("--model"),
+        "{text}"
+    );
+    let text = help("dalle-pytorch");
+    assert!(
+        text.contains("--vae-encoder <FILE>") && text.contains("-o, --out"),
+        "{text}"
+    );
+}

@@ -196,3 +196,37 @@ fn eval_prints_the_score_table() {
     let e = judge_err("a red circle on the top");
     assert!(e.contains("\"on the top\" is neither a position"), "{e}");
 }
+
+/// `shapes-eval` takes the runtime flags of `dalle-ort` (`--ep`, `--ort-lib`, `-v`) and the same
+/// spellings for output and seeds.
+#[test]
+fn flags_are_spelled_as_in_dalle_ort() {
+    let help = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_shapes-eval"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let text = help(&["eval", "--help"]);
+    for flag in [
+        "--ep <EP>",
+        "--ort-lib",
+        "-v, --verbose",
+        "-o, --out <DIR>",
+        "--seed <N>",
+        "--top-p",
+        "--filter-thres",
+        "Execution provider:",
+        "Sampling:",
+    ] {
+        assert!(text.contains(flag), "{flag} missing:\n{text}");
+    }
+    assert!(
+        !text.contains("--images"),
+        "old spellings are hidden:\n{text}"
+    );
+    let text = help(&["judge", "--help"]);
+    assert!(text.contains("<PROMPT IMAGES>"), "{text}");
+}
