@@ -50,6 +50,9 @@ pub struct Encoded {
     pub truncated: bool,
     /// Words of the prompt the vocabulary does not have (each became the unknown token).
     pub unknown: Vec<String>,
+    /// Characters the cleanup removed (control characters, terminal escapes), each written as
+    /// its Unicode escape (`\u{7}`).
+    pub dropped: Vec<String>,
 }
 
 impl Encoded {
@@ -200,6 +203,15 @@ impl TextTokenizer {
     /// logged. An empty prompt (after cleanup) gives all padding, as in DALLE-pytorch.
     pub fn encode(&self, prompt: &str, context_length: usize) -> Result<Encoded> {
         let (mut ids, unknown) = self.tokens(prompt)?;
+        let mut dropped: Vec<String> = vec![];
+        if self.cleanup == TextCleanup::Clip {
+            for c in prompt.chars().filter(|&c| ftfy::is_removed_control(c)) {
+                let escaped = c.escape_unicode().to_string();
+                if !dropped.contains(&escaped) {
+                    dropped.push(escaped);
+                }
+            }
+        }
         let token_count = ids.len();
         let truncated = token_count > context_length;
         if truncated {
@@ -214,6 +226,7 @@ impl TextTokenizer {
             token_count,
             truncated,
             unknown,
+            dropped,
         })
     }
 
@@ -285,6 +298,9 @@ mod tests {
             e.ensure_fits(),
             Err(Error::PromptTooLong { tokens: 5, .. })
         ));
+        let e = tok.encode("a\u{7}cat\u{1b}[1m", 8).unwrap();
+        assert_eq!(e.dropped, ["\\u{7}", "\\u{1b}"]);
+        assert!(tok.encode("a cat", 8).unwrap().dropped.is_empty());
         let e = tok.encode(" \n ", 3).unwrap();
         assert_eq!((e.ids, e.token_count), (vec![0, 0, 0], 0));
         assert_eq!(

@@ -95,7 +95,8 @@ pub struct TextTokens {
     pub token_count: usize,
     /// Whether tokens were cut to fit the text length.
     pub truncated: bool,
-    /// Words the tokenizer did not know (they became its unknown token).
+    /// Words the tokenizer did not know (they became its unknown token), then characters its
+    /// cleanup removed (as Unicode escapes, `\u{7}`).
     pub unknown: Vec<String>,
 }
 
@@ -144,7 +145,8 @@ pub struct RequestRules {
     pub clip: bool,
     /// Most candidates one request may ask for.
     pub max_candidates: usize,
-    /// Words the tokenizer does not know are an error (`prompt`) instead of a warning.
+    /// Words the tokenizer does not know (and characters its cleanup removes) are an error
+    /// (`prompt`) instead of a warning.
     pub strict_vocabulary: bool,
 }
 
@@ -330,12 +332,24 @@ impl RequestRules {
                     }
                     tracing::warn!("not in the model's vocabulary, read as {unk}: {words}");
                 }
+                if !encoded.dropped.is_empty() {
+                    let chars = encoded.dropped.join(", ");
+                    if self.strict_vocabulary {
+                        return Err(bad(
+                            "prompt",
+                            format!("characters the prompt cleanup removes: {chars}"),
+                        ));
+                    }
+                    tracing::warn!("removed by the prompt cleanup: {chars}");
+                }
+                let mut unknown = encoded.unknown;
+                unknown.extend(encoded.dropped);
                 Ok(TextTokens {
                     prompt: text,
                     ids: encoded.ids,
                     token_count: encoded.token_count,
                     truncated: encoded.truncated,
-                    unknown: encoded.unknown,
+                    unknown,
                 })
             }
         }
