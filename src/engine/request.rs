@@ -213,7 +213,7 @@ impl RequestRules {
             return Err(bad(
                 "candidates",
                 format!(
-                    "must be in 1..={}, got {}",
+                    "must be in [1, {}], got {}",
                     self.max_candidates, request.candidates
                 ),
             ));
@@ -232,7 +232,7 @@ impl RequestRules {
                 return Err(bad(
                     "rerank",
                     format!(
-                        "must be in 1..={} (the number of candidates), got {k}",
+                        "must be in [1, {}] (the number of candidates), got {k}",
                         request.candidates
                     ),
                 ));
@@ -370,7 +370,7 @@ impl RequestRules {
                     return Err(bad(
                         "init_rows",
                         format!(
-                            "must be in 1..{grid} (the image has {grid} token rows), got {rows}"
+                            "must be in [1, {grid}) (the image has {grid} token rows), got {rows}"
                         ),
                     ));
                 }
