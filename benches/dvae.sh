@@ -67,8 +67,8 @@ if [[ -n "$(git status --porcelain 2>/dev/null)" ]]; then GIT_REV="$GIT_REV (unc
 
 # --- export (ours) --------------------------------------------------------------------------
 say "timing dalle-export openai-dvae ($EXPORT_RUNS runs)"
-EXPORT_CMD=(target/release/dalle-export openai-dvae --encoder "$FIXTURE/encoder.pkl"
-    --decoder "$FIXTURE/decoder.pkl" --out "$WORK/bundle" --force)
+EXPORT_CMD=(target/release/dalle-export openai-dvae --vae-encoder "$FIXTURE/encoder.pkl"
+    --vae-decoder "$FIXTURE/decoder.pkl" -o "$WORK/bundle" --force)
 : >"$WORK/export.tsv"
 for i in $(seq 1 "$EXPORT_RUNS"); do
     sync

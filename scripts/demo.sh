@@ -24,14 +24,15 @@ start=$(date +%s)
     --checkpoint models/shapes/dalle.pt \
     --tokenizer models/shapes/tokenizer.json \
     --clip models/shapes/clip --kv-cache in-place \
-    --out "$out/shapes-bundle" --force
+    -o "$out/shapes-bundle" --force
 "$bin/dalle-ort" info --model "$out/shapes-bundle"
+# generate refuses a non-empty output folder (--force writes into it); start clean
 rm -rf "$out/generated"
 "$bin/dalle-ort" generate --model "$out/shapes-bundle" "$prompt" \
     -n 8 --top-k 16 --cond-scale 3 --seed 7 --rerank 4 -o "$out/generated"
 echo
 echo "demo: the shape-world evaluator on the 4 best candidates (CLIP order):"
-"$bin/shapes-eval" --prompts models/shapes/heldout.json judge --prompt "$prompt" \
+"$bin/shapes-eval" --prompts models/shapes/heldout.json judge "$prompt" \
     "$out"/generated/rank_*.png || true
 echo
 echo "demo: exported and generated in $(( $(date +%s) - start )) s;" \

@@ -21,12 +21,15 @@
 //! together with any other request's in shared decoder calls (per-candidate sampling in
 //! [`sampling`]; the decoder's state kept in ONNX Runtime values, [`generate::OrtDecoder`]) →
 //! `dvae_decoder` → PNGs, grid and a JSON sidecar ([`generate`]); with `--rerank K`, [`clip`]
-//! scores every candidate from the decoded pixels and only the best K are written.
+//! scores every candidate from the decoded pixels and only the best K are written. Every output
+//! file is written atomically and never through a symlink ([`atomic`]); every PNG carries its
+//! generation parameters in a text chunk ([`pngtext`], [`generate::ImageParameters`]).
 //!
 //! Library code returns [`Error`] (thiserror); the `dalle-ort` binary wraps it in `anyhow`.
 //! Pure parts (execution-provider plans, the manifest/graph diff, `.npy` and image conversion)
 //! are unit-tested without ONNX Runtime.
 
+pub mod atomic;
 pub mod bundle;
 pub mod clip;
 pub mod contract;
@@ -37,6 +40,7 @@ pub mod error;
 pub mod generate;
 pub mod npy;
 pub mod ort_lib;
+pub mod pngtext;
 pub mod preprocess;
 pub mod sampling;
 pub mod session;

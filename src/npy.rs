@@ -50,19 +50,15 @@ pub fn read_tokens(path: &Path) -> Result<Array3<i64>> {
         .map_err(|e| npy_error(path, format!("unexpected shape: {e}")))
 }
 
-/// Writes image tokens as int64 `[batch, height, width]`.
+/// Writes image tokens as int64 `[batch, height, width]`, atomically and never through a
+/// symlink ([`crate::atomic`]).
 pub fn write_tokens(path: &Path, tokens: &Array3<i64>) -> Result<()> {
-    let file = File::create(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut writer = BufWriter::new(file);
-    tokens
-        .write_npy(&mut writer)
-        .map_err(|e| npy_error(path, format!("cannot write: {e}")))?;
-    writer.flush().map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
+    crate::atomic::write_with(path, |file| {
+        let mut writer = BufWriter::new(file);
+        tokens
+            .write_npy(&mut writer)
+            .map_err(|e| std::io::Error::other(format!("cannot write .npy: {e}")))?;
+        writer.flush()
     })
 }
 

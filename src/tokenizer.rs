@@ -50,6 +50,9 @@ pub struct Encoded {
     pub truncated: bool,
     /// Words of the prompt the vocabulary does not have (each became the unknown token).
     pub unknown: Vec<String>,
+    /// Characters the cleanup removed (control characters, terminal escapes), each written as
+    /// its Unicode escape (`\u{7}`).
+    pub dropped: Vec<String>,
 }
 
 impl Encoded {
@@ -123,9 +126,48 @@ impl TextTokenizer {
 
     /// The unknown-token id of the vocabulary, if it has one.
     fn unknown_id(&self) -> Option<u32> {
+        self.unknown_token()
+            .and_then(|t| self.inner.token_to_id(&t))
+    }
+
+    /// The vocabulary's unknown token (`[UNK]`), if it has one.
+    pub fn unknown_token(&self) -> Option<String> {
         ["[UNK]", "<unk>", "<|unk|>"]
             .iter()
-            .find_map(|t| self.inner.token_to_id(t))
+            .find(|t| self.inner.token_to_id(t).is_some())
+            .map(|t| t.to_string())
+    }
+
+    /// The tokens a prompt can be made of, in id order, special tokens (padding = id 0, the
+    /// unknown token, start/end) left out: for a word-level vocabulary, the words the model knows.
+    pub fn vocabulary(&self) -> Vec<String> {
+        // Id 0 is DALLE-pytorch's padding whatever its name.
+        let mut special: std::collections::HashSet<u32> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .chain([0])
+            .collect();
+        special.extend(self.unknown_id());
+        let mut tokens: Vec<(u32, String)> = self
+            .inner
+            .get_vocab(false)
+            .into_iter()
+            .filter(|(_, id)| !special.contains(id))
+            .map(|(t, id)| (id, t))
+            .collect();
+        tokens.sort();
+        tokens.into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// Whether the vocabulary is word-level (each token a whole word, so unknown words exist).
+    pub fn is_word_level(&self) -> bool {
+        matches!(
+            self.inner.get_model(),
+            tokenizers::models::ModelWrapper::WordLevel(_)
+        )
     }
 
     /// Ids of `prompt` and the pieces of text that became the unknown token.
@@ -161,6 +203,15 @@ impl TextTokenizer {
     /// logged. An empty prompt (after cleanup) gives all padding, as in DALLE-pytorch.
     pub fn encode(&self, prompt: &str, context_length: usize) -> Result<Encoded> {
         let (mut ids, unknown) = self.tokens(prompt)?;
+        let mut dropped: Vec<String> = vec![];
+        if self.cleanup == TextCleanup::Clip {
+            for c in prompt.chars().filter(|&c| ftfy::is_removed_control(c)) {
+                let escaped = c.escape_unicode().to_string();
+                if !dropped.contains(&escaped) {
+                    dropped.push(escaped);
+                }
+            }
+        }
         let token_count = ids.len();
         let truncated = token_count > context_length;
         if truncated {
@@ -175,6 +226,7 @@ impl TextTokenizer {
             token_count,
             truncated,
             unknown,
+            dropped,
         })
     }
 
@@ -246,6 +298,9 @@ mod tests {
             e.ensure_fits(),
             Err(Error::PromptTooLong { tokens: 5, .. })
         ));
+        let e = tok.encode("a\u{7}cat\u{1b}[1m", 8).unwrap();
+        assert_eq!(e.dropped, ["\\u{7}", "\\u{1b}"]);
+        assert!(tok.encode("a cat", 8).unwrap().dropped.is_empty());
         let e = tok.encode(" \n ", 3).unwrap();
         assert_eq!((e.ids, e.token_count), (vec![0, 0, 0], 0));
         assert_eq!(

@@ -41,11 +41,11 @@ fn exports_the_dvae_and_inspects_it() {
     let dec = fixture("dvae_small/decoder.pkl");
     let o = dalle_export(&[
         "openai-dvae",
-        "--encoder",
+        "--vae-encoder",
         enc.to_str().unwrap(),
-        "--decoder",
+        "--vae-decoder",
         dec.to_str().unwrap(),
-        "--out",
+        "-o",
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -66,7 +66,7 @@ fn exports_the_dvae_and_inspects_it() {
     // An existing bundle is not replaced without --force.
     let o = dalle_export(&[
         "openai-dvae",
-        "--decoder",
+        "--decoder", // the old spelling, a hidden alias
         dec.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
@@ -107,7 +107,7 @@ fn bad_invocations_are_clear_errors() {
     let o = dalle_export(&["openai-dvae", "--out", "/tmp/never-written"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("give --encoder, --decoder, or both"),
+        stderr(&o).contains("give --vae-encoder, --vae-decoder, or both"),
         "{}",
         stderr(&o)
     );
@@ -132,6 +132,7 @@ fn bad_invocations_are_clear_errors() {
         "the cause is printed once: {err}"
     );
 
+    // `--model` is the old spelling of `clip --checkpoint` (a hidden alias)
     let o = dalle_export(&["clip", "--model", "x", "--out", "y"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("x: not a directory"), "{}", stderr(&o));
@@ -145,7 +146,7 @@ fn exports_a_hugging_face_clip_directory() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../python-free-tests/fixtures/clip_small_gelu");
     let o = dalle_export(&[
         "clip",
-        "--model",
+        "--checkpoint",
         model.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
@@ -169,7 +170,16 @@ fn demo_says_it_is_random() {
     let out = dir.path().join("demo");
     let o = dalle_export(&["demo", "--out", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("RANDOM model"), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("RANDOM dVAE"), "{err}");
+    assert!(err.contains("models/shapes/"), "{err}");
+    assert!(!err.contains("until a trained demo"), "stale banner: {err}");
+    assert!(!err.contains('\x1b'), "no ANSI escapes into a pipe: {err}");
+    let random = dir.path().join("random");
+    let o = dalle_export(&["demo", "--seed", "-1", "-o", random.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let help = dalle_export(&["--help"]);
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("until a trained demo"));
     let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
     assert!(manifest.contains("not a trained model"), "{manifest}");
 }
@@ -268,4 +278,30 @@ fn clip_flag_adds_clip_to_a_dalle_pytorch_bundle() {
     }
     assert!(m["clip"].is_object(), "{m}");
     assert!(out.join("clip_tokenizer.json").is_file() && out.join("tokenizer.json").is_file());
+}
+
+/// Flags spelled as in `dalle-ort`: `-o/--out`, `--checkpoint`, `--vae-encoder`/`--vae-decoder`;
+/// the old spellings are hidden aliases.
+#[test]
+fn flags_are_spelled_as_in_dalle_ort() {
+    let help =
+        |sub: &str| String::from_utf8_lossy(&dalle_export(&[sub, "--help"]).stdout).into_owned();
+    let text = help("openai-dvae");
+    assert!(
+        text.contains("--vae-encoder <FILE>")
+            && text.contains("--vae-decoder <FILE>")
+            && text.contains("-o, --out <DIR>"),
+        "{text}"
+    );
+    assert!(!text.contains("--encoder "), "{text}");
+    let text = help("clip");
+    assert!(
+        text.contains("--checkpoint <DIR>") && !text.contains("--model"),
+        "{text}"
+    );
+    let text = help("dalle-pytorch");
+    assert!(
+        text.contains("--vae-encoder <FILE>") && text.contains("-o, --out"),
+        "{text}"
+    );
 }

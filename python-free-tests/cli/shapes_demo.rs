@@ -95,6 +95,18 @@ fn default_prompt_with_the_default_seed_is_rendered_correctly() {
             "--prompts",
             prompts.to_str().unwrap(),
             "judge",
+            PROMPT,
+            best.to_str().unwrap(),
+        ],
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains(": correct"));
+    // the old spelling still works
+    let o = run(
+        env!("CARGO_BIN_EXE_shapes-eval"),
+        &[
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "judge",
             "--prompt",
             PROMPT,
             best.to_str().unwrap(),
@@ -109,11 +121,14 @@ fn eval_prints_the_score_table() {
     let bundle = export(dir.path());
     let prompts = repo().join("models/shapes/heldout.json");
     let report = dir.path().join("table.md");
+    let grids = dir.path().join("grids");
     let o = run(
         env!("CARGO_BIN_EXE_shapes-eval"),
         &[
             "--prompts",
             prompts.to_str().unwrap(),
+            "--ep",
+            "cpu",
             "eval",
             "--model",
             bundle.to_str().unwrap(),
@@ -121,12 +136,36 @@ fn eval_prints_the_score_table() {
             "2",
             "--limit",
             "3",
+            "--seed",
+            "-1",
+            "-o",
+            grids.to_str().unwrap(),
             "--report",
             report.to_str().unwrap(),
         ],
     );
     let table = std::fs::read_to_string(&report).unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains(&table));
+    assert!(grids.join("prompt_002.png").is_file());
+    let params = dalle::pngtext::read_parameters(&grids.join("prompt_000.png"))
+        .unwrap()
+        .unwrap();
+    assert!(params.contains("\nSeed: "), "{params}");
+    // a second run refuses the non-empty image folder
+    let again = Command::new(env!("CARGO_BIN_EXE_shapes-eval"))
+        .args([
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "eval",
+            "--model",
+            bundle.to_str().unwrap(),
+            "-o",
+            grids.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
     assert!(table.contains("| prompts | check | one sample | CLIP best of 2 | any of 2 |"));
     for check in ["one object", "colour", "shape", "size", "position", "all"] {
         assert!(
@@ -134,17 +173,60 @@ fn eval_prints_the_score_table() {
             "{table}"
         );
     }
-    // a prompt outside the world's caption language is a clear error
-    let o = Command::new(env!("CARGO_BIN_EXE_shapes-eval"))
-        .args([
-            "--prompts",
-            prompts.to_str().unwrap(),
-            "judge",
-            "--prompt",
-            "a cat",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not a caption of the shape world"));
+    // a prompt outside the world's caption language is a clear error naming what is not
+    let judge_err = |prompt: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_shapes-eval"))
+            .args([
+                "--prompts",
+                prompts.to_str().unwrap(),
+                "judge",
+                prompt,
+                "x.png",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let e = judge_err("a cat");
+    assert!(
+        e.contains("not a caption of the shape world") && e.contains("\"cat\" is not a word"),
+        "{e}"
+    );
+    let e = judge_err("a red circle on the top");
+    assert!(e.contains("\"on the top\" is neither a position"), "{e}");
+}
+
+/// `shapes-eval` takes the runtime flags of `dalle-ort` (`--ep`, `--ort-lib`, `-v`) and the same
+/// spellings for output and seeds.
+#[test]
+fn flags_are_spelled_as_in_dalle_ort() {
+    let help = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_shapes-eval"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let text = help(&["eval", "--help"]);
+    for flag in [
+        "--ep <EP>",
+        "--ort-lib",
+        "-v, --verbose",
+        "-o, --out <DIR>",
+        "--seed <N>",
+        "--top-p",
+        "--filter-thres",
+        "Execution provider:",
+        "Sampling:",
+    ] {
+        assert!(text.contains(flag), "{flag} missing:\n{text}");
+    }
+    assert!(
+        !text.contains("--images"),
+        "old spellings are hidden:\n{text}"
+    );
+    let text = help(&["judge", "--help"]);
+    assert!(text.contains("<PROMPT IMAGES>"), "{text}");
 }

@@ -231,8 +231,11 @@ fn generates_pngs_grid_and_sidecar() {
     let grid = preprocess::load_image(&target.join("grid.png")).unwrap();
     assert_eq!(
         (grid.width(), grid.height()),
-        (512, 512),
-        "3 candidates: 2×2 grid"
+        (
+            2 * 256 + generate::gutter(256),
+            2 * 256 + generate::gutter(256)
+        ),
+        "3 candidates: 2×2 grid with a gutter"
     );
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(target.join("generation.json")).unwrap()).unwrap();

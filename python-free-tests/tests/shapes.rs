@@ -120,12 +120,39 @@ fn evaluation_prompts_parse_back_to_their_scenes() {
         "A Picture of a  large Blue square at the top",
         "there is a green triangle and a white circle",
         "an image of a yellow square to the right of a red triangle",
+        // every phrasing the world renders: colour left out, sizes on both objects
+        "a circle",
+        "a small triangle on the left",
+        "a large red circle above a large blue square",
+        "there is a small green square and a small white circle",
     ] {
         assert!(w.parse_prompt(ok).is_some(), "{ok}");
     }
+    let pair = w
+        .parse_caption("a large red circle above a large blue square")
+        .unwrap();
+    assert_eq!(pair.objects[1].size.as_deref(), Some("large"));
+    assert_eq!(w.parse_caption("a circle").unwrap().objects[0].colour, None);
+    // errors name the word or the construction
+    for (bad, says) in [
+        (
+            "a purple circle",
+            "\"purple\" is not a word of the shape world",
+        ),
+        ("red circle", "starts with one of"),
+        ("a red circle and", "needs a second object"),
+        (
+            "a red circle and a large blue square",
+            "both objects or neither",
+        ),
+        ("a circle above a blue square", "both objects' colours"),
+        ("a red circle on the top", "is neither a position"),
+    ] {
+        let e = w.parse_caption(bad).unwrap_err();
+        assert!(e.contains(says), "{bad:?}: {e}");
+    }
     for bad in [
         "",
-        "a circle",
         "a purple circle",
         "a red circle on the moon",
         "a red circle and",

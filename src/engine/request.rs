@@ -95,7 +95,8 @@ pub struct TextTokens {
     pub token_count: usize,
     /// Whether tokens were cut to fit the text length.
     pub truncated: bool,
-    /// Words the tokenizer did not know (they became its unknown token).
+    /// Words the tokenizer did not know (they became its unknown token), then characters its
+    /// cleanup removed (as Unicode escapes, `\u{7}`).
     pub unknown: Vec<String>,
 }
 
@@ -144,6 +145,9 @@ pub struct RequestRules {
     pub clip: bool,
     /// Most candidates one request may ask for.
     pub max_candidates: usize,
+    /// Words the tokenizer does not know (and characters its cleanup removes) are an error
+    /// (`prompt`) instead of a warning.
+    pub strict_vocabulary: bool,
 }
 
 /// Default cap on candidates per request.
@@ -180,6 +184,7 @@ impl RequestRules {
             image_encoder: m.graphs.contains_key(&GraphRole::DvaeEncoder),
             clip: crate::clip::info(bundle).is_ok(),
             max_candidates: MAX_CANDIDATES,
+            strict_vocabulary: false,
         })
     }
 
@@ -208,7 +213,7 @@ impl RequestRules {
             return Err(bad(
                 "candidates",
                 format!(
-                    "must be in 1..={}, got {}",
+                    "must be in [1, {}], got {}",
                     self.max_candidates, request.candidates
                 ),
             ));
@@ -227,7 +232,7 @@ impl RequestRules {
                 return Err(bad(
                     "rerank",
                     format!(
-                        "must be in 1..={} (the number of candidates), got {k}",
+                        "must be in [1, {}] (the number of candidates), got {k}",
                         request.candidates
                     ),
                 ));
@@ -310,22 +315,41 @@ impl RequestRules {
                     ));
                 }
                 if !encoded.unknown.is_empty() {
-                    tracing::warn!(
-                        "unknown to the tokenizer (read as its unknown token): {}",
-                        encoded
-                            .unknown
-                            .iter()
-                            .map(|w| format!("{w:?}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
+                    let words = encoded
+                        .unknown
+                        .iter()
+                        .map(|w| format!("{w:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let unk = tokenizer
+                        .unknown_token()
+                        .unwrap_or_else(|| "the unknown token".into());
+                    if self.strict_vocabulary {
+                        return Err(bad(
+                            "prompt",
+                            format!("not in the model's vocabulary: {words}"),
+                        ));
+                    }
+                    tracing::warn!("not in the model's vocabulary, read as {unk}: {words}");
                 }
+                if !encoded.dropped.is_empty() {
+                    let chars = encoded.dropped.join(", ");
+                    if self.strict_vocabulary {
+                        return Err(bad(
+                            "prompt",
+                            format!("characters the prompt cleanup removes: {chars}"),
+                        ));
+                    }
+                    tracing::warn!("removed by the prompt cleanup: {chars}");
+                }
+                let mut unknown = encoded.unknown;
+                unknown.extend(encoded.dropped);
                 Ok(TextTokens {
                     prompt: text,
                     ids: encoded.ids,
                     token_count: encoded.token_count,
                     truncated: encoded.truncated,
-                    unknown: encoded.unknown,
+                    unknown,
                 })
             }
         }
@@ -346,7 +370,7 @@ impl RequestRules {
                     return Err(bad(
                         "init_rows",
                         format!(
-                            "must be in 1..{grid} (the image has {grid} token rows), got {rows}"
+                            "must be in [1, {grid}) (the image has {grid} token rows), got {rows}"
                         ),
                     ));
                 }

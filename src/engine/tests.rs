@@ -72,6 +72,7 @@ fn rules() -> RequestRules {
         image_encoder: true,
         clip: false,
         max_candidates: 16,
+        strict_vocabulary: false,
     }
 }
 

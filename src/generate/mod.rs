@@ -1,7 +1,7 @@
 //! The decoder side of generation: the [`DecoderStep`] trait the engine's row batches drive,
 //! its ONNX Runtime implementation ([`OrtDecoder`]), DALLE-pytorch's unified input ids
-//! ([`ids`]), and writing the results ([`write_reranked`]: PNGs, grid, sidecar). The loop
-//! itself is the engine's ([`crate::engine`]).
+//! ([`ids`]), and writing the results ([`write_run`]: PNGs with their [`ImageParameters`], grid,
+//! sidecar with [`Provenance`]). The loop itself is the engine's ([`crate::engine`]).
 //!
 //! # State handling (why IoBinding, and what it costs)
 //!
@@ -36,9 +36,12 @@
 //! On GPU providers the state would still round-trip through host memory (CPU memory info);
 //! keeping it on the device is future work.
 
+mod compact_json;
 pub mod ids;
 mod ort_step;
 mod output;
+mod parameters;
+mod provenance;
 mod step;
 mod timings;
 
@@ -48,8 +51,13 @@ pub(crate) mod fake;
 pub use ids::{image_id, push_image_codes, text_row, unconditional_row};
 pub use ort_step::{OrtDecoder, OrtState};
 pub use output::{
-    GRID_FILE, PromptInfo, Rerank, SIDECAR_FILE, candidate_file, grid, grid_shape, ranked_file,
-    write, write_reranked,
+    Destination, GRID_FILE, GUTTER_COLOUR, PromptInfo, Rerank, RunRecord, SIDECAR_FILE,
+    candidate_file, candidate_name, grid, grid_shape, gutter, index_width, numbered_files,
+    ranked_file, write, write_reranked, write_run,
+};
+pub use parameters::ImageParameters;
+pub use provenance::{
+    Provenance, Threads, manifest_sha256, onnxruntime_build, onnxruntime_version, rfc3339,
 };
 pub use step::{DecoderStep, StateRows};
 pub use timings::LoopTimings;

@@ -5,7 +5,8 @@ use super::spec::{EvalPrompt, World};
 
 /// The checks of one image against its prompt, in report order; `correct` is the category's
 /// headline check (single: every attribute and exactly one object; binding: exactly the two
-/// coloured shapes; relation: those, placed as asked).
+/// coloured shapes, of the sizes asked when the caption gives sizes; relation: those, placed as
+/// asked).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verdict {
     pub checks: Vec<(&'static str, bool)>,
@@ -22,7 +23,7 @@ pub fn judge(prompt: &EvalPrompt, objects: &[DetectedObject], world: &World) -> 
     if prompt.objects.len() == 1 {
         single(prompt, objects, world)
     } else {
-        pair(prompt, objects)
+        pair(prompt, objects, world)
     }
 }
 
@@ -32,7 +33,7 @@ fn single(prompt: &EvalPrompt, objects: &[DetectedObject], world: &World) -> Ver
     let (colour, shape, size, position) = match objects.first() {
         None => (false, false, false, false),
         Some(o) => (
-            o.colour == want.colour,
+            want.colour.as_deref().is_none_or(|c| o.colour == c),
             o.shape == want.shape,
             want.size
                 .as_deref()
@@ -74,16 +75,23 @@ pub fn relation_of(a: &DetectedObject, b: &DetectedObject) -> &'static str {
     }
 }
 
-fn pair(prompt: &EvalPrompt, objects: &[DetectedObject]) -> Verdict {
+fn pair(prompt: &EvalPrompt, objects: &[DetectedObject], world: &World) -> Verdict {
     let two = objects.len() == 2;
     let want = &prompt.objects;
     let present = two
         && sorted(objects.iter().map(|o| o.colour.as_str()))
-            == sorted(want.iter().map(|o| o.colour.as_str()))
+            == sorted(want.iter().map(|o| o.colour.as_deref().unwrap_or("")))
         && sorted(objects.iter().map(|o| o.shape.as_str()))
             == sorted(want.iter().map(|o| o.shape.as_str()));
-    let matches =
-        |o: &DetectedObject, i: usize| o.colour == want[i].colour && o.shape == want[i].shape;
+    // A sized two-object caption binds the sizes too (two-object scenes use `pair_sizes`).
+    let matches = |o: &DetectedObject, i: usize| {
+        want[i].colour.as_deref() == Some(o.colour.as_str())
+            && o.shape == want[i].shape
+            && want[i]
+                .size
+                .as_deref()
+                .is_none_or(|s| o.size_name(&world.pair_sizes) == s)
+    };
     // the detected object playing the prompt's first object, when the binding is right
     let first = if two && matches(&objects[0], 0) && matches(&objects[1], 1) {
         Some((&objects[0], &objects[1]))

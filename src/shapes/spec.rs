@@ -31,18 +31,55 @@ pub struct World {
 }
 
 impl World {
-    /// Reads a prompt written in the world's caption language into the scene it asks for:
-    /// `PREFIX [size] colour shape [position phrase]`, `PREFIX colour shape and a colour shape`
-    /// or `PREFIX colour shape RELATION PHRASE a colour shape`. `None` when the text is not such
-    /// a caption.
+    /// [`World::parse_caption`], `None` for text that is not a caption of the world.
     pub fn parse_prompt(&self, text: &str) -> Option<EvalPrompt> {
+        self.parse_caption(text).ok()
+    }
+
+    /// Every word a caption may use.
+    pub fn words(&self) -> Vec<String> {
+        let mut words: Vec<String> = self
+            .prefixes
+            .iter()
+            .chain(self.position_phrases.values())
+            .chain(self.relation_phrases.values())
+            .flat_map(|p| p.split_whitespace().map(str::to_string))
+            .chain(self.colours.keys().cloned())
+            .chain(self.shapes.iter().cloned())
+            .chain(self.sizes.keys().cloned())
+            .chain(["a".to_string(), "and".to_string()])
+            .collect();
+        words.sort();
+        words.dedup();
+        words
+    }
+
+    /// Reads a caption of the world (every phrasing `models/train/world.py` renders) into the
+    /// scene it asks for: `PREFIX [size] [colour] shape [position phrase]`, or `PREFIX [size]
+    /// colour shape and a [size] colour shape`, or `PREFIX [size] colour shape RELATION PHRASE
+    /// a [size] colour shape` (sizes on both objects or neither). Case and spacing do not
+    /// matter. The error names the word or construction that is not the world's.
+    pub fn parse_caption(&self, text: &str) -> Result<EvalPrompt, String> {
         let words: Vec<String> = text.split_whitespace().map(|w| w.to_lowercase()).collect();
+        let vocabulary = self.words();
+        if let Some(w) = words.iter().find(|w| !vocabulary.contains(w)) {
+            return Err(format!(
+                "{w:?} is not a word of the shape world (its words: {})",
+                vocabulary.join(" ")
+            ));
+        }
         let text = words.join(" ");
         let mut prefixes: Vec<&String> = self.prefixes.iter().collect();
         prefixes.sort_by_key(|p| std::cmp::Reverse(p.len()));
         let rest = prefixes
             .iter()
-            .find_map(|p| text.strip_prefix(p.as_str())?.strip_prefix(' '))?;
+            .find_map(|p| text.strip_prefix(p.as_str())?.strip_prefix(' '))
+            .ok_or_else(|| {
+                format!(
+                    "a caption starts with one of {} and then an object",
+                    quoted(self.prefixes.iter())
+                )
+            })?;
         let (first, rest) = self.noun_phrase(rest)?;
         let prompt = |category: &str, objects, relation| EvalPrompt {
             category: category.to_string(),
@@ -51,7 +88,7 @@ impl World {
             relation,
         };
         if rest.is_empty() {
-            return Some(prompt("single", vec![first], None));
+            return Ok(prompt("single", vec![first], None));
         }
         if let Some((name, _)) = self
             .position_phrases
@@ -60,58 +97,102 @@ impl World {
         {
             let mut o = first;
             o.position = Some(name.clone());
-            return Some(prompt("single", vec![o], None));
+            return Ok(prompt("single", vec![o], None));
         }
-        if first.size.is_some() {
-            return None; // two-object prompts do not name sizes
-        }
-        let second = |tail: &str| {
-            let (o, end) = self.noun_phrase(tail.strip_prefix("a ")?)?;
-            (end.is_empty() && o.size.is_none()).then_some(o)
+        let second = |tail: &str| -> Result<ExpectedObject, String> {
+            let tail = tail
+                .strip_prefix("a ")
+                .ok_or_else(|| format!("expected \"a\" and a second object, found {tail:?}"))?;
+            let (o, end) = self.noun_phrase(tail)?;
+            if !end.is_empty() {
+                return Err(format!(
+                    "{end:?} after the second object: two-object captions have no position"
+                ));
+            }
+            if first.colour.is_none() || o.colour.is_none() {
+                return Err("two-object captions name both objects' colours".into());
+            }
+            if first.size.is_some() != o.size.is_some() {
+                return Err("two-object captions give a size to both objects or neither".into());
+            }
+            Ok(o)
         };
         if let Some(tail) = rest.strip_prefix("and ") {
-            return Some(prompt("binding", vec![first, second(tail)?], None));
+            return Ok(prompt("binding", vec![first.clone(), second(tail)?], None));
         }
-        self.relation_phrases.iter().find_map(|(name, phrase)| {
-            let tail = rest.strip_prefix(phrase.as_str())?.strip_prefix(' ')?;
-            Some(prompt(
-                "relation",
-                vec![first.clone(), second(tail)?],
-                Some(name.clone()),
-            ))
-        })
+        if rest == "and" {
+            return Err("\"and\" needs a second object (\"and a blue square\")".into());
+        }
+        for (name, phrase) in &self.relation_phrases {
+            if let Some(tail) = rest
+                .strip_prefix(phrase.as_str())
+                .and_then(|t| t.strip_prefix(' '))
+            {
+                return Ok(prompt(
+                    "relation",
+                    vec![first.clone(), second(tail)?],
+                    Some(name.clone()),
+                ));
+            }
+        }
+        Err(format!(
+            "{rest:?} is neither a position ({}), \"and a …\", nor a relation ({})",
+            quoted(self.position_phrases.values()),
+            quoted(
+                self.relation_phrases
+                    .values()
+                    .map(|p| format!("{p} a …"))
+                    .collect::<Vec<_>>()
+                    .iter()
+            )
+        ))
     }
 
-    /// `[size] colour shape` at the start of `text`, and what follows (trimmed).
-    fn noun_phrase<'t>(&self, text: &'t str) -> Option<(ExpectedObject, &'t str)> {
-        let mut words = text.splitn(4, ' ').collect::<Vec<_>>();
-        let size = if self.sizes.contains_key(*words.first()?) {
-            Some(words.remove(0).to_string())
-        } else {
-            None
+    /// `[size] [colour] shape` at the start of `text`, and what follows (trimmed).
+    fn noun_phrase<'t>(&self, text: &'t str) -> Result<(ExpectedObject, &'t str), String> {
+        let mut rest = text;
+        let mut take = |known: &dyn Fn(&str) -> bool| -> Option<String> {
+            let (word, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if !word.is_empty() && known(word) {
+                rest = tail;
+                Some(word.to_string())
+            } else {
+                None
+            }
         };
-        let colour = words.first().filter(|w| self.colours.contains_key(**w))?;
-        let shape = words
-            .get(1)
-            .filter(|w| self.shapes.iter().any(|s| s == *w))?;
-        let consumed = size.as_ref().map_or(0, |s| s.len() + 1) + colour.len() + 1 + shape.len();
-        let rest = text.get(consumed..)?.trim_start();
-        Some((
+        let size = take(&|w| self.sizes.contains_key(w));
+        let colour = take(&|w| self.colours.contains_key(w));
+        let shape = take(&|w| self.shapes.iter().any(|s| s == w)).ok_or_else(|| {
+            format!(
+                "expected an object ([size] [colour] shape, shapes: {}) at {text:?}",
+                self.shapes.join(", ")
+            )
+        })?;
+        Ok((
             ExpectedObject {
-                colour: colour.to_string(),
-                shape: shape.to_string(),
+                colour,
+                shape,
                 size,
                 position: None,
             },
-            rest,
+            rest.trim_start(),
         ))
     }
+}
+
+fn quoted<S: AsRef<str>>(items: impl Iterator<Item = S>) -> String {
+    items
+        .map(|s| format!("\"{}\"", s.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One object a prompt asks for; size and position only for single-object prompts.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct ExpectedObject {
-    pub colour: String,
+    /// `None`: any colour (single-object captions may leave it out).
+    #[serde(default)]
+    pub colour: Option<String>,
     pub shape: String,
     #[serde(default)]
     pub size: Option<String>,
@@ -180,8 +261,14 @@ impl EvalSet {
                 return Err(at(format!("unknown relation {r:?}")));
             }
             for o in &p.objects {
-                if !w.colours.contains_key(&o.colour) {
-                    return Err(at(format!("unknown colour {:?}", o.colour)));
+                match &o.colour {
+                    Some(c) if !w.colours.contains_key(c) => {
+                        return Err(at(format!("unknown colour {c:?}")));
+                    }
+                    None if want == 2 => {
+                        return Err(at("two-object prompts name both colours".into()));
+                    }
+                    _ => {}
                 }
                 if !w.shapes.contains(&o.shape) {
                     return Err(at(format!("unknown shape {:?}", o.shape)));

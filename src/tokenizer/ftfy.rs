@@ -297,7 +297,7 @@ fn remove_terminal_escapes(text: &str) -> String {
 }
 
 /// `remove_control_chars`: the control characters ftfy strips.
-fn is_removed_control(c: char) -> bool {
+pub(crate) fn is_removed_control(c: char) -> bool {
     matches!(c as u32,
         0x00..=0x08 | 0x0B | 0x0E..=0x1F | 0x7F | 0x206A..=0x206F | 0xFEFF | 0xFFF9..=0xFFFC)
 }

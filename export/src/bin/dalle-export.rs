@@ -1,5 +1,9 @@
 //! `dalle-export`: checkpoints → ONNX bundle. Thin CLI over the `dalle_export` library: each
 //! subcommand turns its flags into the family's options and calls its `add_to_bundle`.
+//!
+//! Flags are spelled as in `dalle-ort`: `-o/--out` for what is written, `--checkpoint` for the
+//! source model, `--vae-encoder`/`--vae-decoder` for dVAE files, `-v` for logging (the same
+//! logger, `src/bin/shared/logging.rs`). Exports show a spinner on a terminal.
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -9,8 +13,15 @@ use dalle_export::families::dalle_pytorch::decoder::{DecoderOptions, KvCacheLayo
 use dalle_export::families::openai_dvae::{self, DecoderConfig, EncoderConfig, Half};
 use dalle_export::families::{clip, dalle_pytorch};
 use dalle_export::graph::{check, proto_io, text};
+use indicatif::ProgressBar;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::OnceLock;
+
+#[path = "../../../src/bin/shared/logging.rs"]
+mod logging;
+#[path = "../../../src/bin/shared/progress.rs"]
+mod progress;
 
 #[derive(Parser)]
 #[command(
@@ -19,7 +30,8 @@ use std::process::ExitCode;
     about = "Export DALL·E-1-family checkpoints to ONNX bundles for dalle-ort"
 )]
 struct Cli {
-    /// Log more (-v info, -vv debug).
+    /// More logging: -v info, -vv debug, -vvv trace (with timestamps and module paths);
+    /// RUST_LOG overrides
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     #[command(subcommand)]
@@ -29,7 +41,7 @@ struct Cli {
 #[derive(clap::Args)]
 struct OutArgs {
     /// Bundle directory to write (created atomically).
-    #[arg(long)]
+    #[arg(short, long, value_name = "DIR")]
     out: PathBuf,
     /// Replace an existing bundle at --out.
     #[arg(long)]
@@ -44,10 +56,10 @@ enum Command {
     /// OpenAI's released dVAE (`encoder.pkl`/`decoder.pkl`, or the same weights as safetensors).
     OpenaiDvae {
         /// Encoder checkpoint (`encoder.pkl` or `.safetensors`).
-        #[arg(long)]
+        #[arg(long = "vae-encoder", alias = "encoder", value_name = "FILE")]
         encoder: Option<PathBuf>,
         /// Decoder checkpoint (`decoder.pkl` or `.safetensors`).
-        #[arg(long)]
+        #[arg(long = "vae-decoder", alias = "decoder", value_name = "FILE")]
         decoder: Option<PathBuf>,
         #[command(flatten)]
         out: OutArgs,
@@ -55,17 +67,17 @@ enum Command {
     /// A DALLE-pytorch checkpoint saved by train_dalle.py: transformer decoder, VAE, tokenizer.
     DallePytorch {
         /// The checkpoint (`dalle.pt`).
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         checkpoint: PathBuf,
         /// The Hugging Face `tokenizer.json` the model was trained with (default: DALLE-pytorch's
         /// SimpleTokenizer, CLIP BPE with 49408 ids).
         #[arg(long)]
         tokenizer: Option<PathBuf>,
         /// OpenAI dVAE encoder (`encoder.pkl`) for checkpoints trained with OpenAIDiscreteVAE.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         vae_encoder: Option<PathBuf>,
         /// OpenAI dVAE decoder (`decoder.pkl`) for checkpoints trained with OpenAIDiscreteVAE.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         vae_decoder: Option<PathBuf>,
         /// A Hugging Face CLIP model directory to add for reranking (`clip_text`, `clip_image`).
         #[arg(long, value_name = "DIR")]
@@ -87,15 +99,23 @@ enum Command {
     /// pytorch_model.bin, tokenizer.json or vocab.json + merges.txt): text and image encoders.
     Clip {
         /// The model directory.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long = "checkpoint", alias = "model", value_name = "DIR")]
         model: PathBuf,
         #[command(flatten)]
         out: OutArgs,
     },
-    /// A seeded random tiny model (no trained weights): the default model until a trained demo exists.
+    /// A seeded random tiny dVAE (no trained weights) for trying the export → ONNX Runtime path
+    /// without a checkpoint; the shipped trained model is `models/shapes/` (`dalle-pytorch`).
     Demo {
-        /// Seed of the random weights.
-        #[arg(long, default_value_t = 7)]
+        /// Seed of the random weights, N in [0, 2^64), or -1 for a random one (recorded in the
+        /// manifest's notes)
+        #[arg(
+            long,
+            default_value = "7",
+            value_name = "N",
+            allow_negative_numbers = true,
+            value_parser = parse_seed
+        )]
         seed: u64,
         #[command(flatten)]
         out: OutArgs,
@@ -109,20 +129,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(cli.verbose);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(bar) = SPINNER.get() {
+                bar.finish_and_clear();
+            }
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
@@ -137,7 +150,7 @@ fn run(command: Command) -> Result<()> {
             out,
         } => {
             if encoder.is_none() && decoder.is_none() {
-                bail!("give --encoder, --decoder, or both");
+                bail!("give --vae-encoder, --vae-decoder, or both");
             }
             let mut writer = writer(&out, ModelFamily::OpenaiDvae, vec![])?;
             openai_dvae::add_to_bundle(
@@ -186,13 +199,21 @@ fn run(command: Command) -> Result<()> {
     }
 }
 
-/// The CLI's [`dalle_export::families::Progress`]: one line to stderr.
+/// The spinner of the export in progress (hidden when stderr is not a terminal).
+static SPINNER: OnceLock<ProgressBar> = OnceLock::new();
+
+/// The CLI's [`dalle_export::families::Progress`]: one line to stderr (above the spinner).
 fn print(line: &str) {
-    eprintln!("{line}");
+    match SPINNER.get() {
+        Some(bar) if !bar.is_hidden() => bar.println(line),
+        _ => eprintln!("{line}"),
+    }
 }
 
 /// A writer for `out`; the family's `add_to_bundle` adds the source files it reads.
 fn writer(out: &OutArgs, family: ModelFamily, notes: Vec<String>) -> Result<BundleWriter> {
+    let bar = SPINNER.get_or_init(progress::spinner);
+    bar.set_message(format!("exporting {family} to {}", out.out.display()));
     let provenance = Provenance {
         exporter: exporter_version(),
         sources: vec![],
@@ -208,7 +229,14 @@ fn writer(out: &OutArgs, family: ModelFamily, notes: Vec<String>) -> Result<Bund
 }
 
 fn commit(writer: BundleWriter) -> Result<()> {
-    let dir = writer.commit()?;
+    if let Some(bar) = SPINNER.get() {
+        bar.set_message("writing the bundle");
+    }
+    let dir = writer.commit();
+    if let Some(bar) = SPINNER.get() {
+        bar.finish_and_clear();
+    }
+    let dir = dir?;
     eprintln!("wrote bundle {}", dir.display());
     Ok(())
 }
@@ -248,7 +276,7 @@ impl From<LogitsArg> for LogitsOutput {
 fn export_clip(model_dir: &Path, out: &OutArgs) -> Result<()> {
     let m = clip::load(model_dir)?;
     let c = &m.cfg;
-    eprintln!(
+    print(&format!(
         "clip: text {}x{} ({} layers, {:?}, pooling {:?}), vision {}x{} patch {} ({} layers, {:?}), projection {}",
         c.text.tower.hidden,
         c.text.context_length,
@@ -261,7 +289,7 @@ fn export_clip(model_dir: &Path, out: &OutArgs) -> Result<()> {
         c.vision.tower.layers,
         c.vision.tower.activation,
         c.projection_dim
-    );
+    ));
     let sources = clip::sources(&m)?;
     let mut writer = writer(out, ModelFamily::Clip, vec![])?;
     writer.manifest_mut().provenance.sources = sources;
@@ -284,9 +312,21 @@ const DEMO_DECODER: DecoderConfig = DecoderConfig {
     vocab_size: 512,
 };
 
+/// `--seed`: a number, or `-1` for one from the clock (as in `dalle-ort` and `shapes-eval`).
+fn parse_seed(s: &str) -> Result<u64, String> {
+    if s.trim() == "-1" {
+        return Ok(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64));
+    }
+    s.trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a seed: give a number in [0, 2^64), or -1 for random"))
+}
+
 fn export_demo(seed: u64, out: &OutArgs) -> Result<()> {
     eprintln!(
-        "NOTE: `demo` exports a seeded RANDOM model (seed {seed}), not a trained one: its images are noise.\n      It exercises the whole export → ONNX Runtime path until a trained demo model ships."
+        "NOTE: `demo` exports a seeded RANDOM dVAE (seed {seed}), not a trained one: its images are noise.\n      It exercises the export → ONNX Runtime path without a checkpoint; the shipped trained\n      model is models/shapes/ (scripts/demo.sh exports it with `dalle-export dalle-pytorch`)."
     );
     let notes = vec![format!(
         "seeded random weights (seed {seed}): not a trained model"

@@ -1,0 +1,154 @@
+//! `dalle-ort encode` and `decode`: images ⇄ dVAE image tokens.
+//!
+//! `decode` runs large inputs in batches (`--batch`, default the decoder's batch range, at most
+//! 8), shows progress on a terminal, creates the output's folders, names several images
+//! `NAME_00.png`, `NAME_01.png`, ..., and like every output here refuses to replace an existing
+//! file unless `--force`.
+
+use super::{BundleArg, Global, load_ort, open, progress};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use dalle::ep::EpOptions;
+use dalle::generate::{Provenance, numbered_files};
+use dalle::{dvae, npy, preprocess};
+use dalle_bundle::GraphRole;
+use dalle_bundle::io::dims::BATCH;
+use ndarray::{Axis, Slice};
+use std::path::{Path, PathBuf};
+
+/// Output path flags shared by `encode` and `decode`.
+#[derive(Args)]
+pub struct OutArgs {
+    /// Output file (`decode`: with several images, NAME_00.png, NAME_01.png, ...)
+    #[arg(short, long = "out", alias = "output", value_name = "FILE")]
+    out: PathBuf,
+    /// Replace existing output files
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+pub struct EncodeArgs {
+    #[command(flatten)]
+    bundle: BundleArg,
+    /// Input image; resized so its shortest side fits the encoder, then centre-cropped
+    image: PathBuf,
+    #[command(flatten)]
+    out: OutArgs,
+}
+
+#[derive(Args)]
+pub struct DecodeArgs {
+    #[command(flatten)]
+    bundle: BundleArg,
+    /// Input .npy file of token ids
+    tokens: PathBuf,
+    #[command(flatten)]
+    out: OutArgs,
+    /// Token grids decoded per run (default: the decoder's batch range, at most 8)
+    #[arg(long, value_name = "B")]
+    batch: Option<usize>,
+}
+
+/// Fails when any of `paths` exists and `force` is off.
+fn refuse_existing(paths: &[PathBuf], force: bool) -> Result<()> {
+    if force {
+        return Ok(());
+    }
+    if let Some(p) = paths.iter().find(|p| p.symlink_metadata().is_ok()) {
+        bail!("{} already exists; pass --force to replace it", p.display());
+    }
+    Ok(())
+}
+
+fn create_parent(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+pub fn encode(g: &Global, options: EpOptions, args: EncodeArgs) -> Result<()> {
+    let output = &args.out.out;
+    refuse_existing(std::slice::from_ref(output), args.out.force)?;
+    let mut bundle = open(&args.bundle.model, options)?;
+    bundle.manifest().graph(GraphRole::DvaeEncoder)?;
+    let picture = preprocess::load_image(&args.image)?;
+    load_ort(g)?;
+    let tokens = dvae::encode(&mut bundle, &picture)
+        .with_context(|| format!("encoding {}", args.image.display()))?;
+    create_parent(output)?;
+    npy::write_tokens(output, &tokens)?;
+    let s = tokens.shape();
+    println!(
+        "wrote {} (int64 [{}, {}, {}])",
+        output.display(),
+        s[0],
+        s[1],
+        s[2]
+    );
+    Ok(())
+}
+
+pub fn decode(g: &Global, options: EpOptions, args: DecodeArgs) -> Result<()> {
+    let mut bundle = open(&args.bundle.model, options)?;
+    let spec = bundle.manifest().graph(GraphRole::DvaeDecoder)?.clone();
+    let ids = npy::read_tokens(&args.tokens)?;
+    let count = ids.shape()[0];
+    let paths = numbered_files(&args.out.out, count);
+    refuse_existing(&paths, args.out.force)?;
+    let batch = match args.batch {
+        Some(0) => bail!("invalid batch: --batch must be at least 1"),
+        Some(b) => b,
+        None => spec
+            .dim_ranges
+            .get(BATCH)
+            .map_or(8, |r| usize::try_from(r.max).unwrap_or(8))
+            .clamp(1, 8),
+    };
+    let started = std::time::SystemTime::now();
+    load_ort(g)?;
+    let provider = bundle.provider()?.kind.to_string();
+    let provenance = Provenance::collect(
+        bundle.dir(),
+        &bundle.manifest().provenance.exporter,
+        concat!("dalle-ort ", env!("CARGO_PKG_VERSION")),
+        &provider,
+        started,
+    )?;
+    create_parent(&args.out.out)?;
+    let bar = progress::bar(count as u64, "images");
+    let mut paths = paths.into_iter().enumerate();
+    for start in (0..count).step_by(batch) {
+        let end = (start + batch).min(count);
+        let chunk = ids.slice_axis(Axis(0), Slice::from(start..end)).to_owned();
+        let images = dvae::decode(&mut bundle, &chunk)
+            .with_context(|| format!("decoding {} [{start}..{end}]", args.tokens.display()))?;
+        for (image, (i, path)) in images.iter().zip(paths.by_ref()) {
+            let text = format!(
+                "decoded from {} [{i}]\nSize: {}x{}, Model hash: {}, Model: {}, Version: {}",
+                args.tokens.display(),
+                image.width(),
+                image.height(),
+                provenance.model_hash(),
+                provenance
+                    .model_name()
+                    .unwrap_or_default()
+                    .replace(',', "_"),
+                provenance.runtime
+            );
+            dalle::pngtext::save(image, &path, Some(&text))?;
+            bar.suspend(|| {
+                println!(
+                    "wrote {} ({}x{})",
+                    path.display(),
+                    image.width(),
+                    image.height()
+                )
+            });
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
