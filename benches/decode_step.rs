@@ -24,7 +24,8 @@
 //!
 //! - `STEP_BUNDLE` (required): a bundle with a `decoder` graph and a token layout.
 //! - `STEP_BATCHES` (default `1,8`), `STEP_PASTS` (default `257,512,768,1024,1268`; each is the
-//!   past length before the warm-up steps, clamped so the last timed step fits the sequence).
+//!   past length before the warm-up steps, clamped so the last timed step and the join/leave
+//!   steps after it fit the sequence).
 //! - `STEP_RUNS` (default 10), `STEP_WARMUP` (default 2), `STEP_REPEATS` (default 3).
 //!
 //! ```text
@@ -79,6 +80,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
+
+/// Steps the join/leave measurement takes after the last point's timed steps (the running rows
+/// must not finish during it).
+const JOIN_STEPS: usize = 6;
 
 /// Times one engine step: (wall, inside ORT) in ms.
 fn timed_step(engine: &mut Engine<OrtDallePytorch>) -> Result<(f64, f64)> {
@@ -168,7 +173,8 @@ fn main() -> Result<()> {
         let mut parts: Vec<(Vec<f64>, Vec<f64>)> = vec![];
         for repeat in 0..repeats {
             for (point, &want) in pasts.iter().enumerate() {
-                let want = want.clamp(prompt_len, max_total - warmup - runs);
+                // Room for the timed steps and the join/leave steps after them.
+                let want = want.clamp(prompt_len, max_total - warmup - runs - JOIN_STEPS);
                 let prime: Vec<u32> = (0..want - prompt_len)
                     .map(|i| (i as u32 * 31) % vocab)
                     .collect();
