@@ -23,6 +23,9 @@
 //! `dvae_decoder` → PNGs, grid and a JSON sidecar ([`generate`]); with `--rerank K`, [`clip`]
 //! scores every candidate from the decoded pixels and only the best K are written.
 //!
+//! [`serve`] puts the engine behind an OpenAI-compatible HTTP API (`dalle-ort serve`): one engine
+//! thread batching every client's rows, fed through a bounded queue.
+//!
 //! Library code returns [`Error`] (thiserror); the `dalle-ort` binary wraps it in `anyhow`.
 //! Pure parts (execution-provider plans, the manifest/graph diff, `.npy` and image conversion)
 //! are unit-tested without ONNX Runtime.
@@ -39,6 +42,7 @@ pub mod npy;
 pub mod ort_lib;
 pub mod preprocess;
 pub mod sampling;
+pub mod serve;
 pub mod session;
 pub mod shapes;
 pub mod tokenizer;

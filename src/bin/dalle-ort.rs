@@ -3,7 +3,7 @@
 //! Global options pick the ONNX Runtime library and execution provider; subcommands work on one
 //! bundle (`--model DIR`). Errors print with their whole chain and exit non-zero.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use dalle::ep::{EpChoice, EpOptions};
 use dalle::{Bundle, dvae, npy, ort_lib, preprocess};
@@ -14,6 +14,9 @@ use std::process::ExitCode;
 #[path = "dalle-ort/generate.rs"]
 mod generate;
 use generate::GenerateArgs;
+
+#[path = "dalle-ort/serve.rs"]
+mod serve;
 
 #[derive(Parser)]
 #[command(
@@ -113,11 +116,9 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
-    /// Serve text-to-image generation over HTTP
-    Serve {
-        #[command(flatten)]
-        bundle: BundleArg,
-    },
+    /// Serve text-to-image generation over HTTP: an OpenAI-compatible Images API with
+    /// continuous batching, streamed previews (SSE), /health, /ready and /metrics
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -215,10 +216,7 @@ fn run(cli: Cli) -> Result<()> {
             prompt,
             images,
         } => clip_score(g, options, &bundle.model, &prompt, &images),
-        Command::Serve { .. } => bail!(
-            "`serve` serves `generate`, which needs a bundle with a transformer decoder \
-             (`decoder` graph); this build's exporter cannot produce one yet"
-        ),
+        Command::Serve(args) => serve::run(g, options, args),
     }
 }
 
