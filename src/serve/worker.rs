@@ -1,6 +1,6 @@
 //! The engine thread: the one owner of the ONNX Runtime sessions. It runs continuous batching
-//! on the [`Engine`] and talks to the handlers only through the [`BoundedQueue`] and each job's
-//! event channel.
+//! on the [`Engine`] and talks to the handlers only through the
+//! [`BoundedQueue`](super::queue::BoundedQueue) and each job's event channel.
 //!
 //! ```text
 //! loop:
