@@ -551,9 +551,55 @@ async fn sse_streams_partial_images_then_completed_ones() {
     let events = sse_events(r).await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].0, "image_generation.completed");
+    // An edit streams under `image_edit.*`.
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(png_of(&plain["data"][0])).file_name("in.png"),
+        )
+        .text("prompt", PROMPT)
+        .text("stream", "true")
+        .text("partial_images", "1")
+        .text("seed", "3");
+    let r = c
+        .post(s.url("/v1/images/edits"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<String> = sse_events(r).await.into_iter().map(|e| e.0).collect();
+    assert_eq!(names, ["image_edit.partial_image", "image_edit.completed"]);
     let text = metrics(&c, &s).await;
     assert!(metric(&text, "dalle_time_to_first_partial_image_seconds_count") >= 1.0);
-    assert_eq!(metric(&text, "dalle_partial_images_total"), 6.0);
+    assert_eq!(metric(&text, "dalle_partial_images_total"), 7.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_timeout_is_a_504_and_its_rows_leave() {
+    let s = Server::start(&["--request-timeout", "0.4", "--step-delay-ms", "25"]);
+    let c = client();
+    let (st, body) = post_json(&c, s.url("/v1/images/generations"), &seeded(1, 1)).await;
+    assert_eq!(st, 504, "{body}");
+    assert_eq!(error_of(&body)["code"], "timeout");
+    // A stream that times out ends with an `error` event carrying the same error object.
+    let mut req = seeded(2, 1);
+    req["stream"] = json!(true);
+    req["partial_images"] = json!(3);
+    let r = c
+        .post(s.url("/v1/images/generations"))
+        .json(&req)
+        .send()
+        .await
+        .unwrap();
+    let events = sse_events(r).await;
+    let (name, data) = events.last().unwrap();
+    assert_eq!(name, "error");
+    assert_eq!(error_of(data)["code"], "timeout");
+    until_metrics(&c, &s, "the rows leaving", |t| {
+        metric(t, "dalle_requests_cancelled_total{reason=\"timeout\"}") == 2.0
+            && metric(t, "dalle_active_rows") == 0.0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
