@@ -10,6 +10,7 @@ use dalle::ep::EpOptions;
 use dalle::serve::worker::Loader;
 use dalle::serve::{ApiKeys, ServeOptions, Settings, is_loopback};
 use dalle_bundle::GraphRole;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -108,6 +109,7 @@ fn log_dispatch(format: LogFormat, verbose: u8) -> tracing::Dispatch {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => tracing::Dispatch::new(builder.finish()),
