@@ -188,7 +188,7 @@ fn summary(samples: &[Sample]) -> (usize, usize, [f64; 3], [f64; 3]) {
     (ok, failed, p(&e2e), p(&ttfp))
 }
 
-fn row(name: &str, samples: &[Sample], wall: f64) -> String {
+fn row(name: &str, samples: &[Sample], wall: f64, within2: (f64, f64)) -> String {
     let (ok, failed, e2e, ttfp) = summary(samples);
     let statuses: Vec<String> = samples
         .iter()
@@ -196,7 +196,7 @@ fn row(name: &str, samples: &[Sample], wall: f64) -> String {
         .map(|s| s.status.to_string())
         .collect();
     format!(
-        "| {name} | {ok} | {failed}{} | {:.2} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {wall:.1} |",
+        "| {name} | {ok} | {failed}{} | {:.2} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {} / {} | {wall:.1} |",
         if statuses.is_empty() {
             String::new()
         } else {
@@ -209,6 +209,8 @@ fn row(name: &str, samples: &[Sample], wall: f64) -> String {
         ttfp[0] * 1e3,
         ttfp[1] * 1e3,
         ttfp[2] * 1e3,
+        within2.0,
+        within2.1,
     )
 }
 
@@ -283,6 +285,17 @@ fn histogram(text: &str, name: &str) -> Vec<(String, f64)> {
             Some((le.to_owned(), v.trim().parse().ok()?))
         })
         .collect()
+}
+
+/// `(requests that started within 2 steps, requests started)` so far, from the server.
+async fn started_within_2(c: &reqwest::Client, base: &str) -> (f64, f64) {
+    let Ok(r) = c.get(format!("{base}/metrics")).send().await else {
+        return (f64::NAN, f64::NAN);
+    };
+    let text = r.text().await.unwrap_or_default();
+    let h = histogram(&text, "dalle_request_steps_to_start");
+    let get = |le: &str| h.iter().find(|(l, _)| l == le).map_or(f64::NAN, |x| x.1);
+    (get("2.0"), get("+Inf"))
 }
 
 fn metric(text: &str, name: &str) -> f64 {
@@ -401,34 +414,42 @@ async fn main() {
     );
     println!();
     println!(
-        "| scenario | ok | failed | images/s | latency p50 / p95 / p99 (ms) | first partial p50 / p95 / p99 (ms) | wall (s) |"
+        "| scenario | ok | failed | images/s | latency p50 / p95 / p99 (ms) | first partial p50 / p95 / p99 (ms) | started within 2 steps / started | wall (s) |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut top = None;
+    let delta = |a: (f64, f64), b: (f64, f64)| (b.0 - a.0, b.1 - a.1);
     for &clients in &levels {
+        let before = started_within_2(&c, &base).await;
         let (samples, wall) = closed_loop(&c, &base, clients, per_client, guided, true).await;
+        let d = delta(before, started_within_2(&c, &base).await);
         println!(
             "{}",
-            row(&format!("{clients} clients, streamed"), &samples, wall)
+            row(&format!("{clients} clients, streamed"), &samples, wall, d)
         );
     }
     if let Some(&clients) = levels.iter().max() {
+        let before = started_within_2(&c, &base).await;
         let (samples, wall) = closed_loop(&c, &base, clients, per_client, guided, false).await;
+        let d = delta(before, started_within_2(&c, &base).await);
         println!(
             "{}",
-            row(&format!("{clients} clients, plain JSON"), &samples, wall)
+            row(&format!("{clients} clients, plain JSON"), &samples, wall, d)
         );
         let ok = samples.iter().filter(|s| s.ok).count();
         top = Some((clients, ok as f64 / wall));
     }
     if rate > 0.0 {
+        let before = started_within_2(&c, &base).await;
         let (samples, wall) = open_loop(&c, &base, rate, rate_secs, guided).await;
+        let d = delta(before, started_within_2(&c, &base).await);
         println!(
             "{}",
             row(
                 &format!("open loop {rate} req/s for {rate_secs} s"),
                 &samples,
-                wall
+                wall,
+                d
             )
         );
     }
@@ -506,7 +527,12 @@ async fn main() {
         rss.push((started.elapsed().as_secs_f64(), rss_kib(pid).unwrap_or(0)));
         println!(
             "{}",
-            row("soak, 4 clients", &samples, started.elapsed().as_secs_f64())
+            row(
+                "soak, 4 clients",
+                &samples,
+                started.elapsed().as_secs_f64(),
+                (f64::NAN, f64::NAN)
+            )
         );
         let line: Vec<String> = rss
             .iter()
