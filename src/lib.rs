@@ -25,6 +25,9 @@
 //! file is written atomically and never through a symlink ([`atomic`]); every PNG carries its
 //! generation parameters in a text chunk ([`pngtext`], [`generate::ImageParameters`]).
 //!
+//! [`serve`] puts the engine behind an OpenAI-compatible HTTP API (`dalle-ort serve`): one engine
+//! thread batching every client's rows, fed through a bounded queue.
+//!
 //! Library code returns [`Error`] (thiserror); the `dalle-ort` binary wraps it in `anyhow`.
 //! Pure parts (execution-provider plans, the manifest/graph diff, `.npy` and image conversion)
 //! are unit-tested without ONNX Runtime.
@@ -43,6 +46,7 @@ pub mod ort_lib;
 pub mod pngtext;
 pub mod preprocess;
 pub mod sampling;
+pub mod serve;
 pub mod session;
 pub mod shapes;
 pub mod tokenizer;

@@ -5,7 +5,7 @@
 //! DIR`) or, for `info`, on a generated PNG. Errors print with their whole chain and exit
 //! non-zero.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use dalle::Bundle;
 use dalle::ep::EpOptions;
@@ -28,6 +28,9 @@ mod runtime;
 use generate::GenerateArgs;
 /// The global flags (`shared/runtime.rs`).
 type Global = runtime::RuntimeArgs;
+
+#[path = "dalle-ort/serve.rs"]
+mod serve;
 
 #[derive(Parser)]
 #[command(
@@ -73,11 +76,9 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
-    /// Serve text-to-image generation over HTTP
-    Serve {
-        #[command(flatten)]
-        bundle: BundleArg,
-    },
+    /// Serve text-to-image generation over HTTP: an OpenAI-compatible Images API with
+    /// continuous batching, streamed previews (SSE), /health, /ready and /metrics
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -105,10 +106,7 @@ fn run(cli: Cli) -> Result<()> {
             prompt,
             images,
         } => clip_score(g, options, &bundle.model, &prompt, &images),
-        Command::Serve { .. } => bail!(
-            "`serve` serves `generate`, which needs a bundle with a transformer decoder \
-             (`decoder` graph); this build's exporter cannot produce one yet"
-        ),
+        Command::Serve(args) => serve::run(g, options, args),
     }
 }
 
