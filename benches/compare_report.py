@@ -22,13 +22,14 @@ def main():
                 runs[side].append(json.load(f))
 
     def pooled(side):
-        """(batch, past_first) -> (steps, outside) lists over every round."""
+        """(batch, point index) -> (past_first, steps, outside) over every round (the two
+        benches clamp the last past length a few tokens apart, so points pair by order)."""
         out = {}
         for run in runs[side]:
             for b in run["batches"]:
-                for p in b["points"]:
-                    key = (b["batch"], p["past_first"])
-                    steps, outside = out.setdefault(key, ([], []))
+                for i, p in enumerate(b["points"]):
+                    key = (b["batch"], i)
+                    _, steps, outside = out.setdefault(key, (p["past_first"], [], []))
                     steps.extend(p["steps_ms"])
                     outside.append(p["outside_median_ms"])
         return out
@@ -62,15 +63,15 @@ def main():
         "median over rounds of each round's median time outside ORT's run."
     )
     L.append("")
-    L.append("| Batch | Past | Step old (ms) | Step new (ms) | new / old | Outside old (ms, share) | Outside new (ms, share) |")
+    L.append("| Batch | Past old / new | Step old (ms) | Step new (ms) | new / old | Outside old (ms, share) | Outside new (ms, share) |")
     L.append("|---|---|---|---|---|---|---|")
     for key in sorted(set(old) & set(new)):
-        so, oo = old[key]
-        sn, on = new[key]
+        po, so, oo = old[key]
+        pn, sn, on = new[key]
         mo, mn = statistics.median(so), statistics.median(sn)
         xo, xn = statistics.median(oo), statistics.median(on)
         L.append(
-            f"| {key[0]} | {key[1]} | {mo:.2f} | {mn:.2f} | {mn / mo:.2f}× | "
+            f"| {key[0]} | {po} / {pn} | {mo:.2f} | {mn:.2f} | {mn / mo:.2f}× | "
             f"{xo:.3f} ({xo / mo:.1%}) | {xn:.3f} ({xn / mn:.1%}) |"
         )
     L.append("")
