@@ -141,3 +141,21 @@ fn open(model: &Path, options: EpOptions) -> Result<Bundle> {
 fn load_ort(g: &Global) -> Result<()> {
     g.load_ort()
 }
+
+/// Loads ONNX Runtime and records where a run's outputs come from (bundle, versions, the
+/// provider the bundle resolves to, `started`).
+fn load_with_provenance(
+    g: &Global,
+    bundle: &mut Bundle,
+    started: std::time::SystemTime,
+) -> Result<dalle::generate::Provenance> {
+    load_ort(g)?;
+    let provider = bundle.provider()?.kind.to_string();
+    Ok(dalle::generate::Provenance::collect(
+        bundle.dir(),
+        &bundle.manifest().provenance.exporter,
+        concat!("dalle-ort ", env!("CARGO_PKG_VERSION")),
+        &provider,
+        started,
+    )?)
+}

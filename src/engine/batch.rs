@@ -86,10 +86,6 @@ impl<D: DecoderStep> SlotBatch<D> {
         &self.decoder
     }
 
-    pub fn decoder_mut(&mut self) -> &mut D {
-        &mut self.decoder
-    }
-
     pub fn max_rows(&self) -> usize {
         self.max_rows
     }
@@ -332,14 +328,12 @@ impl<D: DecoderStep> SlotBatch<D> {
         Ok(())
     }
 
+    /// Drops a group with no occupied rows; later groups move down by one.
     fn remove_group(&mut self, g: usize) {
         self.groups.remove(g);
-        for (g2, r) in self.slots.iter_mut().flatten() {
+        for (g2, _) in self.slots.iter_mut().flatten() {
             if *g2 > g {
                 *g2 -= 1;
-            } else if *g2 == g {
-                // Unreachable: a removed group has no occupied rows.
-                *r = usize::MAX;
             }
         }
     }

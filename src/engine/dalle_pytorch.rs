@@ -154,11 +154,6 @@ impl<D: DecoderStep, C: ImageCodec> DallePytorch<D, C> {
     pub fn codec_mut(&mut self) -> &mut C {
         &mut self.codec
     }
-
-    /// The decoder itself (benches drive it directly).
-    pub fn decoder_mut(&mut self) -> &mut D {
-        self.batch.decoder_mut()
-    }
 }
 
 impl OrtDallePytorch {

@@ -513,6 +513,8 @@ impl<M: ImageTokenModel> Engine<M> {
         }
         // Per-request step timings: every request that had rows in this step.
         let mut seen: Vec<RequestId> = self.active.iter().map(|a| a.request).collect();
+        // A request's candidates need not be adjacent (later waves join behind others).
+        seen.sort_unstable();
         seen.dedup();
         for id in seen {
             if let Some((live, _)) = self.live.get_mut(&id) {

@@ -9,7 +9,7 @@ use super::{BundleArg, Global, load_ort, open, progress};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use dalle::ep::EpOptions;
-use dalle::generate::{Provenance, numbered_files};
+use dalle::generate::numbered_files;
 use dalle::{dvae, npy, preprocess};
 use dalle_bundle::GraphRole;
 use dalle_bundle::io::dims::BATCH;
@@ -107,15 +107,7 @@ pub fn decode(g: &Global, options: EpOptions, args: DecodeArgs) -> Result<()> {
             .clamp(1, 8),
     };
     let started = std::time::SystemTime::now();
-    load_ort(g)?;
-    let provider = bundle.provider()?.kind.to_string();
-    let provenance = Provenance::collect(
-        bundle.dir(),
-        &bundle.manifest().provenance.exporter,
-        concat!("dalle-ort ", env!("CARGO_PKG_VERSION")),
-        &provider,
-        started,
-    )?;
+    let provenance = super::load_with_provenance(g, &mut bundle, started)?;
     create_parent(&args.out.out)?;
     let bar = progress::bar(count as u64, "images");
     let mut paths = paths.into_iter().enumerate();

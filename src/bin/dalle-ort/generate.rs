@@ -9,7 +9,7 @@
 //! file is refused unless `--force`.
 
 use super::runtime::{Seed, parse_seed};
-use super::{Global, load_ort, open, progress};
+use super::{Global, open, progress};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use dalle::engine::{
@@ -17,7 +17,7 @@ use dalle::engine::{
     SamplingOverrides, ValidInit,
 };
 use dalle::ep::EpOptions;
-use dalle::generate::{Destination, ImageParameters, PromptInfo, Provenance, RunRecord};
+use dalle::generate::{Destination, ImageParameters, PromptInfo, RunRecord};
 use dalle::preprocess;
 use dalle_bundle::GraphRole;
 use std::path::PathBuf;
@@ -229,15 +229,7 @@ pub fn run(g: &Global, options: EpOptions, mut args: GenerateArgs) -> Result<()>
     dest.check(args.force, kept)?;
     let rows_per = if request.params.guided() { 2 } else { 1 };
 
-    load_ort(g)?;
-    let provider = bundle.provider()?.kind.to_string();
-    let provenance = Provenance::collect(
-        bundle.dir(),
-        &bundle.manifest().provenance.exporter,
-        concat!("dalle-ort ", env!("CARGO_PKG_VERSION")),
-        &provider,
-        started,
-    )?;
+    let provenance = super::load_with_provenance(g, &mut bundle, started)?;
     if let Some(f) = &from
         && let Some(hash) = &f.params.model_hash
         && *hash != provenance.model_hash()
