@@ -339,11 +339,11 @@ impl<D: DecoderStep> SlotBatch<D> {
     }
 
     /// Feeds one id per occupied slot and runs one decoder call per group.
-    pub fn step(&mut self, feeds: &[(Slot, i64)]) -> Result<StepCost> {
+    pub fn step(&mut self, feeds: impl IntoIterator<Item = (Slot, i64)>) -> Result<StepCost> {
         for group in &mut self.groups {
             group.ids.fill(i64::MIN);
         }
-        for &(slot, id) in feeds {
+        for (slot, id) in feeds {
             let (g, r) =
                 self.slots.get(slot).copied().flatten().ok_or_else(|| {
                     Error::InvalidInput(format!("step: slot {slot} is not occupied"))

@@ -245,11 +245,8 @@ impl<D: DecoderStep, C: ImageCodec> ImageTokenModel for DallePytorch<D, C> {
 
     fn step(&mut self, feeds: &[(Slot, u32)]) -> Result<StepCost> {
         let offset = self.layout.image_token_offset as i64;
-        let ids: Vec<(Slot, i64)> = feeds
-            .iter()
-            .map(|&(s, code)| (s, offset + i64::from(code)))
-            .collect();
-        self.batch.step(&ids)
+        self.batch
+            .step(feeds.iter().map(|&(s, code)| (s, offset + i64::from(code))))
     }
 
     fn logits(&self, slot: Slot) -> Result<&[f32]> {
