@@ -12,7 +12,9 @@
 pub mod attributes;
 pub mod dtype;
 pub mod io;
+pub mod limits;
 pub mod manifest;
+mod validate;
 
 pub use attributes::{
     AttributeError, ClipImageAttributes, ClipTextAttributes, ClipTowerAttributes,
@@ -49,6 +51,9 @@ pub enum BundleError {
     },
     #[error("invalid manifest: {0}")]
     Invalid(String),
+    /// A manifest number outside its [`limits`] (or an overflowing combination of them).
+    #[error("invalid manifest: {0}")]
+    Limit(#[from] limits::LimitError),
     #[error("the bundle has no `{role}` graph (it has: {available})")]
     MissingGraph { role: GraphRole, available: String },
 }

@@ -361,7 +361,8 @@ impl Manifest {
     }
 
     /// Internal consistency: file names are plain names inside the bundle, I/O names are unique,
-    /// every symbolic dim used by an input has a range, and ranges are ordered.
+    /// every symbolic dim used by an input has a range, ranges are ordered, and every number is
+    /// within its limit and agrees with the graphs' dims (`validate.rs`).
     pub fn validate(&self) -> Result<()> {
         for (role, graph) in &self.graphs {
             check_plain_file_name(&graph.file, *role)?;
@@ -403,14 +404,8 @@ impl Manifest {
         }
         if let Some(clip) = &self.clip {
             check_plain_file_name(&clip.tokenizer, GraphRole::ClipText)?;
-            if clip.image_std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
-                return Err(BundleError::Invalid(format!(
-                    "clip.image_std must be positive, got {:?}",
-                    clip.image_std
-                )));
-            }
         }
-        Ok(())
+        crate::validate::numbers(self)
     }
 }
 
