@@ -46,6 +46,11 @@ pub enum ExportError {
     #[error(transparent)]
     Bundle(#[from] dalle_bundle::BundleError),
 
+    /// A hyperparameter outside its documented limit (`dalle_bundle::limits`), or sizes whose
+    /// combination overflows.
+    #[error("unsupported: {0}")]
+    Limit(#[from] dalle_bundle::limits::LimitError),
+
     /// A tokenizer file could not be built or read.
     #[error(transparent)]
     Tokenizer(#[from] crate::tokenizer::TokenizerFileError),

@@ -35,3 +35,7 @@ mod clip;
 
 /// Shape-world evaluator: detection, judging and caption parsing on the world's own renders.
 mod shapes;
+
+/// Hostile numbers, names and files: hyperparameters and manifest numbers past their limits,
+/// corrupted tensor names, stale staging folders and `--force` recovery give clean errors.
+mod hostile;

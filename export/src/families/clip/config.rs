@@ -3,6 +3,7 @@
 //! (openai/clip-vit-base-patch32 shapes, `shared/reference/models.md` §5.1).
 
 use crate::error::{ExportError, Result};
+use dalle_bundle::limits;
 use serde::Deserialize;
 
 /// The feed-forward activation (`hidden_act`).
@@ -173,18 +174,22 @@ impl ClipConfig {
         Ok(cfg)
     }
 
+    /// Every size within its limit (`dalle_bundle::limits`), then the reference's rules.
     fn validate(&self, source: &str) -> Result<()> {
         let bad = |what: String| Err(ExportError::Unsupported(format!("{source}: {what}")));
+        let limit = |name: String, value: usize, limit: limits::Limit| -> Result<()> {
+            limits::check(&name, value, limit)
+                .map_err(|e| ExportError::Unsupported(format!("{source}: {e}")))?;
+            Ok(())
+        };
         for (name, t) in [("text", &self.text.tower), ("vision", &self.vision.tower)] {
-            for (field, value) in [
-                ("hidden_size", t.hidden),
-                ("intermediate_size", t.intermediate),
-                ("num_hidden_layers", t.layers),
-                ("num_attention_heads", t.heads),
+            for (field, value, l) in [
+                ("hidden_size", t.hidden, limits::WIDTH),
+                ("intermediate_size", t.intermediate, limits::WIDTH),
+                ("num_hidden_layers", t.layers, limits::LAYERS),
+                ("num_attention_heads", t.heads, limits::HEADS),
             ] {
-                if value == 0 {
-                    return bad(format!("{name}_config.{field} must be >= 1"));
-                }
+                limit(format!("{name}_config.{field}"), value, l)?;
             }
             if !t.hidden.is_multiple_of(t.heads) {
                 return bad(format!(
@@ -192,19 +197,43 @@ impl ClipConfig {
                     t.hidden, t.heads
                 ));
             }
-        }
-        if self.text.vocab_size == 0 || self.text.context_length == 0 || self.projection_dim == 0 {
-            return bad(
-                "vocab_size, max_position_embeddings and projection_dim must be >= 1".into(),
-            );
+            if !(t.layer_norm_eps > 0.0 && t.layer_norm_eps.is_finite()) {
+                return bad(format!(
+                    "{name}_config.layer_norm_eps {} must be positive and finite in float32",
+                    t.layer_norm_eps
+                ));
+            }
         }
         let v = &self.vision;
-        if v.patch_size == 0 || v.channels == 0 || !v.image_size.is_multiple_of(v.patch_size) {
+        for (field, value, l) in [
+            (
+                "text_config.vocab_size",
+                self.text.vocab_size,
+                limits::VOCAB,
+            ),
+            (
+                "text_config.max_position_embeddings",
+                self.text.context_length,
+                limits::TEXT_LENGTH,
+            ),
+            ("projection_dim", self.projection_dim, limits::WIDTH),
+            ("vision_config.image_size", v.image_size, limits::IMAGE_SIDE),
+            ("vision_config.patch_size", v.patch_size, limits::IMAGE_SIDE),
+            ("vision_config.num_channels", v.channels, limits::CHANNELS),
+        ] {
+            limit(field.to_string(), value, l)?;
+        }
+        if !v.image_size.is_multiple_of(v.patch_size) {
             return bad(format!(
                 "vision_config.image_size {} must be a positive multiple of patch_size {}",
                 v.image_size, v.patch_size
             ));
         }
+        limit(
+            "vision positions (image_size / patch_size)² + 1".into(),
+            v.positions(),
+            limits::SEQUENCE,
+        )?;
         Ok(())
     }
 }
@@ -235,5 +264,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("hidden_act `relu`"), "{err}");
+    }
+
+    #[test]
+    fn huge_sizes_name_the_value_and_the_limit() {
+        for (json, needle) in [
+            (
+                r#"{"text_config": {"max_position_embeddings": 1099511627776}}"#,
+                "`text_config.max_position_embeddings` = 1099511627776 is outside the supported range 1..=65536",
+            ),
+            (
+                r#"{"vision_config": {"num_hidden_layers": 2147483648}}"#,
+                "`vision_config.num_hidden_layers` = 2147483648 is outside",
+            ),
+            (
+                r#"{"text_config": {"num_attention_heads": 0}}"#,
+                "`text_config.num_attention_heads` = 0 is outside",
+            ),
+            (
+                r#"{"vision_config": {"image_size": 16384, "patch_size": 1}}"#,
+                "vision positions (image_size / patch_size)² + 1` = 268435457 is outside",
+            ),
+            (
+                r#"{"text_config": {"layer_norm_eps": 1e300}}"#,
+                "layer_norm_eps inf must be positive and finite in float32",
+            ),
+        ] {
+            let err = ClipConfig::from_json(json, "c").unwrap_err().to_string();
+            assert!(err.contains(needle), "{json}: {err}");
+        }
     }
 }

@@ -5,6 +5,7 @@ use crate::checkpoint::PickleValue;
 use crate::error::{ExportError, Result};
 use crate::weights::Weights;
 use dalle_bundle::TokenLayout;
+use dalle_bundle::limits::{self, Limit};
 
 /// One layer's attention pattern.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -136,16 +137,13 @@ impl DalleConfig {
                 "{source}: no `hparams` dict: not a DALLE-pytorch checkpoint saved by train_dalle.py"
             ))
         })?;
-        let int = |k: &str| -> Result<usize> {
-            hp.get(k)
-                .and_then(PickleValue::as_int)
-                .and_then(|v| usize::try_from(v).ok())
-                .filter(|v| *v > 0)
-                .ok_or_else(|| {
-                    ExportError::Weights(format!(
-                        "{source}: hparams `{k}` must be a positive integer"
-                    ))
-                })
+        // Every size is checked against its limit before it sizes anything (`depth` becomes
+        // per-layer lists, the grid a mask, ...).
+        let int = |k: &str, limit: Limit| -> Result<usize> {
+            let v = hp.get(k).and_then(PickleValue::as_int).ok_or_else(|| {
+                ExportError::Weights(format!("{source}: hparams `{k}` must be an integer"))
+            })?;
+            Ok(limits::check(&format!("hparams.{k}"), v, limit)?)
         };
         let flag = |k: &str| -> Option<bool> { hp.get(k).and_then(PickleValue::as_bool) };
 
@@ -154,7 +152,7 @@ impl DalleConfig {
                 "{source}: sparse_attn=True (DeepSpeed block-sparse attention) cannot be exported"
             )));
         }
-        let depth = int("depth")?;
+        let depth = int("depth", limits::LAYERS)?;
         let attn_names: Vec<String> = match hp.get("attn_types") {
             None | Some(PickleValue::None) => vec!["full".into()],
             Some(PickleValue::Str(s)) => vec![s.clone()],
@@ -233,21 +231,19 @@ impl DalleConfig {
             }
             ("OpenAIDiscreteVAE", _) | ("", None) => (VaeKind::OpenAi, 256, 3, 8192),
             (_, Some(p)) => {
-                let get = |k: &str| {
-                    p.get(k)
-                        .and_then(PickleValue::as_int)
-                        .and_then(|v| usize::try_from(v).ok())
-                        .ok_or_else(|| {
-                            ExportError::Weights(format!(
-                                "{source}: vae_params `{k}` must be a non-negative integer"
-                            ))
-                        })
+                let get = |k: &str, limit: Limit| -> Result<usize> {
+                    let v = p.get(k).and_then(PickleValue::as_int).ok_or_else(|| {
+                        ExportError::Weights(format!(
+                            "{source}: vae_params `{k}` must be an integer"
+                        ))
+                    })?;
+                    Ok(limits::check(&format!("vae_params.{k}"), v, limit)?)
                 };
                 (
                     VaeKind::Discrete,
-                    get("image_size")?,
-                    get("num_layers")?,
-                    get("num_tokens")?,
+                    get("image_size", limits::IMAGE_SIDE)?,
+                    get("num_layers", limits::DOWNSAMPLE_LAYERS)?,
+                    get("num_tokens", limits::VOCAB)?,
                 )
             }
             (other, None) => {
@@ -257,19 +253,24 @@ impl DalleConfig {
             }
         };
         let fmap = image_size.checked_shr(num_layers as u32).unwrap_or(0);
-        if fmap == 0 || fmap << num_layers != image_size {
+        if fmap == 0 || fmap.checked_shl(num_layers as u32) != Some(image_size) {
             return Err(ExportError::Unsupported(format!(
                 "{source}: image_size {image_size} is not divisible by 2^{num_layers}"
             )));
         }
+        limits::check(
+            "image grid (image_size / 2^num_layers)",
+            fmap,
+            limits::IMAGE_GRID,
+        )?;
 
         let cfg = DalleConfig {
-            num_text_tokens: int("num_text_tokens")?,
-            text_seq_len: int("text_seq_len")?,
-            dim: int("dim")?,
+            num_text_tokens: int("num_text_tokens", limits::VOCAB)?,
+            text_seq_len: int("text_seq_len", limits::TEXT_LENGTH)?,
+            dim: int("dim", limits::WIDTH)?,
             depth,
-            heads: int("heads")?,
-            dim_head: int("dim_head")?,
+            heads: int("heads", limits::HEADS)?,
+            dim_head: int("dim_head", limits::HEAD_DIM)?,
             reversible: flag("reversible").unwrap_or(false),
             attn_types,
             stable: flag("stable").unwrap_or(false),
@@ -291,8 +292,39 @@ impl DalleConfig {
         Ok(cfg)
     }
 
-    /// Constraints of the reference implementation.
+    /// Constraints of the reference implementation, and sizes derived from several
+    /// hyperparameters within their limits.
     pub fn validate(&self) -> Result<()> {
+        let inner = limits::checked_product(
+            "heads × dim_head",
+            &[("heads", self.heads), ("dim_head", self.dim_head)],
+        )?;
+        limits::check("heads × dim_head", inner, limits::WIDTH)?;
+        let grid = limits::checked_product("fmap²", &[("fmap", self.fmap), ("fmap", self.fmap)])?;
+        let seq = limits::checked_sum(
+            "text_seq_len + fmap²",
+            &[
+                ("text_seq_len", self.text_seq_len as u64),
+                ("fmap²", grid as u64),
+            ],
+        )?;
+        limits::check("text_seq_len + fmap²", seq, limits::SEQUENCE)?;
+        limits::checked_sum(
+            "num_text_tokens + text_seq_len + num_image_tokens",
+            &[
+                ("num_text_tokens", self.num_text_tokens as u64),
+                ("text_seq_len", self.text_seq_len as u64),
+                ("num_image_tokens", self.num_image_tokens as u64),
+            ],
+        )?;
+        for (name, v, limit) in [
+            ("num_text_tokens", self.num_text_tokens, limits::VOCAB),
+            ("num_image_tokens", self.num_image_tokens, limits::VOCAB),
+            ("depth", self.depth, limits::LAYERS),
+            ("dim", self.dim, limits::WIDTH),
+        ] {
+            limits::check(name, v, limit)?;
+        }
         if self.shift_tokens && !self.dim.is_multiple_of(4) {
             return Err(ExportError::Unsupported(format!(
                 "shift_tokens needs dim divisible by 4, got {}",

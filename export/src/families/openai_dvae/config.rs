@@ -1,6 +1,7 @@
 //! dVAE hyperparameters (models.md §1.1), validated.
 
 use crate::error::{ExportError, Result};
+use dalle_bundle::limits::{self, Limit};
 
 /// Number of resolution groups; a class attribute (not stored in checkpoints) fixed at 4.
 pub const GROUP_COUNT: usize = 4;
@@ -48,10 +49,15 @@ impl EncoderConfig {
 
     /// Rejects values the reference asserts against (`dall_e/encoder.py`).
     pub fn validate(&self) -> Result<()> {
-        check("encoder", "n_hid", self.n_hid)?;
-        check("encoder", "n_blk_per_group", self.n_blk_per_group)?;
-        check("encoder", "input_channels", self.input_channels)?;
-        check("encoder", "vocab_size", self.vocab_size)?;
+        check("encoder", "n_hid", self.n_hid, limits::WIDTH)?;
+        check("encoder", "n_blk_per_group", self.n_blk_per_group, BLOCKS)?;
+        check(
+            "encoder",
+            "input_channels",
+            self.input_channels,
+            limits::CHANNELS,
+        )?;
+        check("encoder", "vocab_size", self.vocab_size, limits::VOCAB)?;
         if !self.n_hid.is_multiple_of(4) {
             return Err(ExportError::Unsupported(format!(
                 "encoder n_hid {} must be a multiple of 4 (blocks use n_out/4 hidden channels)",
@@ -80,11 +86,16 @@ impl DecoderConfig {
 
     /// Rejects values the reference asserts against (`dall_e/decoder.py`).
     pub fn validate(&self) -> Result<()> {
-        check("decoder", "n_init", self.n_init)?;
-        check("decoder", "n_hid", self.n_hid)?;
-        check("decoder", "n_blk_per_group", self.n_blk_per_group)?;
-        check("decoder", "output_channels", self.output_channels)?;
-        check("decoder", "vocab_size", self.vocab_size)?;
+        check("decoder", "n_init", self.n_init, limits::WIDTH)?;
+        check("decoder", "n_hid", self.n_hid, limits::WIDTH)?;
+        check("decoder", "n_blk_per_group", self.n_blk_per_group, BLOCKS)?;
+        check(
+            "decoder",
+            "output_channels",
+            self.output_channels,
+            limits::CHANNELS,
+        )?;
+        check("decoder", "vocab_size", self.vocab_size, limits::VOCAB)?;
         if !self.n_hid.is_multiple_of(4) {
             return Err(ExportError::Unsupported(format!(
                 "decoder n_hid {} must be a multiple of 4",
@@ -100,14 +111,16 @@ fn post_gain(n_blk_per_group: usize) -> f32 {
     1.0 / (n_layers * n_layers)
 }
 
-/// Every size must be positive. The reference's attrs validators also impose floors
-/// (`n_hid >= 64`, `vocab_size >= 512`, `n_init >= 8`) that only guard training-time choices;
-/// smaller test configurations are accepted here.
-fn check(part: &str, name: &str, value: usize) -> Result<()> {
-    if value == 0 {
-        return Err(ExportError::Unsupported(format!(
-            "{part} {name} must be >= 1, got 0"
-        )));
-    }
+/// Every size must be positive and within its limit. The reference's attrs validators also
+/// impose floors (`n_hid >= 64`, `vocab_size >= 512`, `n_init >= 8`) that only guard
+/// training-time choices; smaller test configurations are accepted here.
+fn check(part: &str, name: &str, value: usize, limit: Limit) -> Result<()> {
+    limits::check(&format!("{part} {name}"), value, limit)?;
     Ok(())
 }
+
+/// Blocks per group: at least one (the reference asserts `n_blk_per_group >= 1`).
+const BLOCKS: Limit = Limit {
+    min: 1,
+    max: limits::BLOCKS.max,
+};

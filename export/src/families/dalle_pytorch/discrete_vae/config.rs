@@ -5,6 +5,7 @@
 
 use crate::checkpoint::PickleValue;
 use crate::error::{ExportError, Result};
+use dalle_bundle::limits::{self, Limit};
 
 /// Per-channel pixel normalization `(x − mean) / std` applied before the encoder (and undone
 /// after the decoder by the exported graph).
@@ -102,28 +103,27 @@ impl DiscreteVaeConfig {
             }
         }
         let d = DiscreteVaeConfig::default();
-        let int = |k: &str, default: usize| -> Result<usize> {
+        // Each size within its limit before it sizes a layer list or a graph dim.
+        let int = |k: &str, default: usize, limit: Limit| -> Result<usize> {
             match p.get(k) {
                 None => Ok(default),
-                Some(v) => match v {
-                    PickleValue::Int(i) => usize::try_from(*i).map_err(|_| {
-                        ExportError::Unsupported(format!("DiscreteVAE `{k}` = {i} is negative"))
-                    }),
-                    other => Err(ExportError::Weights(format!(
-                        "DiscreteVAE `{k}` must be an integer, got {}",
-                        other.type_name()
-                    ))),
-                },
+                Some(PickleValue::Int(i)) => {
+                    Ok(limits::check(&format!("DiscreteVAE {k}"), *i, limit)?)
+                }
+                Some(other) => Err(ExportError::Weights(format!(
+                    "DiscreteVAE `{k}` must be an integer, got {}",
+                    other.type_name()
+                ))),
             }
         };
-        let channels = int("channels", d.channels)?;
+        let channels = int("channels", d.channels, limits::CHANNELS)?;
         let cfg = DiscreteVaeConfig {
-            image_size: int("image_size", d.image_size)?,
-            num_tokens: int("num_tokens", d.num_tokens)?,
-            codebook_dim: int("codebook_dim", d.codebook_dim)?,
-            num_layers: int("num_layers", d.num_layers)?,
-            num_resnet_blocks: int("num_resnet_blocks", d.num_resnet_blocks)?,
-            hidden_dim: int("hidden_dim", d.hidden_dim)?,
+            image_size: int("image_size", d.image_size, limits::IMAGE_SIDE)?,
+            num_tokens: int("num_tokens", d.num_tokens, limits::VOCAB)?,
+            codebook_dim: int("codebook_dim", d.codebook_dim, limits::WIDTH)?,
+            num_layers: int("num_layers", d.num_layers, limits::DOWNSAMPLE_LAYERS)?,
+            num_resnet_blocks: int("num_resnet_blocks", d.num_resnet_blocks, limits::BLOCKS)?,
+            hidden_dim: int("hidden_dim", d.hidden_dim, limits::WIDTH)?,
             channels,
             normalization: normalization(p.get("normalization"), channels)?,
         };
@@ -133,6 +133,17 @@ impl DiscreteVaeConfig {
 
     /// Checks what the reference asserts plus what an exportable graph needs.
     pub fn validate(&self) -> Result<()> {
+        for (name, v, limit) in [
+            ("image_size", self.image_size, limits::IMAGE_SIDE),
+            ("num_tokens", self.num_tokens, limits::VOCAB),
+            ("codebook_dim", self.codebook_dim, limits::WIDTH),
+            ("num_layers", self.num_layers, limits::DOWNSAMPLE_LAYERS),
+            ("num_resnet_blocks", self.num_resnet_blocks, limits::BLOCKS),
+            ("hidden_dim", self.hidden_dim, limits::WIDTH),
+            ("channels", self.channels, limits::CHANNELS),
+        ] {
+            limits::check(&format!("DiscreteVAE {name}"), v, limit)?;
+        }
         let unsupported = |m: String| Err(ExportError::Unsupported(m));
         if self.num_layers < 1 {
             return unsupported(format!(
@@ -348,11 +359,29 @@ mod tests {
     #[test]
     fn unsupported_shapes_are_clear_errors() {
         for (k, v, needle) in [
-            ("num_layers", 0, "num_layers = 0"),
+            (
+                "num_layers",
+                0,
+                "`DiscreteVAE num_layers` = 0 is outside the supported range 1..=16",
+            ),
             ("image_size", 48, "not a power of 2"),
             ("num_layers", 9, "smaller than its downsampling 2^9"),
-            ("num_tokens", 0, "num_tokens = 0"),
-            ("hidden_dim", -1, "negative"),
+            (
+                "num_tokens",
+                0,
+                "`DiscreteVAE num_tokens` = 0 is outside the supported range 1..=",
+            ),
+            ("hidden_dim", -1, "`DiscreteVAE hidden_dim` = -1 is outside"),
+            (
+                "hidden_dim",
+                1 << 40,
+                "`DiscreteVAE hidden_dim` = 1099511627776 is outside",
+            ),
+            (
+                "num_layers",
+                1 << 62,
+                "`DiscreteVAE num_layers` = 4611686018427387904 is outside",
+            ),
         ] {
             let err = DiscreteVaeConfig::from_vae_params(&dict(vec![(k, PickleValue::Int(v))]))
                 .unwrap_err()
