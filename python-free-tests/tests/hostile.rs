@@ -109,3 +109,28 @@ fn hyperparameters_are_checked_before_they_size_anything() {
         "{err}"
     );
 }
+
+/// A corrupted wrapper segment in a layer's weight name used to match by prefix and suffix; now
+/// the export fails naming the expected tensor and the near miss.
+#[test]
+fn corrupted_tensor_names_are_reported_not_matched() {
+    let ckpt = dp::load(&fixture("dalle_cli").join("dalle.pt")).unwrap();
+    let mut tensors = ckpt.transformer.into_map();
+    let good = "transformer.layers.layers.1.1.fn.fn.net.0.weight";
+    let bad = "transformer.layers.layers.1.1.fn.fnn.net.0.weight";
+    let t = tensors.remove(good).unwrap();
+    tensors.insert(bad.into(), t);
+    let err = dp::decoder_entry(
+        &ckpt.cfg,
+        dalle_export::weights::Weights::new("edited", tensors),
+        Default::default(),
+    )
+    .err()
+    .expect("a corrupted name must not be accepted")
+    .to_string();
+    assert!(
+        err.contains(&format!("missing tensor `{good}`"))
+            && err.contains(&format!("near misses: `{bad}`")),
+        "{err}"
+    );
+}

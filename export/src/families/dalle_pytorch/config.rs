@@ -1,6 +1,7 @@
 //! DALLE-pytorch hyperparameters (`hparams` of a `train_dalle.py` checkpoint), validated, and the
 //! token layout derived from them (models.md §2.1–2.2; lucidrains/DALLE-pytorch v1.6.6).
 
+use super::names::{self, Branch};
 use crate::checkpoint::PickleValue;
 use crate::error::{ExportError, Result};
 use crate::weights::Weights;
@@ -206,16 +207,26 @@ impl DalleConfig {
             }
         }
 
-        let has = |suffix: &str| w.names().any(|n| n.ends_with(suffix));
-        let rotary_emb = flag("rotary_emb").unwrap_or_else(|| w.contains("transformer.pos_emb"));
+        // Options older checkpoints do not record, read from where their tensors sit in layer
+        // 0's module tree (exact names, see `names`).
+        let reversible = flag("reversible").unwrap_or_else(|| {
+            w.names()
+                .any(|n| n.starts_with("transformer.layers.blocks.0."))
+        });
+        let attn0 = names::branch_prefix(0, Branch::Attention, reversible);
+        let rotary_emb = flag("rotary_emb").unwrap_or_else(|| w.contains(names::ROTARY_POS_EMB));
         let shift_tokens = match flag("shift_tokens") {
             Some(v) => v,
-            // PreShiftToken adds two wrappers around attention: `0.fn.fn.fn.fn.fn.to_qkv`.
-            None => w.names().any(|n| n.contains(".0.fn.fn.fn.fn.fn.to_qkv.")),
+            // PreShiftToken adds wrappers around attention: `0.fn.fn.fn.fn.fn.to_qkv`.
+            None => names::wrapper_depths(Branch::Attention, true)
+                .iter()
+                .take(1)
+                .any(|&d| w.contains(&names::wrapped(&attn0, d, names::TO_QKV))),
         };
-        let sandwich_norm = flag("sandwich_norm").unwrap_or_else(|| has(".norm_out.weight"));
+        let sandwich_norm =
+            flag("sandwich_norm").unwrap_or_else(|| w.contains(&names::norm_out(&attn0, "weight")));
         let share_input_output_emb =
-            flag("share_input_output_emb").unwrap_or_else(|| w.contains("text_emb.linear.weight"));
+            flag("share_input_output_emb").unwrap_or_else(|| w.contains(names::SHARED_TEXT_EMB[0]));
 
         let vae_class = root
             .get("vae_class_name")
@@ -271,7 +282,7 @@ impl DalleConfig {
             depth,
             heads: int("heads", limits::HEADS)?,
             dim_head: int("dim_head", limits::HEAD_DIM)?,
-            reversible: flag("reversible").unwrap_or(false),
+            reversible,
             attn_types,
             stable: flag("stable").unwrap_or(false),
             shift_tokens,

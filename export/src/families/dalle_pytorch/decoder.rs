@@ -129,14 +129,35 @@ fn attention_weights(
     let (dim, inner) = (cfg.dim, cfg.inner_dim());
     let specs = [
         (
-            names::find_one(l.w, prefix, names::TO_QKV)?,
+            names::find_one(
+                l.w,
+                prefix,
+                Branch::Attention,
+                cfg.shift_tokens,
+                names::TO_QKV,
+            )?,
             vec![3 * inner, dim],
         ),
         (
-            names::find_one(l.w, prefix, names::TO_OUT_WEIGHT)?,
+            names::find_one(
+                l.w,
+                prefix,
+                Branch::Attention,
+                cfg.shift_tokens,
+                names::TO_OUT_WEIGHT,
+            )?,
             vec![dim, inner],
         ),
-        (names::find_one(l.w, prefix, names::TO_OUT_BIAS)?, vec![dim]),
+        (
+            names::find_one(
+                l.w,
+                prefix,
+                Branch::Attention,
+                cfg.shift_tokens,
+                names::TO_OUT_BIAS,
+            )?,
+            vec![dim],
+        ),
     ];
     match shared.get(g, l, "attention", id, &specs)?.as_slice() {
         [to_qkv, to_out_w, to_out_b] => Ok(AttentionWeights {
@@ -159,18 +180,45 @@ fn ff_weights(
     let dim = cfg.dim;
     let specs = [
         (
-            names::find_one(l.w, prefix, names::FF_IN_WEIGHT)?,
+            names::find_one(
+                l.w,
+                prefix,
+                Branch::FeedForward,
+                cfg.shift_tokens,
+                names::FF_IN_WEIGHT,
+            )?,
             vec![dim * 8, dim],
         ),
         (
-            names::find_one(l.w, prefix, names::FF_IN_BIAS)?,
+            names::find_one(
+                l.w,
+                prefix,
+                Branch::FeedForward,
+                cfg.shift_tokens,
+                names::FF_IN_BIAS,
+            )?,
             vec![dim * 8],
         ),
         (
-            names::find_one(l.w, prefix, names::FF_OUT_WEIGHT)?,
+            names::find_one(
+                l.w,
+                prefix,
+                Branch::FeedForward,
+                cfg.shift_tokens,
+                names::FF_OUT_WEIGHT,
+            )?,
             vec![dim, dim * 4],
         ),
-        (names::find_one(l.w, prefix, names::FF_OUT_BIAS)?, vec![dim]),
+        (
+            names::find_one(
+                l.w,
+                prefix,
+                Branch::FeedForward,
+                cfg.shift_tokens,
+                names::FF_OUT_BIAS,
+            )?,
+            vec![dim],
+        ),
     ];
     match shared.get(g, l, "feed-forward", id, &specs)?.as_slice() {
         [w1, b1, w2, b2] => Ok(FeedForwardWeights {
