@@ -1,11 +1,11 @@
 //! Writes a bundle directory atomically.
 //!
 //! Everything is written into a hidden staging directory next to the destination
-//! (`.<name>.partial-<pid>`); [`BundleWriter::commit`] writes `manifest.json` last and renames
-//! the staging directory into place. A failed or interrupted export never leaves a
-//! half-written bundle at the destination: dropping an uncommitted writer removes the staging
-//! directory, and an existing destination is only replaced on commit (and only with
-//! `overwrite`).
+//! (`.<name>.partial-<pid>`); [`BundleWriter::commit`] writes `manifest.json` last and moves
+//! the staging directory into place (`crate::staging`: the swap, destination checks, and
+//! cleanup after killed exports). A failed or interrupted export never leaves a half-written
+//! bundle at the destination: dropping an uncommitted writer removes the staging directory, and
+//! an existing destination is only replaced on commit (and only with `overwrite`).
 
 use crate::error::{ExportError, Result};
 use crate::graph::GraphBuilder;
@@ -82,27 +82,23 @@ impl BundleWriter {
         overwrite: bool,
         external: ExternalDataPolicy,
     ) -> Result<BundleWriter> {
-        if destination.exists() && !overwrite {
-            return Err(ExportError::DestinationExists {
-                path: destination.to_path_buf(),
-            });
-        }
-        let name = destination
-            .file_name()
-            .and_then(|n| n.to_str())
-            .filter(|n| !n.is_empty() && *n != "..")
-            .ok_or_else(|| {
-                ExportError::io(
-                    destination,
-                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a directory name"),
-                )
-            })?;
-        let parent = match destination.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        crate::staging::check_destination(destination, overwrite)?;
+        let (parent, name) = crate::staging::split(destination)?;
         std::fs::create_dir_all(&parent).map_err(|e| ExportError::io(&parent, e))?;
-        let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
+        let recovered = crate::staging::recover(&parent, &name)?;
+        for p in &recovered.removed_staging {
+            tracing::info!(
+                "removed {} (left by an export that was killed)",
+                p.display()
+            );
+        }
+        if recovered.restored_old {
+            tracing::warn!(
+                "{}: restored the previous bundle, left aside by an export killed while replacing it",
+                destination.display()
+            );
+        }
+        let staging = crate::staging::staging_dir(&parent, &name);
         if staging.exists() {
             std::fs::remove_dir_all(&staging).map_err(|e| ExportError::io(&staging, e))?;
         }
@@ -193,18 +189,9 @@ impl BundleWriter {
         std::fs::write(&manifest_path, self.manifest.to_json())
             .map_err(|e| ExportError::io(&manifest_path, e))?;
         let dest = self.destination.clone();
-        if dest.exists() {
-            if !self.overwrite {
-                // Someone else created it while this export ran.
-                return Err(ExportError::DestinationExists { path: dest });
-            }
-            let old = self.staging.with_extension("old");
-            std::fs::rename(&dest, &old).map_err(|e| ExportError::io(&dest, e))?;
-            std::fs::rename(&self.staging, &dest).map_err(|e| ExportError::io(&dest, e))?;
-            std::fs::remove_dir_all(&old).map_err(|e| ExportError::io(&old, e))?;
-        } else {
-            std::fs::rename(&self.staging, &dest).map_err(|e| ExportError::io(&dest, e))?;
-        }
+        // Refuses a destination someone else created meanwhile (without `overwrite`) or one
+        // that is not a bundle; swaps atomically where the file system can.
+        crate::staging::install(&self.staging, &dest, self.overwrite)?;
         self.committed = true;
         Ok(dest)
     }

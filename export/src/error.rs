@@ -36,6 +36,10 @@ pub enum ExportError {
     #[error("{}: already exists (pass --force to replace it)", path.display())]
     DestinationExists { path: PathBuf },
 
+    /// The output path cannot take a bundle (a file, a link, a directory of other things).
+    #[error("{}: {why}", path.display())]
+    Destination { path: PathBuf, why: String },
+
     #[error("{}", path.display())]
     Io {
         path: PathBuf,

@@ -9,7 +9,8 @@
 //!   execute anything.
 //! - [`layers`]: the neural-network layers every family shares (linear, layer norm, attention
 //!   core, GELU variants).
-//! - [`bundle_writer`]: atomic bundle directories with `manifest.json`.
+//! - [`bundle_writer`]: atomic bundle directories with `manifest.json`; [`staging`]: moving
+//!   them into place (`--force` swaps) and cleaning up after killed exports.
 //! - [`tokenizer`]: the `tokenizer.json` a text-conditioned bundle carries (CLIP BPE, or a
 //!   user-supplied Hugging Face file).
 //!
@@ -23,6 +24,7 @@ pub mod families;
 pub mod graph;
 pub mod layers;
 pub mod proto;
+pub mod staging;
 pub mod tensor;
 pub mod tokenizer;
 pub mod weights;

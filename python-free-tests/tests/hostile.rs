@@ -134,3 +134,114 @@ fn corrupted_tensor_names_are_reported_not_matched() {
         "{err}"
     );
 }
+
+mod files {
+    use dalle_bundle::{Manifest, ModelFamily};
+    use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy};
+    use std::path::Path;
+
+    /// Exports an empty bundle (a manifest and one marker file) to `out`.
+    fn export(out: &Path, force: bool, marker: &str) -> dalle_export::Result<()> {
+        let mut w = BundleWriter::create(
+            out,
+            ModelFamily::Clip,
+            python_free_tests::test_provenance(),
+            force,
+            ExternalDataPolicy::default(),
+        )?;
+        w.add_file(marker, b"x")?;
+        w.commit().map(|_| ())
+    }
+
+    /// A process id that ran and has exited.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+        pid
+    }
+
+    fn hidden(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn staging_folders_of_killed_exports_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("b");
+        let stale = dir.path().join(format!(".b.partial-{}", dead_pid()));
+        std::fs::create_dir(&stale).unwrap();
+        std::fs::write(stale.join("decoder.onnx"), b"half").unwrap();
+        // A live process's staging folder (another export running now) stays.
+        let live = dir.path().join(".b.partial-1");
+        std::fs::create_dir(&live).unwrap();
+        export(&out, false, "one").unwrap();
+        assert_eq!(hidden(dir.path()), vec![".b.partial-1".to_string()]);
+        Manifest::read_from_dir(&out).unwrap();
+    }
+
+    #[test]
+    fn a_crash_between_the_force_renames_is_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("b");
+        export(&out, false, "one").unwrap();
+        // What a crash between `--force`'s two renames left: the old bundle aside, the new one
+        // in a dead process's staging folder, no destination.
+        std::fs::rename(&out, dir.path().join(".b.old")).unwrap();
+        let stale = dir.path().join(format!(".b.partial-{}", dead_pid()));
+        std::fs::create_dir(&stale).unwrap();
+        // Without --force the old bundle is put back and kept.
+        let err = export(&out, false, "two").unwrap_err().to_string();
+        assert!(err.contains("--force"), "{err}");
+        assert!(out.join("one").is_file());
+        // Was "Directory not empty" on every later --force.
+        std::fs::create_dir(dir.path().join(".b.old")).unwrap();
+        std::fs::write(dir.path().join(".b.old/one"), b"x").unwrap();
+        export(&out, true, "two").unwrap();
+        assert!(out.join("two").is_file() && !out.join("one").exists());
+        assert!(hidden(dir.path()).is_empty(), "{:?}", hidden(dir.path()));
+        // And again (the atomic exchange leaves nothing behind either).
+        export(&out, true, "three").unwrap();
+        assert!(out.join("three").is_file() && !out.join("two").exists());
+        assert!(hidden(dir.path()).is_empty(), "{:?}", hidden(dir.path()));
+    }
+
+    #[test]
+    fn force_refuses_what_is_not_a_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        // A plain file: was replaced by the bundle, then exit 1.
+        let file = dir.path().join("plain");
+        std::fs::write(&file, b"precious").unwrap();
+        let err = export(&file, true, "m").unwrap_err().to_string();
+        assert!(err.contains("is not a directory"), "{err}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+        // A directory of other things.
+        let other = dir.path().join("home");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("notes.txt"), b"keep").unwrap();
+        let err = export(&other, true, "m").unwrap_err().to_string();
+        assert!(err.contains("without manifest.json, not a bundle"), "{err}");
+        assert!(other.join("notes.txt").is_file());
+        // A symbolic link to a bundle.
+        let real = dir.path().join("real");
+        export(&real, false, "m").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = export(&link, true, "n").unwrap_err().to_string();
+        assert!(err.contains("is a symbolic link"), "{err}");
+        assert!(real.join("m").is_file());
+        // An empty directory is fine.
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        export(&empty, true, "m").unwrap();
+        assert!(empty.join("m").is_file());
+        assert!(hidden(dir.path()).is_empty(), "{:?}", hidden(dir.path()));
+    }
+}
