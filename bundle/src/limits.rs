@@ -108,7 +108,13 @@ pub fn checked_product(name: &str, factors: &[(&str, usize)]) -> Result<usize, L
             name: name.to_string(),
             expression: factors
                 .iter()
-                .map(|(n, v)| format!("{n} {v}"))
+                .map(|(n, v)| {
+                    if n.is_empty() {
+                        v.to_string()
+                    } else {
+                        format!("{n} {v}")
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(" × "),
         })

@@ -67,20 +67,23 @@ fn graph_dims(role: GraphRole, g: &GraphSpec) -> Result<()> {
         )?;
     }
     for t in g.inputs.iter().chain(&g.outputs) {
-        let mut factors = Vec::with_capacity(t.dims.len());
+        let mut factors: Vec<(&str, usize)> = Vec::with_capacity(t.dims.len());
         for (axis, d) in t.dims.iter().enumerate() {
-            let n = match d {
-                Dim::Fixed(n) => check(&format!("graph {role}: `{}` dim {axis}", t.name), *n, DIM)?,
-                // Derived symbols (`height/8`) have no range of their own: bounded by DIM.
-                Dim::Symbolic(s) => g
-                    .dim_ranges
-                    .get(s)
-                    .map_or(DIM.max as usize, |r| r.max as usize),
-            };
-            factors.push(("", n));
+            match d {
+                Dim::Fixed(n) => {
+                    let n = check(&format!("graph {role}: `{}` dim {axis}", t.name), *n, DIM)?;
+                    factors.push(("", n));
+                }
+                // Derived symbols (`height/8`) have no range of their own.
+                Dim::Symbolic(s) => {
+                    if let Some(r) = g.dim_ranges.get(s) {
+                        factors.push((s.as_str(), r.max as usize));
+                    }
+                }
+            }
         }
-        checked_product(&format!("graph {role}: elements of `{}`", t.name), &factors)
-            .and_then(|n| checked_product("bytes", &[("", n), ("", t.dtype.size())]))?;
+        factors.push(("bytes per element", t.dtype.size()));
+        checked_product(&format!("graph {role}: largest `{}`", t.name), &factors)?;
     }
     Ok(())
 }
