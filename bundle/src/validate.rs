@@ -184,32 +184,44 @@ fn mismatch(what: &str, layout: String, graph: String) -> BundleError {
     ))
 }
 
-/// The decoder's sequence range, logits width and recorded maximum length follow the layout.
+/// The decoder's recorded sequence length (the exporter's `max_sequence_length`, from the
+/// same hyperparameters as the layout) equals the layout's, its sequence range and cache
+/// capacity hold it, and its logits are as wide as the layout's vocabularies.
 fn layout_vs_decoder(t: &TokenLayout, g: &GraphSpec) -> Result<()> {
     // Positions: BOS + text_length + image_grid² − 1 (the last image token is never fed).
     let sequence = t.text_length + t.image_grid * t.image_grid;
-    if let Some(r) = g.dim_ranges.get(io::dims::SEQUENCE)
-        && r.max != sequence
-    {
-        return Err(mismatch(
-            "token_layout vs decoder",
-            format!(
-                "text_length {} + image_grid {}² = {sequence} positions",
-                t.text_length, t.image_grid
-            ),
-            format!("dim_ranges.sequence.max {}", r.max),
-        ));
-    }
-    if let Some(n) = g
-        .attributes
-        .get(crate::attributes::decoder::MAX_SEQUENCE_LENGTH)
-        .and_then(serde_json::Value::as_u64)
+    let layout = || {
+        format!(
+            "text_length {} + image_grid {}² = {sequence} positions",
+            t.text_length, t.image_grid
+        )
+    };
+    let attribute = |name: &str| g.attributes.get(name).and_then(serde_json::Value::as_u64);
+    if let Some(n) = attribute(crate::attributes::decoder::MAX_SEQUENCE_LENGTH)
         && n != sequence
     {
         return Err(mismatch(
             "token_layout vs decoder",
-            format!("{sequence} positions"),
+            layout(),
             format!("max_sequence_length {n}"),
+        ));
+    }
+    if let Some(n) = attribute(crate::attributes::decoder::KV_CAPACITY)
+        && n < sequence
+    {
+        return Err(mismatch(
+            "token_layout vs decoder",
+            layout(),
+            format!("a key/value cache of kv_capacity {n}"),
+        ));
+    }
+    if let Some(r) = g.dim_ranges.get(io::dims::SEQUENCE)
+        && r.max < sequence
+    {
+        return Err(mismatch(
+            "token_layout vs decoder",
+            layout(),
+            format!("dim_ranges.sequence.max {}", r.max),
         ));
     }
     let last = |name: &str| {
@@ -491,11 +503,24 @@ mod tests {
         // The 16-token graph with a manifest claiming 8 text positions.
         let mut m = dalle();
         layout(&mut m).text_length = 8;
-        layout(&mut m).pad_id_base = 18;
         let e = err(&m);
         assert!(
             e.contains("text_length 8 + image_grid 2² = 12 positions")
-                && e.contains("dim_ranges.sequence.max 20"),
+                && e.contains("max_sequence_length 20"),
+            "{e}"
+        );
+        // More text than the graph's sequence range holds.
+        let mut m = dalle();
+        layout(&mut m).text_length = 24;
+        layout(&mut m).image_token_offset = 34;
+        layout(&mut m).total_vocab_size = 38;
+        if let Some(g) = m.graphs.get_mut(&GraphRole::Decoder) {
+            g.attributes.clear();
+            g.outputs.clear();
+        }
+        let e = err(&m);
+        assert!(
+            e.contains("28 positions") && e.contains("dim_ranges.sequence.max 20"),
             "{e}"
         );
     }

@@ -305,3 +305,88 @@ fn flags_are_spelled_as_in_dalle_ort() {
         "{text}"
     );
 }
+
+/// Flags that would be recorded as sources yet ignored are refused; `--force` refuses a
+/// destination that is not a bundle (it was replaced, then exit 1).
+#[test]
+fn ignored_flags_and_non_bundle_destinations_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bundle");
+    let ckpt = fixture("dalle_cli/dalle.pt");
+    let enc = fixture("dvae_small/encoder.pkl");
+    let o = dalle_export(&[
+        "dalle-pytorch",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--vae-encoder",
+        enc.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("trained with DiscreteVAE")
+            && stderr(&o).contains("--vae-encoder is only for OpenAIDiscreteVAE checkpoints"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"keep").unwrap();
+    let o = dalle_export(&[
+        "dalle-pytorch",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--force",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is not a directory"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "no staging folder left behind");
+}
+
+/// A manifest whose token layout disagrees with its decoder graph (a `text_length` of 8 for a
+/// 16-token graph ran with exit 0) is refused when read.
+#[test]
+fn a_token_layout_that_disagrees_with_the_graphs_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bundle");
+    let ckpt = fixture("dalle_cli/dalle.pt");
+    let tok = fixture("tokenizer/tiny_wordlevel.json");
+    let o = dalle_export(&[
+        "dalle-pytorch",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--tokenizer",
+        tok.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    dalle_bundle::Manifest::read_from_dir(&out).unwrap();
+    let path = out.join("manifest.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"text_length\": 8,"), "{text}");
+    for (from, to, needle) in [
+        (
+            "\"text_length\": 8,",
+            "\"text_length\": 4,",
+            "text_length 4 + image_grid 8² = 68 positions, but the graph declares max_sequence_length 72",
+        ),
+        (
+            "\"image_grid\": 8,",
+            "\"image_grid\": 4294967296,",
+            "`token_layout.image_grid` = 4294967296 is outside the supported range 1..=256",
+        ),
+    ] {
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+        let err = dalle_bundle::Manifest::read_from_dir(&out)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{to}: {err}");
+    }
+}

@@ -157,6 +157,26 @@ fn errors_exit_non_zero_with_a_message() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).starts_with("error: "), "{}", stderr(&o));
 
+    // PNG bytes are never written under another format's name.
+    let tokens = dir.path().join("t.npy");
+    std::fs::write(&tokens, b"unused").unwrap();
+    let jpg = dir.path().join("out.jpg");
+    let o = dalle_ort(&[
+        "decode",
+        "--model",
+        b,
+        tokens.to_str().unwrap(),
+        "-o",
+        jpg.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("decode writes PNG images; name the output FILE.png"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!jpg.exists());
+
     let o = dalle_ort(&[
         "info",
         "--model",
@@ -299,6 +319,27 @@ fn generates_from_an_exported_dalle_pytorch_checkpoint() {
         ]);
         assert_eq!(o.status.code(), Some(1), "{flag} {value}: {}", stderr(&o));
         assert!(stderr(&o).starts_with("error: "), "{}", stderr(&o));
+    }
+    // Finite as f64, not as the sampler's float32 (were all-zero images); a negative guidance
+    // scale parses (was clap's "unexpected argument"), so the error is top-k's.
+    for (args, needle) in [
+        (&["--temperature", "1e-38"][..], "temperature"),
+        (&["--cond-scale", "1e39"][..], "cond_scale"),
+        (&["--cond-scale", "-1", "--top-k", "0"][..], "top_k"),
+    ] {
+        let out = dir.path().join("x");
+        let mut a = vec![
+            "generate",
+            "--model",
+            b,
+            "a red circle",
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        a.extend_from_slice(args);
+        let o = dalle_ort(&a);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
     }
 }
 

@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 /// Output path flags shared by `encode` and `decode`.
 #[derive(Args)]
 pub struct OutArgs {
-    /// Output file (`decode`: with several images, NAME_00.png, NAME_01.png, ...)
+    /// Output file (`encode`: FILE.npy; `decode`: FILE.png, with several images NAME_00.png,
+    /// NAME_01.png, ...)
     #[arg(short, long = "out", alias = "output", value_name = "FILE")]
     out: PathBuf,
     /// Replace existing output files
@@ -90,7 +91,21 @@ pub fn encode(g: &Global, options: EpOptions, args: EncodeArgs) -> Result<()> {
     Ok(())
 }
 
+/// `decode` writes PNG (with its `parameters` text chunk): an output named otherwise (`.jpg`)
+/// would be PNG bytes under the wrong name, so it is refused.
+fn require_png(path: &Path) -> Result<()> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if !ext.eq_ignore_ascii_case("png") {
+        bail!(
+            "{}: decode writes PNG images; name the output FILE.png",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn decode(g: &Global, options: EpOptions, args: DecodeArgs) -> Result<()> {
+    require_png(&args.out.out)?;
     let mut bundle = open(&args.bundle.model, options)?;
     let spec = bundle.manifest().graph(GraphRole::DvaeDecoder)?.clone();
     let ids = npy::read_tokens(&args.tokens)?;

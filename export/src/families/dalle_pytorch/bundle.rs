@@ -78,6 +78,7 @@ pub fn add_to_bundle(writer: &mut BundleWriter, options: BundleOptions<'_>) -> R
     let ckpt = super::load(checkpoint)
         .map_err(|e| e.context(format!("reading {}", checkpoint.display())))?;
     let cfg = ckpt.cfg.clone();
+    super::check_vae_files(&cfg, vae_files)?;
     progress(&describe(&cfg));
     let tokenizer_json = super::tokenizer_for(&cfg, tokenizer)?;
     {

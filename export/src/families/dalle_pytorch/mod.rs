@@ -152,6 +152,29 @@ pub struct OpenAiVaeFiles<'a> {
     pub decoder: Option<&'a Path>,
 }
 
+/// `--vae-encoder`/`--vae-decoder` are for `OpenAIDiscreteVAE` checkpoints only: a
+/// `DiscreteVAE` checkpoint holds its own VAE, and the files would be recorded as sources
+/// without being used.
+pub fn check_vae_files(cfg: &DalleConfig, files: OpenAiVaeFiles<'_>) -> Result<()> {
+    if cfg.vae != VaeKind::Discrete {
+        return Ok(());
+    }
+    let given = [
+        ("--vae-encoder", files.encoder),
+        ("--vae-decoder", files.decoder),
+    ]
+    .into_iter()
+    .find_map(|(flag, p)| p.map(|p| (flag, p)));
+    match given {
+        Some((flag, path)) => Err(ExportError::Unsupported(format!(
+            "{flag} {}: the checkpoint was trained with DiscreteVAE, whose weights it holds \
+             under `vae.`; {flag} is only for OpenAIDiscreteVAE checkpoints, leave it out",
+            path.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Builds the bundle's dVAE graphs from the checkpoint's VAE: `DiscreteVAE` from its `vae.`
 /// tensors and `vae_params`; `OpenAIDiscreteVAE` from its `vae.enc.`/`vae.dec.` tensors or from
 /// the released files given by flag (when both exist they must be identical). Every VAE tensor
@@ -164,6 +187,7 @@ pub fn vae_entries(
 ) -> Result<Vec<GraphEntry>> {
     let entries = match cfg.vae {
         VaeKind::Discrete => {
+            check_vae_files(cfg, files)?;
             let params = root.get("vae_params").ok_or_else(|| {
                 ExportError::Weights(
                     "the checkpoint uses DiscreteVAE but has no `vae_params`".into(),
