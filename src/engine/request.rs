@@ -409,15 +409,23 @@ impl RequestRules {
     }
 }
 
+/// The smallest temperature: the sampler multiplies the float32 logits by `1 / temperature`,
+/// and below this real logits overflow to ±inf (at 1e-38 every logit above 3.4 did, and the
+/// draw saw NaNs). At 1e-6 a logit would have to exceed 3.4e32 to overflow; sampling is then
+/// already the argmax for any logits a model produces.
+pub const MIN_TEMPERATURE: f64 = 1e-6;
+
 /// The sampler computes in float32: settings finite as f64 may still overflow there.
 fn check_f32(p: &SamplingParams) -> Result<(), RequestError> {
     let t = p.temperature as f32;
-    if !(t > 0.0 && t.is_finite() && (1.0 / t).is_finite()) {
+    if !(t.is_finite() && p.temperature >= MIN_TEMPERATURE && (1.0 / t).is_finite()) {
         return Err(bad(
             "temperature",
             format!(
-                "{} is out of float32 range (the logits are divided by it in float32)",
-                p.temperature
+                "{} is out of range: it must be in [{MIN_TEMPERATURE:e}, {:e}] (the float32 \
+                 logits are multiplied by 1/temperature)",
+                p.temperature,
+                f32::MAX
             ),
         ));
     }

@@ -64,7 +64,7 @@ pub struct GenerateArgs {
     /// Nucleus sampling threshold, P in (0, 1]
     #[arg(long, value_name = "P", help_heading = "Sampling")]
     top_p: Option<f64>,
-    /// Softmax temperature, T in (0, ∞) (default: the manifest's, else 1)
+    /// Softmax temperature, T in [1e-6, 3.4e38] (default: the manifest's, else 1)
     #[arg(long, value_name = "T", help_heading = "Sampling")]
     temperature: Option<f64>,
     /// Classifier-free guidance scale, S in [-1e6, 1e6], 1 = off (default: the manifest's,

@@ -6,12 +6,14 @@
 //! `merges.txt`; optional `preprocessor_config.json`) and exports two graphs:
 //! `clip_text.onnx` (`text.rs`) and `clip_image.onnx` (`vision.rs`), both ending in
 //! L2-normalized embeddings, plus `clip_tokenizer.json` (`tokenizer.rs`) and the manifest's
-//! `clip` entry (context, special ids, `logit_scale`, image size, mean/std). Any size works:
+//! `clip` entry (context, special ids, `logit_scale`, image size, mean/std from
+//! `preprocessor.rs`). Any size works:
 //! every width, depth, patch size and activation comes from `config.json` (`config.rs`).
 
 pub mod config;
 pub mod encoder;
 pub mod names;
+pub mod preprocessor;
 pub mod text;
 pub mod tokenizer;
 pub mod vision;
@@ -31,9 +33,7 @@ use dalle_bundle::{
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// OpenAI's CLIP normalization (the `CLIPImageProcessor` default).
-pub const OPENAI_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
-pub const OPENAI_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
+pub use preprocessor::{OPENAI_MEAN, OPENAI_STD};
 
 /// A read CLIP directory.
 pub struct ClipModel {
@@ -95,40 +95,15 @@ pub fn load(dir: &Path) -> Result<ClipModel> {
     })
 }
 
-/// Image size and normalization from `preprocessor_config.json` (defaults: OpenAI's).
-fn preprocessing(dir: &Path, cfg: &ClipConfig) -> Result<(u64, [f64; 3], [f64; 3])> {
+/// Image size and normalization from `preprocessor_config.json` (`preprocessor.rs`; without
+/// one, OpenAI's).
+fn preprocessing(dir: &Path, cfg: &ClipConfig) -> Result<preprocessor::Preprocessing> {
     let size = cfg.vision.image_size as u64;
     let p = dir.join("preprocessor_config.json");
     if !p.is_file() {
-        return Ok((size, OPENAI_MEAN, OPENAI_STD));
+        return Ok(preprocessor::default_for(size));
     }
-    let text = std::fs::read_to_string(&p).map_err(|e| ExportError::io(&p, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| ExportError::Weights(format!("{}: invalid JSON: {e}", p.display())))?;
-    let triple = |key: &str, default: [f64; 3]| -> Result<[f64; 3]> {
-        match v.get(key) {
-            None | Some(serde_json::Value::Null) => Ok(default),
-            Some(x) => serde_json::from_value::<[f64; 3]>(x.clone())
-                .map_err(|e| ExportError::Weights(format!("{}: `{key}`: {e}", p.display()))),
-        }
-    };
-    let crop = v
-        .get("crop_size")
-        .and_then(|c| c.get("height").or(Some(c)))
-        .and_then(serde_json::Value::as_u64);
-    if let Some(c) = crop
-        && c != size
-    {
-        return Err(ExportError::Unsupported(format!(
-            "{}: crop_size {c} differs from the vision model's image_size {size}",
-            p.display()
-        )));
-    }
-    Ok((
-        size,
-        triple("image_mean", OPENAI_MEAN)?,
-        triple("image_std", OPENAI_STD)?,
-    ))
+    preprocessor::read(&p, size)
 }
 
 fn entry(role: GraphRole, graph: crate::graph::GraphBuilder, cfg: &ClipConfig) -> GraphEntry {
@@ -193,7 +168,7 @@ pub fn sources(model: &ClipModel) -> Result<Vec<SourceFile>> {
 /// `clip` entry.
 pub fn add_to_bundle(writer: &mut BundleWriter, dir: &Path, model: ClipModel) -> Result<()> {
     let (tok, ids) = tokenizer::tokenizer_for_dir(dir)?;
-    let (image_size, mean, std) = preprocessing(dir, &model.cfg)?;
+    let pre = preprocessing(dir, &model.cfg)?;
     let info = ClipInfo {
         tokenizer: CLIP_TOKENIZER_FILE.to_string(),
         context_length: model.cfg.text.context_length as u64,
@@ -201,9 +176,9 @@ pub fn add_to_bundle(writer: &mut BundleWriter, dir: &Path, model: ClipModel) ->
         eos_id: ids.eos,
         pad_id: ids.pad,
         logit_scale: model.logit_scale,
-        image_size,
-        image_mean: mean,
-        image_std: std,
+        image_size: pre.image_size,
+        image_mean: pre.mean,
+        image_std: pre.std,
         projection_dim: model.cfg.projection_dim as u64,
     };
     let vocab = model.cfg.text.vocab_size as u64;
