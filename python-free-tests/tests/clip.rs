@@ -113,6 +113,76 @@ fn embeddings_tokens_and_preprocessing_match_hugging_face() {
     }
 }
 
+/// `preprocessor_config.json` settings are honoured, not ignored: rescaling and normalization
+/// folded into the manifest's mean/std give `CLIPImageProcessor`'s own pixels
+/// (`fixtures/clip_preprocessor`, `tools/fixtures/clip_preprocessor_fixtures.py`). The
+/// tolerances are [`PIXEL_ATOL`] and [`PIXEL_MEAN_ATOL`] in 8-bit steps of each variant's
+/// output (`rescale_factor / std`), the same rounding allowance as the default's.
+#[test]
+fn preprocessor_settings_match_hugging_face() {
+    let dir = fixture("clip_preprocessor");
+    let variants: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("variants.json")).unwrap()).unwrap();
+    assert_eq!(variants.len(), 4);
+    let default_step = (1.0 / 255.0) / export_clip::OPENAI_STD[1];
+    for v in &variants {
+        let name = v["name"].as_str().unwrap();
+        let config = v["config"].to_string();
+        let pre = export_clip::preprocessor::from_json(&config, 64, name).unwrap();
+        let info = dalle_bundle::ClipInfo {
+            tokenizer: "clip_tokenizer.json".into(),
+            context_length: 77,
+            bos_id: 0,
+            eos_id: 1,
+            pad_id: 1,
+            logit_scale: 1.0,
+            image_size: pre.image_size,
+            image_mean: pre.mean,
+            image_std: pre.std,
+            projection_dim: 1,
+        };
+        let c = &v["config"];
+        let factor = if c["do_rescale"] == false {
+            1.0
+        } else {
+            c["rescale_factor"].as_f64().unwrap()
+        };
+        let std = if c["do_normalize"] == false {
+            1.0
+        } else {
+            c["image_std"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_f64().unwrap())
+                .fold(f64::INFINITY, f64::min)
+        };
+        let steps = ((factor / std) / default_step) as f32;
+        let want = read_npy(&dir.join(format!("pixel_values_{name}.npy"))).f32();
+        for (i, file) in ["image_1_square256.png", "image_2_portrait.png"]
+            .iter()
+            .enumerate()
+        {
+            let path = fixture("clip_small").join(file);
+            let px = preprocess::to_chw_tensor(&preprocess::load_image(&path).unwrap());
+            let got = clip::pixel_values(px.view(), &info).unwrap().into_dyn();
+            let want = want.index_axis(Axis(0), i).to_owned().insert_axis(Axis(0));
+            let what = format!("{name}: pixel_values of {file}");
+            let e = assert_close(&what, &got, &want, PIXEL_ATOL * steps);
+            let mean = (&got - &want).mapv(f32::abs).mean().unwrap();
+            assert!(
+                mean <= PIXEL_MEAN_ATOL * steps,
+                "{what}: mean |error| {mean}"
+            );
+            eprintln!(
+                "{what}: max |error| {:.5}, mean {:.5} (in the default's normalized units)",
+                e / steps,
+                mean / steps
+            );
+        }
+    }
+}
+
 /// The openai/clip-vit-base-patch32 shapes (~150M parameters, ~600 MB) are too large to
 /// commit; `tools/fixtures/clip_fixtures.py --config full` writes them here.
 #[test]
