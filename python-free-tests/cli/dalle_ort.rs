@@ -176,6 +176,36 @@ fn errors_exit_non_zero_with_a_message() {
         stderr(&o)
     );
     assert!(!jpg.exists());
+    let sample = repo().join("models/demo/sample.png");
+    let o = dalle_ort(&[
+        "encode",
+        "--model",
+        b,
+        sample.to_str().unwrap(),
+        "-o",
+        jpg.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("encode writes image tokens as .npy; name the output FILE.npy"),
+        "{}",
+        stderr(&o)
+    );
+    let o = dalle_ort(&[
+        "generate",
+        "--model",
+        b,
+        "a red circle",
+        "-o",
+        jpg.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("generate writes PNG images; name the output FILE.png or a folder"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!jpg.exists());
 
     let o = dalle_ort(&[
         "info",

@@ -71,6 +71,7 @@ fn create_parent(path: &Path) -> Result<()> {
 
 pub fn encode(g: &Global, options: EpOptions, args: EncodeArgs) -> Result<()> {
     let output = &args.out.out;
+    require_extension(output, "npy", "encode writes image tokens as .npy")?;
     refuse_existing(std::slice::from_ref(output), args.out.force)?;
     let mut bundle = open(&args.bundle.model, options)?;
     bundle.manifest().graph(GraphRole::DvaeEncoder)?;
@@ -91,13 +92,29 @@ pub fn encode(g: &Global, options: EpOptions, args: EncodeArgs) -> Result<()> {
     Ok(())
 }
 
+/// Image formats a user may name an output after; this program writes only PNG.
+const OTHER_IMAGE_FORMATS: [&str; 7] = ["jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"];
+
 /// `decode` writes PNG (with its `parameters` text chunk): an output named otherwise (`.jpg`)
 /// would be PNG bytes under the wrong name, so it is refused.
-fn require_png(path: &Path) -> Result<()> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if !ext.eq_ignore_ascii_case("png") {
+fn require_extension(path: &Path, ext: &str, what: &str) -> Result<()> {
+    let given = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if !given.eq_ignore_ascii_case(ext) {
+        bail!("{}: {what}; name the output FILE.{ext}", path.display());
+    }
+    Ok(())
+}
+
+/// `generate -o` takes FILE.png or a folder: a name in another image format is refused rather
+/// than made a folder of PNGs.
+pub fn refuse_other_image_format(path: &Path) -> Result<()> {
+    let given = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if OTHER_IMAGE_FORMATS
+        .iter()
+        .any(|f| given.eq_ignore_ascii_case(f))
+    {
         bail!(
-            "{}: decode writes PNG images; name the output FILE.png",
+            "{}: generate writes PNG images; name the output FILE.png or a folder",
             path.display()
         );
     }
@@ -105,7 +122,7 @@ fn require_png(path: &Path) -> Result<()> {
 }
 
 pub fn decode(g: &Global, options: EpOptions, args: DecodeArgs) -> Result<()> {
-    require_png(&args.out.out)?;
+    require_extension(&args.out.out, "png", "decode writes PNG images")?;
     let mut bundle = open(&args.bundle.model, options)?;
     let spec = bundle.manifest().graph(GraphRole::DvaeDecoder)?.clone();
     let ids = npy::read_tokens(&args.tokens)?;

@@ -132,6 +132,7 @@ struct Recorded {
 }
 
 pub fn run(g: &Global, options: EpOptions, mut args: GenerateArgs) -> Result<()> {
+    super::codec::refuse_other_image_format(&args.out)?;
     let started = std::time::SystemTime::now();
     let from = match &args.from {
         Some(path) => Some(read_from(path)?),
