@@ -168,7 +168,11 @@ pub fn install(staging: &Path, destination: &Path, overwrite: bool) -> Result<()
         }
         return Ok(());
     }
-    // No atomic exchange here: two renames, journaled by `.<name>.old`.
+    swap_by_renames(staging, destination)
+}
+
+/// The swap without an atomic exchange: two renames, journaled by `.<name>.old`.
+fn swap_by_renames(staging: &Path, destination: &Path) -> Result<()> {
     let (parent, name) = split(destination)?;
     let old = old_dir(&parent, &name);
     remove_any(&old).map_err(|e| ExportError::io(&old, e))?;
@@ -210,4 +214,40 @@ fn exchange(a: &Path, b: &Path) -> Result<bool> {
 #[cfg(not(target_os = "linux"))]
 fn exchange(_a: &Path, _b: &Path) -> Result<bool> {
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(dir: &Path, marker: &str) {
+        std::fs::create_dir(dir).unwrap();
+        std::fs::write(dir.join(MANIFEST_FILE), b"{}").unwrap();
+        std::fs::write(dir.join(marker), b"x").unwrap();
+    }
+
+    /// The fallback where `RENAME_EXCHANGE` is unsupported (this file system has it, so
+    /// `install` never takes this path in the integration tests).
+    #[test]
+    fn the_two_rename_swap_replaces_and_leaves_no_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("b");
+        bundle(&dest, "old");
+        let staging = staging_dir(dir.path(), "b");
+        bundle(&staging, "new");
+        swap_by_renames(&staging, &dest).unwrap();
+        assert!(dest.join("new").is_file() && !dest.join("old").exists());
+        assert!(!staging.exists() && !old_dir(dir.path(), "b").exists());
+    }
+
+    #[test]
+    fn a_stale_journal_next_to_a_whole_bundle_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        bundle(&dir.path().join("b"), "current");
+        bundle(&old_dir(dir.path(), "b"), "previous");
+        let r = recover(dir.path(), "b").unwrap();
+        assert!(r.removed_old && !r.restored_old);
+        assert!(dir.path().join("b/current").is_file());
+        assert!(!old_dir(dir.path(), "b").exists());
+    }
 }
