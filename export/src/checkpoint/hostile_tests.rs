@@ -379,3 +379,21 @@ fn issue13_dvae_pickle_given_to_dalle_pytorch_names_the_family() {
         "{e}"
     );
 }
+
+/// The other files an export reads (tokenizer, CLIP config) are refused the same way.
+#[cfg(unix)]
+#[test]
+fn issue13_non_regular_side_files_are_refused() {
+    let e = crate::tokenizer::load_tokenizer_json(Path::new("/dev/zero")).unwrap_err();
+    assert!(format!("{e:?}").contains("character device"), "{e:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(dir.path().join("config.json"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let Err(e) = crate::families::clip::load(dir.path()) else {
+        panic!("a FIFO config.json loaded")
+    };
+    assert!(e.to_string().contains("FIFO"), "{e}");
+}

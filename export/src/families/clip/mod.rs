@@ -54,6 +54,7 @@ pub fn load(dir: &Path) -> Result<ClipModel> {
         )));
     }
     let config_path = dir.join("config.json");
+    crate::checkpoint::open_regular(&config_path)?;
     let text = std::fs::read_to_string(&config_path).map_err(|e| {
         ExportError::Weights(format!("{}: cannot read: {e}", config_path.display()))
     })?;
@@ -102,6 +103,7 @@ fn preprocessing(dir: &Path, cfg: &ClipConfig) -> Result<(u64, [f64; 3], [f64; 3
     if !p.is_file() {
         return Ok((size, OPENAI_MEAN, OPENAI_STD));
     }
+    crate::checkpoint::open_regular(&p)?;
     let text = std::fs::read_to_string(&p).map_err(|e| ExportError::io(&p, e))?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| ExportError::Weights(format!("{}: invalid JSON: {e}", p.display())))?;
