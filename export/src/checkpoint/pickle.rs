@@ -886,7 +886,10 @@ impl Vm<'_> {
         let tensor = view(&storage, dtype, offset, &size, &stride)
             .map_err(|m| self.err(format!("tensor from storage `{}`: {m}", storage.key)))?;
         let at = self.op_pos;
-        self.budget.charge(tensor.byte_len() as u64, || {
+        // Charged at the size in the file (int16 is widened only when read).
+        let element = dtype.map_or(storage.dtype.size(), DType::size);
+        let stored = (tensor.numel() as u64).saturating_mul(element as u64);
+        self.budget.charge(stored, || {
             format!(
                 "the tensor {}{:?} built at pickle byte {at} from storage `{}`",
                 tensor.dtype(),
@@ -1114,9 +1117,8 @@ impl Converter<'_> {
                 let n = s.len / s.dtype.size() as u64;
                 let n = i64::try_from(n).map_err(|_| self.err("storage too large"))?;
                 let t = view(&s, None, 0, &[n], &[1]).map_err(|e| self.err(&e))?;
-                self.budget.charge(t.byte_len() as u64, || {
-                    format!("storage `{}` used as a tensor", s.key)
-                })?;
+                self.budget
+                    .charge(s.len, || format!("storage `{}` used as a tensor", s.key))?;
                 PickleValue::Tensor(t)
             }
             other => return Err(self.err(&format!("internal: {} is not a leaf", other.kind()))),
