@@ -53,6 +53,8 @@ for depth in $DEPTHS; do
 done
 
 UPTIME_BEFORE=$(uptime)
+# Before anything is written (the results file itself would count as a change).
+REVISION="$(git rev-parse --short HEAD)$([[ -n $(git status --porcelain 2>/dev/null) ]] && echo ' (uncommitted changes)')"
 # measure BIN ARGS... -> "peak_kib wall" (the export's own arguments after the binary)
 measure() {
     /usr/bin/time -v "$@" --force >"$WORK/log" 2>&1 || { cat "$WORK/log" >&2; exit 1; }
@@ -107,7 +109,7 @@ UPTIME_AFTER=$(uptime)
     echo
     echo "Command: \`$COMMAND\`"
     echo
-    echo "- Revision: $(git rev-parse --short HEAD)$([[ -n $(git status --porcelain 2>/dev/null) ]] && echo ' (uncommitted changes)')"
+    echo "- Revision: $REVISION"
     [[ -n $BASELINE_BIN ]] && echo "- Baseline: \`$BASELINE_BIN\` (bundles byte-identical to ours: checked)"
     echo "- Machine: $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) logical CPUs, $(free -g | awk '/Mem:/{print $2}') GiB RAM"
     echo "- Load before: \`$UPTIME_BEFORE\`; after: \`$UPTIME_AFTER\`"
