@@ -2,13 +2,16 @@
 //!
 //! Tokens are written as int64 `[batch, height, width]`. Reading accepts int64 or int32, and
 //! `[height, width]` (one image) or `[batch, height, width]`; anything else is a clear error that
-//! names the file.
+//! names the file. Before any data is allocated, the header's shape × element size is checked
+//! against the bytes the file really has (`ndarray-npy` would allocate what the header claims),
+//! and only regular files are read (a FIFO or `/dev/zero` would never end).
 
 use crate::error::{Error, Result};
 use ndarray::{Array3, ArrayD, Axis, Ix3};
+use ndarray_npy::npy::header::Header;
 use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 /// Reads image tokens as int64 `[batch, height, width]`.
@@ -63,15 +66,76 @@ pub fn write_tokens(path: &Path, tokens: &Array3<i64>) -> Result<()> {
 }
 
 /// Opens `path` and tries to read it with element type `T`. The outer error is the file failing
-/// to open; the inner one is the content.
+/// to open, not being a regular file, or declaring more data than it holds; the inner one is
+/// the content.
 fn read<T: ndarray_npy::ReadableElement>(
     path: &Path,
 ) -> Result<std::result::Result<ArrayD<T>, ReadNpyError>> {
-    let file = File::open(path).map_err(|source| Error::Io {
+    let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    // Checked before opening: opening a FIFO blocks.
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(npy_error(path, "not a regular file".into()));
+    }
+    let file = File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
+    let mut reader = Counting {
+        inner: BufReader::new(file),
+        read: 0,
+    };
+    let header = match Header::from_reader(&mut reader) {
+        Ok(h) => h,
+        Err(e) => return Ok(Err(ReadNpyError::from(e))),
+    };
+    check_declared_size(path, &header, reader.read, file_len)?;
+    let mut file = reader.inner.into_inner();
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
     Ok(ArrayD::<T>::read_npy(BufReader::new(file)))
+}
+
+/// The header's shape × element size must be exactly the bytes after the header; the error
+/// names the shape and both sizes. Descriptors without a size (e.g. `|O`) are left to the
+/// element-type check.
+fn check_declared_size(path: &Path, header: &Header, header_len: u64, file_len: u64) -> Result<()> {
+    // A plain dtype string prints as a quoted Python literal: `'<i8'`.
+    let text = header.type_descriptor.to_string();
+    let descr = text.trim_matches(['\'', '"']);
+    let Some(item) = descr.get(2..).and_then(|n| n.parse::<u64>().ok()) else {
+        return Ok(());
+    };
+    let have = file_len.saturating_sub(header_len);
+    let declared = header
+        .shape
+        .iter()
+        .try_fold(item, |acc, &d| acc.checked_mul(d as u64));
+    match declared {
+        Some(n) if n == have => Ok(()),
+        declared => Err(npy_error(
+            path,
+            format!(
+                "the header declares shape {:?} of {descr} ({} bytes), but the file has {have} \
+                 bytes of data after its header",
+                header.shape,
+                declared.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string())
+            ),
+        )),
+    }
+}
+
+/// Counts the bytes read through it (the header's length).
+struct Counting<R> {
+    inner: R,
+    read: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
 }
 
 fn npy_error(path: &Path, message: String) -> Error {
@@ -139,6 +203,40 @@ mod tests {
             .unwrap();
         let msg = read_tokens(&path).unwrap_err().to_string();
         assert!(msg.contains("no tokens"), "{msg}");
+    }
+
+    /// Issue 13: a header claiming `[1, 65536, 65536]` int64 (32 GiB) in a tiny file is refused
+    /// before anything is allocated; so are files that are not regular files.
+    #[test]
+    fn issue13_oversized_headers_and_special_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bomb.npy");
+        let mut bytes = Vec::new();
+        Array3::<i64>::zeros((1, 2, 2))
+            .write_npy(&mut bytes)
+            .unwrap();
+        let at = bytes.windows(9).position(|w| w == b"(1, 2, 2)").unwrap();
+        let mut header = bytes[..at].to_vec();
+        header.extend_from_slice(b"(1, 65536, 65536)");
+        // Keep the header length: eat the padding spaces the longer shape needs.
+        let rest = &bytes[at + "(1, 2, 2)".len()..];
+        let grow = "(1, 65536, 65536)".len() - "(1, 2, 2)".len();
+        let pad_end = rest.iter().position(|&b| b == b'\n').unwrap();
+        header.extend_from_slice(&rest[..pad_end - grow]);
+        header.extend_from_slice(&rest[pad_end..]);
+        std::fs::write(&path, &header).unwrap();
+        let msg = read_tokens(&path).unwrap_err().to_string();
+        assert!(
+            msg.contains("[1, 65536, 65536]") && msg.contains("34359738368 bytes"),
+            "{msg}"
+        );
+        let msg = read_tokens(dir.path()).unwrap_err().to_string();
+        assert!(msg.contains("not a regular file"), "{msg}");
+        #[cfg(unix)]
+        {
+            let msg = read_tokens(Path::new("/dev/zero")).unwrap_err().to_string();
+            assert!(msg.contains("not a regular file"), "{msg}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use crate::error::{ExportError, Result};
 use crate::graph::GraphBuilder;
-use crate::graph::proto_io::{ExternalData, write_model};
+use crate::graph::proto_io::{ExternalData, write_finished};
 use dalle_bundle::manifest::MANIFEST_FILE;
 use dalle_bundle::{DimRange, GraphRole, GraphSpec, Manifest, ModelFamily, Provenance, SourceFile};
 use sha2::{Digest, Sha256};
@@ -133,18 +133,10 @@ impl BundleWriter {
         }
         let inputs = graph.input_specs();
         let outputs = graph.output_specs();
-        let model = graph.finish()?;
+        // Initializer data stays aside (file-backed tensors unread) and is streamed out.
+        let model = graph.finish_streaming()?;
         let file = role.file_name();
-        let initializer_bytes: usize = model
-            .graph
-            .as_ref()
-            .map(|g| {
-                g.initializer
-                    .iter()
-                    .map(|t| t.raw_data.as_ref().map_or(0, Vec::len))
-                    .sum()
-            })
-            .unwrap_or(0);
+        let initializer_bytes = model.initializer_bytes();
         let ext = match self.external {
             ExternalDataPolicy::Auto {
                 model_bytes,
@@ -159,7 +151,7 @@ impl BundleWriter {
             }),
             _ => None,
         };
-        let written = write_model(model, &self.staging.join(&file), ext.as_ref())?;
+        let written = write_finished(model, &self.staging.join(&file), ext.as_ref())?;
         let spec = GraphSpec {
             file,
             external_data: written
@@ -205,9 +197,10 @@ impl Drop for BundleWriter {
     }
 }
 
-/// Size and SHA-256 of a source file, for the manifest's provenance.
+/// Size and SHA-256 of a source file, for the manifest's provenance. Only regular files are
+/// read (a FIFO or `/dev/zero` would never end).
 pub fn source_file(role: &str, path: &Path) -> Result<SourceFile> {
-    let mut f = std::fs::File::open(path).map_err(|e| ExportError::io(path, e))?;
+    let (mut f, _) = crate::checkpoint::open_regular(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut bytes = 0u64;

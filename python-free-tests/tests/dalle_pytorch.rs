@@ -515,7 +515,7 @@ fn unsupported_checkpoints_are_clear_errors() {
         .unwrap()
         .to_string();
     assert!(
-        err.contains("forbidden global") || err.contains("not a DALLE-pytorch"),
+        err.contains("OpenAI dVAE file") && err.contains("not a DALLE-pytorch"),
         "{err}"
     );
 }

@@ -16,6 +16,41 @@ pub enum CheckpointError {
         source: std::io::Error,
     },
 
+    /// The path is a directory, FIFO, device or socket: refused before anything reads it.
+    #[error(
+        "{}: {kind}, not a regular file (checkpoints and tokenizer files must be regular files)",
+        path.display()
+    )]
+    NotRegularFile { path: PathBuf, kind: &'static str },
+
+    /// The tensors a file describes would total more than its budget (see `budget.rs`).
+    #[error(
+        "{origin}: {what} ({bytes} bytes) would bring what this file makes the reader produce to \
+         {total} bytes, over the limit of {limit} bytes (the file's {file_len} bytes + 64 MiB; \
+         a value referenced many times counts once): the file is corrupt or hostile"
+    )]
+    OverBudget {
+        origin: String,
+        what: String,
+        bytes: u64,
+        total: u64,
+        limit: u64,
+        file_len: u64,
+    },
+
+    /// A pickle that builds far more objects than its size explains.
+    #[error(
+        "{origin}: at pickle byte {offset}: the pickle builds more than {limit} objects and \
+         references (the limit for its {data_len} bytes: 4 per byte + 1 Mi); the file is \
+         corrupt or hostile"
+    )]
+    TooManyObjects {
+        origin: String,
+        offset: usize,
+        limit: usize,
+        data_len: usize,
+    },
+
     /// The zip container is unreadable (truncated, corrupt, bad CRC).
     #[error("{}: {}{message}", path.display(), entry.as_ref().map(|e| format!("zip entry `{e}`: ")).unwrap_or_default())]
     Zip {

@@ -5,13 +5,19 @@
 //! `SETITEMS` is seen by every `GET`). Globals go through the whitelist in `globals.rs`;
 //! `REDUCE` / `NEWOBJ` / `BUILD` only have the inert meanings implemented below. Every read is
 //! bounds-checked, so malformed input is an error with its byte offset, never a panic.
+//!
+//! Memory stays proportional to the pickle: the arena may hold at most [`cells_limit`] objects
+//! and references, the value tree shares whatever the memo shares (reference-counted), and the
+//! tensors it builds are file-backed views charged to the file's [`Budget`].
 
+use super::budget::Budget;
 use super::error::CheckpointError;
 use super::globals::{ClassAllowList, Known, classify};
-use super::strided::{Storage, materialize};
+use super::strided::{Storage, view};
 use super::value::PickleValue;
 use dalle_bundle::DType;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Deeper nesting is refused (it would only come from a hostile file); this also keeps the
 /// derived recursive `Clone`/`Drop`/`PartialEq` of [`PickleValue`] far from the stack limit.
@@ -19,6 +25,16 @@ const MAX_DEPTH: usize = 500;
 
 /// Persistent ids are flat tuples; their copies need little depth.
 const MAX_PID_DEPTH: usize = 8;
+
+/// Strings in a persistent id (`'storage'`, a key, a device) are short.
+const MAX_PID_STRING: usize = 4096;
+
+/// Objects plus references a pickle of `data_len` bytes may build: every opcode adds at most a
+/// few, so 4 per byte (plus 1 Mi for tiny files) leaves real checkpoints far below it, while
+/// a small file that clones one long list many times (e.g. as `REDUCE` arguments) is refused.
+fn cells_limit(data_len: usize) -> usize {
+    data_len.saturating_mul(4).saturating_add(1 << 20)
+}
 
 /// Resolves `PERSID` / `BINPERSID` ids (torch storages) to loaded storages.
 pub(crate) trait PersistentLoad {
@@ -37,15 +53,18 @@ impl PersistentLoad for NoPersistentIds {
 
 /// Unpickles `data` (no persistent ids allowed), turning allow-listed classes into records.
 pub fn unpickle(data: &[u8], allow: &ClassAllowList) -> Result<PickleValue, CheckpointError> {
-    unpickle_with(data, "<pickle>", allow, &mut NoPersistentIds)
+    let mut budget = Budget::for_file("<pickle>", data.len() as u64);
+    unpickle_with(data, "<pickle>", allow, &mut NoPersistentIds, &mut budget)
 }
 
-/// Unpickles `data`; `origin` names the file and entry in errors.
+/// Unpickles `data`; `origin` names the file and entry in errors; tensors and copied strings
+/// are charged to `budget`.
 pub(crate) fn unpickle_with(
     data: &[u8],
     origin: &str,
     allow: &ClassAllowList,
     loader: &mut dyn PersistentLoad,
+    budget: &mut Budget,
 ) -> Result<PickleValue, CheckpointError> {
     let mut vm = Vm {
         data,
@@ -54,10 +73,13 @@ pub(crate) fn unpickle_with(
         origin,
         allow,
         loader,
+        budget,
         nodes: Vec::new(),
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        cells: 0,
+        max_cells: cells_limit(data.len()),
     };
     let root = vm.run()?;
     vm.into_value(root)
@@ -114,6 +136,16 @@ impl Node {
         }
     }
 
+    /// How many references this node holds.
+    fn child_count(&self) -> usize {
+        match self {
+            Node::List(v) | Node::Tuple(v) | Node::Set(v) => v.len(),
+            Node::Dict(items) => items.len().saturating_mul(2),
+            Node::Object { args, state, .. } => args.len() + usize::from(state.is_some()),
+            _ => 0,
+        }
+    }
+
     fn children(&self) -> Vec<Id> {
         match self {
             Node::List(v) | Node::Tuple(v) | Node::Set(v) => v.clone(),
@@ -132,11 +164,15 @@ struct Vm<'a> {
     origin: &'a str,
     allow: &'a ClassAllowList,
     loader: &'a mut dyn PersistentLoad,
+    budget: &'a mut Budget,
     nodes: Vec<Node>,
     stack: Vec<Id>,
     /// Stack heights at each `MARK`.
     marks: Vec<usize>,
     memo: HashMap<u64, Id>,
+    /// Objects and references built so far, checked against `max_cells` after every opcode.
+    cells: usize,
+    max_cells: usize,
 }
 
 impl Vm<'_> {
@@ -206,6 +242,10 @@ impl Vm<'_> {
     // ---- stack -------------------------------------------------------------------------
 
     fn add(&mut self, node: Node) -> Id {
+        self.cells = self
+            .cells
+            .saturating_add(1)
+            .saturating_add(node.child_count());
         self.nodes.push(node);
         self.nodes.len() - 1
     }
@@ -309,6 +349,14 @@ impl Vm<'_> {
 
     fn run(&mut self) -> Result<Id, CheckpointError> {
         loop {
+            if self.cells > self.max_cells {
+                return Err(CheckpointError::TooManyObjects {
+                    origin: self.origin.to_string(),
+                    offset: self.op_pos,
+                    limit: self.max_cells,
+                    data_len: self.data.len(),
+                });
+            }
             self.op_pos = self.pos;
             let op = self
                 .byte()
@@ -500,6 +548,7 @@ impl Vm<'_> {
                 0x90 => {
                     let items = self.pop_mark()?;
                     let top = self.peek()?;
+                    self.cells = self.cells.saturating_add(items.len());
                     match self.node_mut(top)? {
                         Node::Set(set) => set.extend(items),
                         other => {
@@ -628,6 +677,7 @@ impl Vm<'_> {
     }
 
     fn extend_list(&mut self, items: Vec<Id>) -> Result<(), CheckpointError> {
+        self.cells = self.cells.saturating_add(items.len());
         let top = self.peek()?;
         match self.node_mut(top)? {
             Node::List(list) => {
@@ -642,6 +692,7 @@ impl Vm<'_> {
     }
 
     fn extend_dict(&mut self, pairs: Vec<(Id, Id)>) -> Result<(), CheckpointError> {
+        self.cells = self.cells.saturating_add(pairs.len().saturating_mul(2));
         let top = self.peek()?;
         match self.node_mut(top)? {
             Node::Dict(dict) => {
@@ -814,8 +865,13 @@ impl Vm<'_> {
         }
     }
 
-    /// `_rebuild_tensor_v2(storage, offset, size, stride, ...)` (and v1, v3).
-    fn rebuild_tensor(&self, args: &[Id], dtype: Option<DType>) -> Result<Node, CheckpointError> {
+    /// `_rebuild_tensor_v2(storage, offset, size, stride, ...)` (and v1, v3): a checked,
+    /// file-backed view, charged to the file's budget.
+    fn rebuild_tensor(
+        &mut self,
+        args: &[Id],
+        dtype: Option<DType>,
+    ) -> Result<Node, CheckpointError> {
         let [storage, offset, size, stride, ..] = args else {
             return Err(self.err("_rebuild_tensor needs (storage, offset, size, stride)"));
         };
@@ -823,22 +879,25 @@ impl Vm<'_> {
             let kind = self.node(*storage)?.kind();
             return Err(self.err(format!("_rebuild_tensor: expected a storage, got {kind}")));
         };
+        let storage = storage.clone();
         let offset = self.int_of(*offset, "storage offset")?;
         let size = self.ints_of(*size, "tensor size")?;
         let stride = self.ints_of(*stride, "tensor stride")?;
-        let dtype = match dtype {
-            Some(d) if d != storage.dtype && storage.dtype != DType::U8 => {
-                return Err(self.err(format!(
-                    "storage `{}` holds {} but the tensor is {d}",
-                    storage.key, storage.dtype
-                )));
-            }
-            Some(d) => d,
-            None => storage.dtype,
-        };
-        materialize(&storage.bytes, dtype, offset, &size, &stride)
-            .map(Node::Tensor)
-            .map_err(|m| self.err(format!("tensor from storage `{}`: {m}", storage.key)))
+        let tensor = view(&storage, dtype, offset, &size, &stride)
+            .map_err(|m| self.err(format!("tensor from storage `{}`: {m}", storage.key)))?;
+        let at = self.op_pos;
+        // Charged at the size in the file (int16 is widened only when read).
+        let element = dtype.map_or(storage.dtype.size(), DType::size);
+        let stored = (tensor.numel() as u64).saturating_mul(element as u64);
+        self.budget.charge(stored, || {
+            format!(
+                "the tensor {}{:?} built at pickle byte {at} from storage `{}`",
+                tensor.dtype(),
+                tensor.shape(),
+                storage.key
+            )
+        })?;
+        Ok(Node::Tensor(tensor))
     }
 
     // ---- conversion to PickleValue -----------------------------------------------------
@@ -852,9 +911,15 @@ impl Vm<'_> {
             ids.iter().map(|&i| self.snapshot(i, depth + 1)).collect()
         };
         Ok(match self.node(id)? {
-            Node::Tuple(v) => PickleValue::Tuple(list(v)?),
-            Node::List(v) => PickleValue::List(list(v)?),
+            Node::Tuple(v) => PickleValue::Tuple(list(v)?.into()),
+            Node::List(v) => PickleValue::List(list(v)?.into()),
             Node::Global { dotted, .. } => PickleValue::Global(dotted.clone()),
+            Node::Str(s) if s.len() > MAX_PID_STRING => {
+                return Err(self.err(format!(
+                    "a {}-byte string in a persistent id (limit {MAX_PID_STRING})",
+                    s.len()
+                )));
+            }
             Node::Str(s) => PickleValue::Str(s.clone()),
             Node::Int(v) => PickleValue::Int(*v),
             Node::None => PickleValue::None,
@@ -876,18 +941,32 @@ impl Vm<'_> {
             nodes: self.nodes,
             refs,
             cache: HashMap::new(),
+            budget: self.budget,
         };
         conv.convert(root)
     }
 }
 
 /// Moves arena nodes into a tree without recursion; nodes referenced more than once are
-/// converted once and cloned from a cache. Cycles and excessive depth are errors.
+/// converted once and shared from a cache (containers, objects and tensors are
+/// reference-counted; the bytes of strings copied for repeated references are charged to the
+/// budget). Cycles and excessive depth are errors.
 struct Converter<'a> {
     origin: &'a str,
     nodes: Vec<Node>,
     refs: Vec<u32>,
     cache: HashMap<Id, PickleValue>,
+    budget: &'a mut Budget,
+}
+
+/// The bytes a clone of `v` copies (containers, objects and tensors share theirs).
+fn copied_bytes(v: &PickleValue) -> u64 {
+    match v {
+        PickleValue::Str(s) | PickleValue::Global(s) => s.len() as u64,
+        PickleValue::Bytes(b) | PickleValue::BigInt(b) => b.len() as u64,
+        PickleValue::Object { class, .. } => class.len() as u64,
+        _ => 0,
+    }
 }
 
 /// A container whose children are being converted.
@@ -923,7 +1002,11 @@ impl Converter<'_> {
                         return Err(self.err("pickle nesting too deep"));
                     }
                     if let Some(v) = self.cache.get(&id) {
-                        values.push(v.clone());
+                        let v = v.clone();
+                        self.budget.charge(copied_bytes(&v), || {
+                            format!("a copy of a repeated {}", v.type_name())
+                        })?;
+                        values.push(v);
                         continue;
                     }
                     let slot = self.nodes.get_mut(id).ok_or_else(|| {
@@ -978,16 +1061,16 @@ impl Converter<'_> {
                         .ok_or_else(|| self.err("internal: value stack underflow"))?;
                     let items = values.split_off(at);
                     let v = match shell {
-                        Shell::List(_) => PickleValue::List(items),
-                        Shell::Tuple(_) => PickleValue::Tuple(items),
-                        Shell::Set(_) => PickleValue::Set(items),
+                        Shell::List(_) => PickleValue::List(items.into()),
+                        Shell::Tuple(_) => PickleValue::Tuple(items.into()),
+                        Shell::Set(_) => PickleValue::Set(items.into()),
                         Shell::Dict(_) => {
                             let mut it = items.into_iter();
                             let mut pairs = Vec::with_capacity(count / 2);
                             while let (Some(k), Some(v)) = (it.next(), it.next()) {
                                 pairs.push((k, v));
                             }
-                            PickleValue::Dict(pairs)
+                            PickleValue::Dict(pairs.into())
                         }
                         Shell::Object {
                             class, has_state, ..
@@ -996,8 +1079,8 @@ impl Converter<'_> {
                             let state = if has_state { args.pop() } else { None };
                             PickleValue::Object {
                                 class,
-                                args,
-                                state: Box::new(state.unwrap_or(PickleValue::None)),
+                                args: args.into(),
+                                state: Arc::new(state.unwrap_or(PickleValue::None)),
                             }
                         }
                     };
@@ -1018,7 +1101,7 @@ impl Converter<'_> {
         values.push(value);
     }
 
-    fn leaf(&self, node: Node) -> Result<PickleValue, CheckpointError> {
+    fn leaf(&mut self, node: Node) -> Result<PickleValue, CheckpointError> {
         Ok(match node {
             Node::None => PickleValue::None,
             Node::Bool(b) => PickleValue::Bool(b),
@@ -1031,14 +1114,11 @@ impl Converter<'_> {
             Node::Tensor(t) => PickleValue::Tensor(t),
             // A bare storage becomes a 1-d tensor of its elements.
             Node::Storage(s) => {
-                let n = s.bytes.len() / s.dtype.size();
-                let bytes = s
-                    .bytes
-                    .get(..n * s.dtype.size())
-                    .unwrap_or_default()
-                    .to_vec();
-                let t = crate::tensor::TensorData::from_bytes(s.dtype, vec![n], bytes)
-                    .map_err(|e| self.err(&e.to_string()))?;
+                let n = s.len / s.dtype.size() as u64;
+                let n = i64::try_from(n).map_err(|_| self.err("storage too large"))?;
+                let t = view(&s, None, 0, &[n], &[1]).map_err(|e| self.err(&e))?;
+                self.budget
+                    .charge(s.len, || format!("storage `{}` used as a tensor", s.key))?;
                 PickleValue::Tensor(t)
             }
             other => return Err(self.err(&format!("internal: {} is not a leaf", other.kind()))),
@@ -1163,8 +1243,9 @@ mod tests {
         let PickleValue::Tuple(items) = v else {
             panic!("{v:?}")
         };
-        let want = PickleValue::Dict(vec![(PickleValue::Str("k".into()), PickleValue::Int(1))]);
-        assert_eq!(items[1], PickleValue::List(vec![want.clone()]));
+        let want =
+            PickleValue::Dict(vec![(PickleValue::Str("k".into()), PickleValue::Int(1))].into());
+        assert_eq!(items[1], PickleValue::List(vec![want.clone()].into()));
         assert_eq!(items[0], want);
     }
 }

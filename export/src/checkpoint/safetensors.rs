@@ -1,133 +1,152 @@
 //! safetensors files: an 8-byte little-endian header length, a JSON header mapping names to
 //! `{dtype, shape, data_offsets}`, then the raw little-endian tensor bytes.
 //!
-//! Parsed by hand (the format is small) with every length and offset checked, so a corrupt
-//! file is an error naming the tensor.
+//! The header is checked by the `safetensors` crate's own `Metadata` (offsets contiguous from
+//! 0, no overlaps, each size matching dtype × shape, checked arithmetic), plus the checks its
+//! `SafeTensors::deserialize` makes on the whole file: the header length limit and full
+//! coverage of the data section (bytes inserted or appended are refused). Duplicate names,
+//! which a JSON map would silently collapse, are refused too. Tensors are file-backed: only
+//! the header is read here.
 
 use super::error::CheckpointError;
+use super::file::CheckpointFile;
+use super::globals::StorageDtype;
+use super::strided::{Storage, view};
 use crate::tensor::TensorData;
 use dalle_bundle::DType;
+use safetensors::Dtype;
+use safetensors::tensor::Metadata;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
-/// Headers larger than this are refused (the reference implementation uses the same bound).
-const MAX_HEADER: u64 = 100 << 20;
+/// The `safetensors` crate's header limit (its `MAX_HEADER_SIZE`, 100 MB).
+const MAX_HEADER: u64 = 100_000_000;
 
-/// Reads every tensor of a safetensors file.
+/// Reads every tensor of a safetensors file (file-backed; see the module docs).
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, TensorData>, CheckpointError> {
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse_safetensors(&bytes).map_err(|message| CheckpointError::Safetensors {
+    let file = Arc::new(CheckpointFile::open(path)?);
+    let err = |message: String| CheckpointError::Safetensors {
         path: path.to_path_buf(),
         message,
-    })
-}
-
-/// Parses safetensors bytes; the error is a message for [`CheckpointError::Safetensors`].
-pub(crate) fn parse_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, TensorData>, String> {
-    let len_bytes: [u8; 8] = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or("file is shorter than the 8-byte header length")?;
+    };
+    if file.len() < 8 {
+        return Err(err(format!(
+            "the file has {} bytes, fewer than the 8-byte header length; not a safetensors file",
+            file.len()
+        )));
+    }
+    let len_bytes: [u8; 8] = file
+        .read_at(0, 8)?
+        .try_into()
+        .map_err(|_| err("cannot read the header length".into()))?;
     let header_len = u64::from_le_bytes(len_bytes);
-    let available = bytes.len() as u64 - 8;
-    if header_len > MAX_HEADER || header_len > available {
-        return Err(format!(
-            "header length {header_len} exceeds the file ({available} bytes after the length)"
-        ));
+    let available = file.len() - 8;
+    if header_len > MAX_HEADER {
+        return Err(err(format!(
+            "header length {header_len} exceeds the safetensors limit of {MAX_HEADER} bytes"
+        )));
     }
-    let header_end = 8 + header_len as usize;
-    let header = bytes.get(8..header_end).ok_or("header out of bounds")?;
-    let data = bytes.get(header_end..).unwrap_or_default();
-    let header: serde_json::Value =
-        serde_json::from_slice(header).map_err(|e| format!("header is not valid JSON: {e}"))?;
-    let entries = header.as_object().ok_or("header is not a JSON object")?;
-
+    if header_len > available {
+        return Err(err(format!(
+            "header length {header_len} runs past the end of the file ({available} bytes follow \
+             the length field): truncated, or not a safetensors file"
+        )));
+    }
+    // Both fit in usize: at most 100 MB, and inside the file.
+    let header = file.read_at(8, header_len as usize)?;
+    let data_start = 8 + header_len;
+    let tensors = parse_header(&header, file.len() - data_start).map_err(err)?;
     let mut out = BTreeMap::new();
-    let mut spans = Vec::new();
-    for (name, info) in entries {
-        if name == "__metadata__" {
-            continue;
-        }
-        let bad = |what: &str| format!("tensor `{name}`: {what}");
-        let dtype_name = info
-            .get("dtype")
-            .and_then(|d| d.as_str())
-            .ok_or_else(|| bad("missing dtype"))?;
-        let shape: Vec<usize> = info
-            .get("shape")
-            .and_then(|s| s.as_array())
-            .ok_or_else(|| bad("missing shape"))?
-            .iter()
-            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
-            .collect::<Option<_>>()
-            .ok_or_else(|| bad("shape is not a list of non-negative integers"))?;
-        let offsets: Vec<usize> = info
-            .get("data_offsets")
-            .and_then(|o| o.as_array())
-            .ok_or_else(|| bad("missing data_offsets"))?
-            .iter()
-            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
-            .collect::<Option<_>>()
-            .ok_or_else(|| bad("data_offsets are not non-negative integers"))?;
-        let [begin, end] = offsets[..] else {
-            return Err(bad("data_offsets must be [begin, end]"));
+    for (name, dtype, shape, begin, end) in tensors {
+        let storage = Storage {
+            key: name.clone(),
+            dtype,
+            file: file.clone(),
+            start: data_start + begin,
+            len: end - begin,
         };
-        if begin > end || end > data.len() {
-            return Err(bad(&format!(
-                "data_offsets [{begin}, {end}] outside the {}-byte data section",
-                data.len()
-            )));
-        }
-        let (dtype, widen_i16) = match dtype_name {
-            "F32" => (DType::F32, false),
-            "F16" => (DType::F16, false),
-            "BF16" => (DType::BF16, false),
-            "F64" => (DType::F64, false),
-            "I64" => (DType::I64, false),
-            "I32" => (DType::I32, false),
-            "I16" => (DType::I32, true),
-            "I8" => (DType::I8, false),
-            "U8" => (DType::U8, false),
-            "BOOL" => (DType::Bool, false),
-            other => return Err(bad(&format!("unsupported dtype {other}"))),
-        };
-        let stored_size = if widen_i16 { 2 } else { dtype.size() };
-        let need = shape
-            .iter()
-            .try_fold(stored_size, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| bad("shape overflows"))?;
-        if end - begin != need {
-            return Err(bad(&format!(
-                "{dtype_name}{shape:?} needs {need} bytes, data_offsets span {}",
-                end - begin
-            )));
-        }
-        let raw = data
-            .get(begin..end)
-            .ok_or_else(|| bad("data out of bounds"))?;
-        let raw = if widen_i16 {
-            raw.chunks_exact(2)
-                .flat_map(|c| i32::from(i16::from_le_bytes([c[0], c[1]])).to_le_bytes())
-                .collect()
-        } else {
-            raw.to_vec()
-        };
-        let tensor = TensorData::from_bytes(dtype, shape, raw).map_err(|e| bad(&e.to_string()))?;
-        spans.push((begin, end, name.clone()));
-        out.insert(name.clone(), tensor);
-    }
-    spans.sort();
-    for pair in spans.windows(2) {
-        if let [(_, end_a, a), (begin_b, _, b)] = pair
-            && begin_b < end_a
-        {
-            return Err(format!("tensors `{a}` and `{b}` overlap"));
-        }
+        let numel = shape.iter().product::<usize>();
+        let numel = i64::try_from(numel).map_err(|_| err(format!("tensor `{name}`: too large")))?;
+        let tensor = view(&storage, None, 0, &[numel], &[1])
+            .and_then(|t| t.reshape(shape).map_err(|e| e.to_string()))
+            .map_err(|m| err(format!("tensor `{name}`: {m}")))?;
+        out.insert(name, tensor);
     }
     Ok(out)
+}
+
+/// One tensor of a header: name, element type in the file, shape, data-section byte range.
+type HeaderEntry = (String, StorageDtype, Vec<usize>, u64, u64);
+
+/// Checks a header against a data section of `data_len` bytes; the error is a message for
+/// [`CheckpointError::Safetensors`].
+pub(crate) fn parse_header(header: &[u8], data_len: u64) -> Result<Vec<HeaderEntry>, String> {
+    let text = std::str::from_utf8(header).map_err(|e| format!("header is not UTF-8: {e}"))?;
+    let keys: KeysInOrder =
+        serde_json::from_str(text).map_err(|e| format!("header is not valid JSON: {e}"))?;
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = keys.0.iter().find(|k| !seen.insert(k.as_str())) {
+        return Err(format!("tensor `{dup}` is listed twice in the header"));
+    }
+    let metadata: Metadata =
+        serde_json::from_str(text).map_err(|e| format!("invalid header: {e}"))?;
+    let covered = metadata.data_len() as u64;
+    if covered != data_len {
+        return Err(format!(
+            "the tensors cover {covered} bytes but the data section has {data_len}: the file is \
+             not fully covered by its tensors (bytes inserted, appended or cut)"
+        ));
+    }
+    let mut out = Vec::new();
+    for name in metadata.offset_keys() {
+        let info = metadata
+            .info(&name)
+            .ok_or_else(|| format!("tensor `{name}`: missing from the header"))?;
+        let dtype = match info.dtype {
+            Dtype::F32 => StorageDtype::Plain(DType::F32),
+            Dtype::F16 => StorageDtype::Plain(DType::F16),
+            Dtype::BF16 => StorageDtype::Plain(DType::BF16),
+            Dtype::F64 => StorageDtype::Plain(DType::F64),
+            Dtype::I64 => StorageDtype::Plain(DType::I64),
+            Dtype::I32 => StorageDtype::Plain(DType::I32),
+            Dtype::I16 => StorageDtype::I16,
+            Dtype::I8 => StorageDtype::Plain(DType::I8),
+            Dtype::U8 => StorageDtype::Plain(DType::U8),
+            Dtype::BOOL => StorageDtype::Plain(DType::Bool),
+            other => return Err(format!("tensor `{name}`: unsupported dtype {other:?}")),
+        };
+        let (begin, end) = info.data_offsets;
+        out.push((name, dtype, info.shape.clone(), begin as u64, end as u64));
+    }
+    Ok(out)
+}
+
+/// The header's keys in file order (values skipped), to find duplicates.
+struct KeysInOrder(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for KeysInOrder {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = KeysInOrder;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<KeysInOrder, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    keys.push(key);
+                }
+                Ok(KeysInOrder(keys))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
 }
 
 /// Encodes tensors as safetensors bytes (for tests and small tools).
@@ -148,7 +167,7 @@ pub(crate) fn encode_safetensors(tensors: &BTreeMap<String, TensorData>) -> Vec<
             DType::Bool => "BOOL",
         };
         let begin = data.len();
-        data.extend_from_slice(t.bytes());
+        data.extend_from_slice(&t.bytes().expect("test tensor"));
         header.insert(
             name.clone(),
             serde_json::json!({"dtype": dtype, "shape": t.shape(), "data_offsets": [begin, data.len()]}),
@@ -178,10 +197,26 @@ mod tests {
         m
     }
 
+    fn read(bytes: &[u8]) -> Result<BTreeMap<String, TensorData>, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.safetensors");
+        std::fs::write(&path, bytes).unwrap();
+        read_safetensors(&path).map_err(|e| e.to_string())
+    }
+
+    fn with_header(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(data);
+        bytes
+    }
+
     #[test]
     fn round_trip() {
         let m = sample();
-        assert_eq!(parse_safetensors(&encode_safetensors(&m)).unwrap(), m);
+        let got = read(&encode_safetensors(&m)).unwrap();
+        assert!(got.values().all(TensorData::is_file_backed));
+        assert_eq!(got, m);
     }
 
     #[test]
@@ -189,17 +224,25 @@ mod tests {
         let good = encode_safetensors(&sample());
         // Every truncation fails cleanly.
         for cut in 0..good.len() {
-            assert!(parse_safetensors(&good[..cut]).is_err(), "cut at {cut}");
+            assert!(read(&good[..cut]).is_err(), "cut at {cut}");
         }
-        // A huge header length.
+        // A huge header length, and one just past the end of the file.
         let mut bad = good.clone();
         bad[..8].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(parse_safetensors(&bad).is_err());
+        let e = read(&bad).unwrap_err();
+        assert!(
+            e.contains("exceeds the safetensors limit of 100000000 bytes"),
+            "{e}"
+        );
+        let mut bad = good.clone();
+        bad[..8].copy_from_slice(&(good.len() as u64).to_le_bytes());
+        let e = read(&bad).unwrap_err();
+        assert!(e.contains("runs past the end of the file"), "{e}");
         // Garbage JSON.
         let mut bad = good.clone();
         bad[8] = b'[';
-        assert!(parse_safetensors(&bad).is_err());
-        // Offsets that do not match the shape, dtype unknown, overlap.
+        assert!(read(&bad).unwrap_err().contains("JSON"));
+        // Offsets that do not match the shape, dtype unknown, reversed, overlapping, negative.
         for header in [
             r#"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#,
             r#"{"x":{"dtype":"C64","shape":[1],"data_offsets":[0,8]}}"#,
@@ -207,11 +250,24 @@ mod tests {
             r#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"y":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}}"#,
             r#"{"x":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#,
         ] {
-            let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-            bytes.extend_from_slice(header.as_bytes());
-            bytes.extend_from_slice(&[0u8; 8]);
-            let err = parse_safetensors(&bytes).unwrap_err();
-            assert!(err.contains('x') || err.contains("overlap"), "{err}");
+            let e = read(&with_header(header, &[0u8; 8])).unwrap_err();
+            assert!(e.contains("x.safetensors"), "{e}");
         }
+    }
+
+    /// Issue 13: bytes inserted into the data section (shifting every later tensor) and a
+    /// duplicate name pointing at appended bytes are refused, as the `safetensors` library does.
+    #[test]
+    fn issue13_inserted_bytes_and_duplicate_names() {
+        let header = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
+        assert_eq!(read(&with_header(header, &[0u8; 8])).unwrap().len(), 2);
+        let e = read(&with_header(header, &[0u8; 12])).unwrap_err();
+        assert!(
+            e.contains("not fully covered") && e.contains("cover 8 bytes"),
+            "{e}"
+        );
+        let dup = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]},"a":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#;
+        let e = read(&with_header(dup, &[0u8; 12])).unwrap_err();
+        assert!(e.contains("tensor `a` is listed twice"), "{e}");
     }
 }

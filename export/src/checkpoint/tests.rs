@@ -32,6 +32,7 @@ fn values_f64(t: &TensorData) -> Vec<f64> {
     match t.dtype() {
         DType::F64 => t
             .bytes()
+            .unwrap()
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
             .collect(),
@@ -434,15 +435,15 @@ fn plain_pickles_protocols_2_and_5() {
             .and_then(|l| l.first())
             .and_then(|d| d.get("c"))
             .unwrap();
-        assert_eq!(c, &PickleValue::Tuple(vec![PickleValue::None]));
+        assert_eq!(c, &PickleValue::Tuple(vec![PickleValue::None].into()));
         assert_eq!(v.get("shared_a"), v.get("shared_b"));
         assert_eq!(
             v.get("set"),
-            Some(&PickleValue::Set(vec![PickleValue::Int(7)]))
+            Some(&PickleValue::Set(vec![PickleValue::Int(7)].into()))
         );
         assert_eq!(
             v.get("frozenset"),
-            Some(&PickleValue::Set(vec![PickleValue::Int(8)]))
+            Some(&PickleValue::Set(vec![PickleValue::Int(8)].into()))
         );
         let int_keys = v.get("int_keys").and_then(PickleValue::as_dict).unwrap();
         assert_eq!(int_keys[1].0, PickleValue::Int(-2));
@@ -484,14 +485,12 @@ fn corrupt_safetensors_file_is_an_error() {
     );
     std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
     let err = read_safetensors(&path).unwrap_err().to_string();
-    assert!(err.contains("blocks."), "{err}");
+    assert!(err.contains("not fully covered"), "{err}");
     let round: BTreeMap<_, _> =
         read_safetensors(&fixture("dvae_small/encoder.safetensors")).unwrap();
     let encoded = super::safetensors::encode_safetensors(&round);
-    assert_eq!(
-        super::safetensors::parse_safetensors(&encoded).unwrap(),
-        round
-    );
+    std::fs::write(&path, &encoded).unwrap();
+    assert_eq!(read_safetensors(&path).unwrap(), round);
 }
 
 /// Reads the full-size dVAE made by `tools/fixtures/dvae_fixtures.py --config full` when it

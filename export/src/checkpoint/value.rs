@@ -4,8 +4,13 @@
 //! tensors (already materialized as contiguous [`TensorData`]) and allow-listed classes as
 //! inert records (`Object`), which are never executed. Accessors return `Option`s so callers
 //! can turn a missing or mistyped field into their own error.
+//!
+//! Containers, object states and tensors are reference-counted: a value the pickle references
+//! many times through its memo is stored once, however often it appears in the tree (a tree
+//! walk can still visit it many times: see `module.rs`).
 
 use crate::tensor::TensorData;
+use std::sync::Arc;
 
 /// A Python value from a pickle, with tensors materialized.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,12 +23,12 @@ pub enum PickleValue {
     Float(f64),
     Str(String),
     Bytes(Vec<u8>),
-    List(Vec<PickleValue>),
-    Tuple(Vec<PickleValue>),
+    List(Arc<[PickleValue]>),
+    Tuple(Arc<[PickleValue]>),
     /// A `set` or `frozenset`, in pickle order.
-    Set(Vec<PickleValue>),
+    Set(Arc<[PickleValue]>),
     /// A `dict` or `OrderedDict`, in pickle (insertion) order.
-    Dict(Vec<(PickleValue, PickleValue)>),
+    Dict(Arc<[(PickleValue, PickleValue)]>),
     Tensor(TensorData),
     /// A whitelisted global used as a value, e.g. `torch.float32` or `torch.FloatStorage`.
     Global(String),
@@ -31,8 +36,8 @@ pub enum PickleValue {
     /// the state that `BUILD` set (usually the instance `__dict__`), never executed.
     Object {
         class: String,
-        args: Vec<PickleValue>,
-        state: Box<PickleValue>,
+        args: Arc<[PickleValue]>,
+        state: Arc<PickleValue>,
     },
 }
 
@@ -101,7 +106,7 @@ impl PickleValue {
     /// The items of a list, tuple or set.
     pub fn as_list(&self) -> Option<&[PickleValue]> {
         match self {
-            PickleValue::List(v) | PickleValue::Tuple(v) | PickleValue::Set(v) => Some(v),
+            PickleValue::List(v) | PickleValue::Tuple(v) | PickleValue::Set(v) => Some(&v[..]),
             _ => None,
         }
     }
@@ -109,7 +114,7 @@ impl PickleValue {
     /// The entries of a dict.
     pub fn as_dict(&self) -> Option<&[(PickleValue, PickleValue)]> {
         match self {
-            PickleValue::Dict(items) => Some(items),
+            PickleValue::Dict(items) => Some(&items[..]),
             _ => None,
         }
     }
@@ -154,11 +159,11 @@ mod tests {
     fn accessors() {
         let obj = PickleValue::Object {
             class: "m.C".into(),
-            args: vec![],
-            state: Box::new(PickleValue::Dict(vec![
+            args: Arc::new([]),
+            state: Arc::new(PickleValue::Dict(Arc::new([
                 (PickleValue::Str("n".into()), PickleValue::Int(3)),
                 (PickleValue::Str("x".into()), PickleValue::Float(0.5)),
-            ])),
+            ]))),
         };
         assert_eq!(obj.get("n").and_then(PickleValue::as_int), Some(3));
         assert_eq!(obj.get("x").and_then(PickleValue::as_float), Some(0.5));

@@ -154,7 +154,11 @@ impl GraphBuilder {
 
     /// A constant tensor, deduplicated by content: equal constants share one initializer.
     pub fn constant(&mut self, data: TensorData) -> Result<Value> {
-        let key = (data.dtype(), data.shape().to_vec(), data.bytes().to_vec());
+        let key = (
+            data.dtype(),
+            data.shape().to_vec(),
+            data.bytes()?.into_owned(),
+        );
         if let Some(v) = self.constants.get(&key) {
             return Ok(*v);
         }
@@ -454,17 +458,23 @@ impl GraphBuilder {
 
     /// Builds the `ModelProto` (initializer data inline) and validates it.
     pub fn finish(self) -> Result<proto::ModelProto> {
+        self.finish_streaming()?.into_inline()
+    }
+
+    /// Builds and validates the `ModelProto` with the initializers' data kept aside (file-backed
+    /// tensors unread), for [`proto_io::write_finished`] to write one tensor at a time.
+    pub fn finish_streaming(self) -> Result<FinishedModel> {
         let graph_name = self.name.clone();
-        let model = self.into_proto()?;
-        check::validate(&model).map_err(|message| ExportError::InvalidGraph {
+        let finished = self.into_proto()?;
+        check::validate(&finished.model).map_err(|message| ExportError::InvalidGraph {
             graph: graph_name,
             message,
         })?;
-        Ok(model)
+        Ok(finished)
     }
 
-    fn into_proto(mut self) -> Result<proto::ModelProto> {
-        use proto_io::{attribute_proto, tensor_proto, value_info_proto};
+    fn into_proto(mut self) -> Result<FinishedModel> {
+        use proto_io::{attribute_proto, tensor_header, value_info_proto};
         let name_of = |values: &[ValueInfo], v: Option<Value>| match v {
             Some(v) => values[v.index()].name.clone(),
             None => String::new(),
@@ -491,11 +501,13 @@ impl GraphBuilder {
             });
         }
         let mut initializer = Vec::with_capacity(self.initializer_order.len());
+        let mut data = Vec::with_capacity(self.initializer_order.len());
         for v in &self.initializer_order {
-            let data = self.data.remove(&v.index()).ok_or_else(|| {
+            let tensor = self.data.remove(&v.index()).ok_or_else(|| {
                 ExportError::node(&self.name, "internal: initializer data missing")
             })?;
-            initializer.push(tensor_proto(&self.values[v.index()].name, data));
+            initializer.push(tensor_header(&self.values[v.index()].name, &tensor));
+            data.push(tensor);
         }
         let input = self
             .inputs
@@ -529,7 +541,7 @@ impl GraphBuilder {
             value_info,
             ..Default::default()
         };
-        Ok(proto::ModelProto {
+        let model = proto::ModelProto {
             ir_version: Some(IR_VERSION),
             opset_import: self.opset_imports(),
             producer_name: Some(PRODUCER.to_string()),
@@ -544,7 +556,35 @@ impl GraphBuilder {
                 })
                 .collect(),
             ..Default::default()
-        })
+        };
+        Ok(FinishedModel { model, data })
+    }
+}
+
+/// A finished, validated graph whose initializers have no data yet: `data[i]` belongs to
+/// `model.graph.initializer[i]` (name, dtype and dims set). File-backed tensors stay unread
+/// until written.
+#[derive(Debug)]
+pub struct FinishedModel {
+    pub model: proto::ModelProto,
+    pub data: Vec<TensorData>,
+}
+
+impl FinishedModel {
+    /// Total bytes of the initializers, without reading them.
+    pub fn initializer_bytes(&self) -> usize {
+        self.data.iter().map(TensorData::byte_len).sum()
+    }
+
+    /// The model with every initializer's data inline in `raw_data` (all read into memory).
+    pub fn into_inline(self) -> Result<proto::ModelProto> {
+        let FinishedModel { mut model, data } = self;
+        if let Some(graph) = model.graph.as_mut() {
+            for (t, d) in graph.initializer.iter_mut().zip(data) {
+                t.raw_data = Some(d.into_bytes()?);
+            }
+        }
+        Ok(model)
     }
 }
 
@@ -579,7 +619,7 @@ fn constant_name(data: &TensorData) -> String {
         };
         text.unwrap_or_default()
     } else {
-        let digest = Sha256::digest(data.bytes());
+        let digest = data.bytes().map(|b| Sha256::digest(&b)).unwrap_or_default();
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     };
     format!("/constants/{}/{shape}/{content}", data.dtype())

@@ -7,6 +7,7 @@
 //! keeps the `.onnx` small and lifts protobuf's 2 GB limit.
 
 use crate::error::{ExportError, Result};
+use crate::graph::FinishedModel;
 use crate::graph::op::Attr;
 use crate::graph::value::{ValueInfo, is_unknown};
 use crate::proto;
@@ -53,12 +54,18 @@ pub fn dtype_from_onnx(code: i32) -> Option<DType> {
 }
 
 /// A `TensorProto` with the data inline in `raw_data`.
-pub fn tensor_proto(name: &str, data: TensorData) -> proto::TensorProto {
+pub fn tensor_proto(name: &str, data: TensorData) -> Result<proto::TensorProto> {
+    let mut t = tensor_header(name, &data);
+    t.raw_data = Some(data.into_bytes()?);
+    Ok(t)
+}
+
+/// A `TensorProto` with name, dtype and dims but no data yet.
+pub fn tensor_header(name: &str, data: &TensorData) -> proto::TensorProto {
     proto::TensorProto {
         dims: data.shape().iter().map(|&d| d as i64).collect(),
         data_type: Some(onnx_dtype(data.dtype())),
         name: Some(name.to_string()),
-        raw_data: Some(data.into_bytes()),
         ..Default::default()
     }
 }
@@ -123,7 +130,7 @@ pub fn attribute_proto(name: &str, attr: &Attr) -> Result<proto::AttributeProto>
         }
         Attr::Tensor(t) => {
             p.r#type = Some(A::Tensor as i32);
-            p.t = Some(tensor_proto("", t.clone()));
+            p.t = Some(tensor_proto("", t.clone())?);
         }
     }
     Ok(p)
@@ -233,6 +240,81 @@ pub fn write_model(
     })
 }
 
+/// Writes a [`FinishedModel`] to `path`, streaming initializers of at least the threshold to
+/// the external-data file when `ext` is given: each is read (file-backed tensors from their
+/// checkpoint), written at the next 64-byte-aligned offset and dropped before the next one,
+/// so the data never sits in memory all at once. Smaller ones (all, without `ext`) go inline.
+/// The files are byte-identical to [`write_model`] of the same graph's inline model.
+pub fn write_finished(
+    finished: FinishedModel,
+    path: &Path,
+    ext: Option<&ExternalData>,
+) -> Result<WrittenModel> {
+    use proto::tensor_proto::DataLocation;
+    let FinishedModel { mut model, data } = finished;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut writer: Option<(PathBuf, std::io::BufWriter<std::fs::File>)> = None;
+    let mut offset: u64 = 0;
+    if let Some(graph) = model.graph.as_mut() {
+        for (t, d) in graph.initializer.iter_mut().zip(data) {
+            let Some(ext) = ext.filter(|e| d.byte_len() >= e.threshold_bytes) else {
+                t.raw_data = Some(d.into_bytes()?);
+                continue;
+            };
+            if writer.is_none() {
+                let p = dir.join(&ext.file_name);
+                let f = std::fs::File::create(&p).map_err(|e| ExportError::io(&p, e))?;
+                writer = Some((p, std::io::BufWriter::with_capacity(1 << 20, f)));
+            }
+            let Some((p, w)) = writer.as_mut() else {
+                continue;
+            };
+            let pad = (EXTERNAL_DATA_ALIGNMENT - offset % EXTERNAL_DATA_ALIGNMENT)
+                % EXTERNAL_DATA_ALIGNMENT;
+            let bytes = d.bytes()?;
+            let io = |e| ExportError::io(p.as_path(), e);
+            w.write_all(&[0u8; EXTERNAL_DATA_ALIGNMENT as usize][..pad as usize])
+                .map_err(io)?;
+            let start = offset + pad;
+            w.write_all(&bytes).map_err(io)?;
+            offset = start + bytes.len() as u64;
+            t.data_location = Some(DataLocation::External as i32);
+            let entry = |k: &str, v: String| proto::StringStringEntryProto {
+                key: Some(k.to_string()),
+                value: Some(v),
+            };
+            t.external_data = vec![
+                entry("location", ext.file_name.clone()),
+                entry("offset", start.to_string()),
+                entry("length", bytes.len().to_string()),
+            ];
+        }
+    }
+    let mut data_path = None;
+    if let Some((p, w)) = writer {
+        let f = w
+            .into_inner()
+            .map_err(|e| ExportError::io(&p, e.into_error()))?;
+        f.sync_all().map_err(|e| ExportError::io(&p, e))?;
+        data_path = Some(p);
+    }
+    let bytes = model.encode_to_vec();
+    if bytes.len() as u64 >= 2 * 1024 * 1024 * 1024 {
+        return Err(ExportError::Unsupported(format!(
+            "{}: the model is {} bytes, over protobuf's 2 GB limit; write it with external data",
+            path.display(),
+            bytes.len()
+        )));
+    }
+    write_file(path, &bytes)?;
+    Ok(WrittenModel {
+        model_path: path.to_path_buf(),
+        data_path,
+        model_bytes: bytes.len() as u64,
+        data_bytes: offset,
+    })
+}
+
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = std::fs::File::create(path).map_err(|e| ExportError::io(path, e))?;
     f.write_all(bytes).map_err(|e| ExportError::io(path, e))?;
@@ -310,4 +392,88 @@ pub fn load_external_data(model: &mut proto::ModelProto, model_path: &Path) -> R
         t.data_location = None;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::GraphBuilder;
+    use crate::graph::ops::Add;
+    use crate::tensor::TensorSource;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A file-backed stand-in that counts its reads.
+    #[derive(Debug)]
+    struct Counted {
+        values: Vec<f32>,
+        reads: AtomicUsize,
+    }
+
+    impl TensorSource for Counted {
+        fn dtype(&self) -> DType {
+            DType::F32
+        }
+        fn numel(&self) -> usize {
+            self.values.len()
+        }
+        fn read(&self) -> Result<Vec<u8>> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            Ok(self.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        }
+    }
+
+    fn graph(sources: &[Arc<Counted>]) -> GraphBuilder {
+        let mut g = GraphBuilder::new("g");
+        let mut x = g.input("x", DType::F32, crate::dims![1000]).unwrap();
+        for (i, s) in sources.iter().enumerate() {
+            let t = TensorData::from_source(vec![1000], s.clone()).unwrap();
+            let w = g.initializer(&format!("w{i}"), t).unwrap();
+            x = g.node1(Add, &[x, w]).unwrap();
+        }
+        // A small one stays inline.
+        let b = g
+            .initializer("b", TensorData::from_f32(vec![1], &[0.5]).unwrap())
+            .unwrap();
+        let y = g.node1(Add, &[x, b]).unwrap();
+        g.output("y", y).unwrap();
+        g
+    }
+
+    /// Streaming writes the same files as the inline path, reading each file-backed tensor
+    /// exactly once (and none before writing).
+    #[test]
+    fn streamed_external_data_matches_inline_write() {
+        let sources: Vec<Arc<Counted>> = (0..3)
+            .map(|i| {
+                Arc::new(Counted {
+                    values: (0..1000).map(|j| (i * 1000 + j) as f32).collect(),
+                    reads: AtomicUsize::new(0),
+                })
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let ext = ExternalData::beside("a.onnx");
+        let inline = graph(&sources).finish().unwrap();
+        write_model(inline, &dir.path().join("a.onnx"), Some(&ext)).unwrap();
+        for s in &sources {
+            s.reads.store(0, Ordering::SeqCst);
+        }
+        let finished = graph(&sources).finish_streaming().unwrap();
+        assert_eq!(finished.initializer_bytes(), 3 * 4000 + 4);
+        assert!(sources.iter().all(|s| s.reads.load(Ordering::SeqCst) == 0));
+        let out = tempfile::tempdir().unwrap();
+        let ext_b = ExternalData::beside("a.onnx");
+        let written = write_finished(finished, &out.path().join("a.onnx"), Some(&ext_b)).unwrap();
+        assert!(sources.iter().all(|s| s.reads.load(Ordering::SeqCst) == 1));
+        // 4000-byte tensors at offsets 0, 4032 and 8064 (64-byte aligned).
+        assert_eq!(written.data_bytes, 4032 * 2 + 4000);
+        for f in ["a.onnx", "a.onnx.data"] {
+            assert_eq!(
+                std::fs::read(dir.path().join(f)).unwrap(),
+                std::fs::read(out.path().join(f)).unwrap(),
+                "{f}"
+            );
+        }
+    }
 }

@@ -48,6 +48,11 @@ pub enum TokenizerFileError {
 /// Checks that it is a JSON object whose `model` is an object with a `type` string (`BPE`,
 /// `WordPiece`, ...); everything else is left to the runtime's `tokenizers` parse.
 pub fn load_tokenizer_json(path: &Path) -> Result<Vec<u8>, TokenizerFileError> {
+    // A FIFO or a device would block or never end.
+    crate::checkpoint::open_regular(path).map_err(|e| TokenizerFileError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
+    })?;
     let bytes = std::fs::read(path).map_err(|source| TokenizerFileError::Io {
         path: path.to_path_buf(),
         source,

@@ -54,6 +54,7 @@ pub fn load(dir: &Path) -> Result<ClipModel> {
         )));
     }
     let config_path = dir.join("config.json");
+    crate::checkpoint::open_regular(&config_path)?;
     let text = std::fs::read_to_string(&config_path).map_err(|e| {
         ExportError::Weights(format!("{}: cannot read: {e}", config_path.display()))
     })?;

@@ -59,6 +59,7 @@ pub fn default_for(image_size: u64) -> Preprocessing {
 
 /// Reads `path` (`preprocessor_config.json`) for a vision model of side `image_size`.
 pub fn read(path: &Path, image_size: u64) -> Result<Preprocessing> {
+    crate::checkpoint::open_regular(path)?;
     let text = std::fs::read_to_string(path).map_err(|e| ExportError::io(path, e))?;
     from_json(&text, image_size, &path.display().to_string())
 }

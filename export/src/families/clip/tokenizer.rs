@@ -26,6 +26,7 @@ pub struct SpecialIds {
 }
 
 fn read_json(path: &Path) -> Result<Value> {
+    crate::checkpoint::open_regular(path)?;
     let text = std::fs::read_to_string(path).map_err(|e| ExportError::io(path, e))?;
     serde_json::from_str(&text)
         .map_err(|e| ExportError::Weights(format!("{}: invalid JSON: {e}", path.display())))
@@ -67,6 +68,7 @@ pub fn tokenizer_for_dir(dir: &Path) -> Result<(Vec<u8>, SpecialIds)> {
             )));
         }
         let vocab = read_json(&vj)?;
+        crate::checkpoint::open_regular(&mt)?;
         let merges = std::fs::read_to_string(&mt).map_err(|e| ExportError::io(&mt, e))?;
         build(vocab, &merges, &pad)?
     };

@@ -74,7 +74,7 @@ impl Loader<'_> {
 
     fn digest(&mut self, name: &str, shape: &[usize]) -> Result<Vec<u8>> {
         let t = self.w.take_f32(name, shape)?;
-        Ok(Sha256::digest(t.bytes()).to_vec())
+        Ok(Sha256::digest(t.bytes()?).to_vec())
     }
 }
 
@@ -110,7 +110,7 @@ impl SharedModules {
         let mut values = Vec::with_capacity(specs.len());
         for (name, shape) in specs {
             let t = l.w.take_f32(name, shape)?;
-            digests.push(Sha256::digest(t.bytes()).to_vec());
+            digests.push(Sha256::digest(t.bytes()?).to_vec());
             values.push(g.initializer(name, t)?);
         }
         self.by_id.insert(id, (values.clone(), digests));
@@ -760,7 +760,8 @@ fn rows_of(t: &TensorData, start: usize, count: usize) -> Result<TensorData> {
     let shape = t.shape();
     let row_bytes = shape.iter().skip(1).product::<usize>() * t.dtype().size();
     let range = start * row_bytes..(start + count) * row_bytes;
-    let (Some(bytes), Some((_, rest))) = (t.bytes().get(range), shape.split_first()) else {
+    let all = t.bytes()?;
+    let (Some(bytes), Some((_, rest))) = (all.get(range), shape.split_first()) else {
         return Err(ExportError::Weights(format!(
             "rows {start}..{} of a {shape:?} tensor",
             start + count

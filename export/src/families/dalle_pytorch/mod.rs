@@ -47,7 +47,8 @@ pub struct Checkpoint {
 /// Reads a `train_dalle.py` checkpoint.
 pub fn load(path: &Path) -> Result<Checkpoint> {
     let source = path.display().to_string();
-    let root = read_pytorch(path, &ClassAllowList::new(RECORD_CLASSES.iter().copied()))?;
+    let root = read_pytorch(path, &ClassAllowList::new(RECORD_CLASSES.iter().copied()))
+        .map_err(|e| wrong_family(path, e))?;
     let weights = match root.get("weights") {
         Some(PickleValue::Str(s)) => {
             return Err(ExportError::Unsupported(format!(
@@ -81,6 +82,24 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         vae,
         root,
     })
+}
+
+/// A pickled OpenAI dVAE module (`encoder.pkl`/`decoder.pkl`) given as the checkpoint names
+/// classes outside the whitelist; say which family the file is instead of "forbidden global".
+fn wrong_family(path: &Path, e: crate::checkpoint::CheckpointError) -> ExportError {
+    match &e {
+        crate::checkpoint::CheckpointError::ForbiddenGlobal { name, .. }
+            if name.starts_with("dall_e.") =>
+        {
+            ExportError::Weights(format!(
+                "{}: this is an OpenAI dVAE file (a pickled `{name}`), not a DALLE-pytorch \
+                 checkpoint; export it with `dalle-export openai-dvae --vae-encoder/--vae-decoder`, \
+                 or pass it to `dalle-pytorch` with --vae-encoder/--vae-decoder",
+                path.display()
+            ))
+        }
+        _ => e.into(),
+    }
 }
 
 /// Builds `decoder.onnx` with the chosen logits output and cache layout and checks every

@@ -315,7 +315,7 @@ mod tests {
     fn explicit_and_absent_normalization() {
         let p = dict(vec![(
             "normalization",
-            PickleValue::Tuple(vec![floats(&[0.1, 0.2, 0.3, 9.0]), floats(&[2.0])]),
+            PickleValue::Tuple(vec![floats(&[0.1, 0.2, 0.3, 9.0]), floats(&[2.0])].into()),
         )]);
         let n = DiscreteVaeConfig::from_vae_params(&p)
             .unwrap()
@@ -332,7 +332,7 @@ mod tests {
         );
         let p = dict(vec![(
             "normalization",
-            PickleValue::Tuple(vec![floats(&[0.5]), floats(&[0.0])]),
+            PickleValue::Tuple(vec![floats(&[0.5]), floats(&[0.0])].into()),
         )]);
         assert!(DiscreteVaeConfig::from_vae_params(&p).is_err());
     }
