@@ -9,20 +9,39 @@ use python_free_tests::fixture;
 /// The `dalle_cli` checkpoint's root with `hparams[key]` (or `vae_params[key]`) set to `value`.
 fn with_param(section: &str, key: &str, value: PickleValue) -> (PickleValue, dp::Checkpoint) {
     let ckpt = dp::load(&fixture("dalle_cli").join("dalle.pt")).unwrap();
-    let mut root = ckpt.root.clone();
-    let PickleValue::Dict(items) = &mut root else {
+    let root = set_param(&ckpt.root, section, key, value);
+    (root, ckpt)
+}
+
+/// `root` with `root[section][key] = value` (pickle containers are shared, so this rebuilds
+/// the two dicts on the path).
+fn set_param(root: &PickleValue, section: &str, key: &str, value: PickleValue) -> PickleValue {
+    let PickleValue::Dict(items) = root else {
         panic!("root is not a dict")
     };
-    let (_, params) = items
-        .iter_mut()
-        .find(|(k, _)| k.as_str() == Some(section))
-        .unwrap_or_else(|| panic!("no {section}"));
-    let PickleValue::Dict(params) = params else {
-        panic!("{section} is not a dict")
-    };
-    params.retain(|(k, _)| k.as_str() != Some(key));
-    params.push((PickleValue::Str(key.into()), value));
-    (root, ckpt)
+    assert!(
+        items.iter().any(|(k, _)| k.as_str() == Some(section)),
+        "no {section}"
+    );
+    let items: Vec<_> = items
+        .iter()
+        .map(|(k, v)| {
+            if k.as_str() != Some(section) {
+                return (k.clone(), v.clone());
+            }
+            let PickleValue::Dict(params) = v else {
+                panic!("{section} is not a dict")
+            };
+            let mut params: Vec<_> = params
+                .iter()
+                .filter(|(k, _)| k.as_str() != Some(key))
+                .cloned()
+                .collect();
+            params.push((PickleValue::Str(key.into()), value.clone()));
+            (k.clone(), PickleValue::Dict(params.into()))
+        })
+        .collect();
+    PickleValue::Dict(items.into())
 }
 
 fn config_error(section: &str, key: &str, value: i64) -> String {
@@ -90,18 +109,8 @@ fn hyperparameters_are_checked_before_they_size_anything() {
     }
     // Within each limit but too large together: 4096 × 4096 heads × dim_head.
     let (root, ckpt) = with_param("hparams", "heads", PickleValue::Int(1024));
-    let PickleValue::Dict(mut items) = root else {
-        unreachable!()
-    };
-    for (k, v) in &mut items {
-        if k.as_str() == Some("hparams")
-            && let PickleValue::Dict(p) = v
-        {
-            p.retain(|(k, _)| k.as_str() != Some("dim_head"));
-            p.push((PickleValue::Str("dim_head".into()), PickleValue::Int(4096)));
-        }
-    }
-    let err = dp::DalleConfig::from_checkpoint(&PickleValue::Dict(items), &ckpt.transformer, "x")
+    let root = set_param(&root, "hparams", "dim_head", PickleValue::Int(4096));
+    let err = dp::DalleConfig::from_checkpoint(&root, &ckpt.transformer, "x")
         .unwrap_err()
         .to_string();
     assert!(
