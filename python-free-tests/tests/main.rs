@@ -35,3 +35,7 @@ mod clip;
 
 /// Shape-world evaluator: detection, judging and caption parsing on the world's own renders.
 mod shapes;
+
+/// VQGAN codecs: min-dalle's detokenizer and taming-transformers VQModel/GumbelVQ checkpoints
+/// against their reference packages.
+mod vqgan;
