@@ -181,3 +181,27 @@ pub fn upsample(
         (channels, channels, 3),
     )
 }
+/// `Downsample(with_conv=True)`: zero-pad right and bottom by one, then a 3×3 stride-2 conv.
+pub fn downsample(
+    g: &mut GraphBuilder,
+    c: &mut Ctx<'_>,
+    prefix: &str,
+    x: Value,
+    channels: usize,
+) -> Result<Value> {
+    let op = Conv {
+        kernel_shape: vec![3, 3],
+        strides: vec![2, 2],
+        pads: vec![0, 0, 1, 1],
+        dilations: vec![1, 1],
+        group: 1,
+    };
+    conv_with(
+        g,
+        c,
+        &names::child(prefix, "conv"),
+        x,
+        (channels, channels, 3),
+        op,
+    )
+}

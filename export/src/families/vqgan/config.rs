@@ -6,6 +6,9 @@ use crate::error::{ExportError, Result};
 /// Every `Normalize` in taming's `model.py` and every `nn.GroupNorm` in min-dalle has 32 groups.
 pub const GROUPS: usize = 32;
 
+/// The largest training resolution accepted (sizes the manifest's shape ranges).
+pub const MAX_RESOLUTION: usize = 1 << 16;
+
 /// How codes are looked up and (encoder) chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VqKind {
@@ -115,6 +118,12 @@ impl VqganConfig {
             if v == 0 {
                 return bad(format!("{name} must be >= 1, got 0"));
             }
+        }
+        if self.resolution > MAX_RESOLUTION {
+            return bad(format!(
+                "resolution {} is above {MAX_RESOLUTION}",
+                self.resolution
+            ));
         }
         if self.num_res_blocks == 0 {
             return bad("num_res_blocks must be >= 1, got 0".into());

@@ -7,6 +7,7 @@ use super::names;
 use crate::checkpoint::{ClassAllowList, read_pytorch, tensor_dict};
 use crate::error::{ExportError, Result};
 use crate::weights::Weights;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The most resolution levels a checkpoint may describe (taming's published models have 4–5).
@@ -127,4 +128,87 @@ fn shape<'a>(w: &'a Weights, name: &str, rank: usize) -> Result<&'a [usize]> {
         )));
     }
     Ok(s)
+}
+
+/// The Lightning callback classes a taming `.ckpt` may name (as the keys of its `callbacks`
+/// dict in Lightning 1.x); read as inert records, never used.
+pub const LIGHTNING_CLASSES: &[&str] = &[
+    "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
+    "pytorch_lightning.callbacks.early_stopping.EarlyStopping",
+];
+
+/// A taming VQGAN split into its two graphs' weights.
+#[derive(Debug)]
+pub struct TamingModel {
+    pub cfg: VqganConfig,
+    /// `encoder.*`, `quant_conv.*`, and the codebook (vector quantizer) or `quantize.proj.*`.
+    pub encoder: Weights,
+    /// The codebook, `post_quant_conv.*`, `decoder.*`.
+    pub decoder: Weights,
+}
+
+/// Reads a taming-transformers Lightning checkpoint (`state_dict` of a `.ckpt`) with its
+/// training config (`.yaml`).
+pub fn load_taming(ckpt: &Path, yaml: &Path) -> Result<TamingModel> {
+    let cfg = super::yaml::load(yaml)?;
+    let root = read_pytorch(ckpt, &ClassAllowList::none().with(LIGHTNING_CLASSES))
+        .map_err(|e| ExportError::from(e).context(format!("reading {}", ckpt.display())))?;
+    let state = root.get("state_dict").ok_or_else(|| {
+        ExportError::Weights(format!(
+            "{}: no `state_dict` entry: not a PyTorch Lightning checkpoint of a taming VQGAN",
+            ckpt.display()
+        ))
+    })?;
+    let tensors = tensor_dict(state)?;
+    taming_from_weights(cfg, Weights::new(ckpt.display().to_string(), tensors))
+}
+
+/// Splits a taming `VQModel`/`GumbelVQ` state dict (top-level names, e.g. a DALLE-pytorch
+/// checkpoint's `vae.model.*` with the prefix stripped) into the encoder's and the decoder's
+/// weights. The training losses' tensors (`loss.*`: LPIPS, discriminator) are dropped; any
+/// other tensor the two graphs do not use is an error when they are built.
+pub fn taming_from_weights(cfg: VqganConfig, mut all: Weights) -> Result<TamingModel> {
+    let src = all.source().to_string();
+    let _losses = all.split_prefix(names::LOSS_PREFIX, format!("{src} (loss.)"));
+    let codebook = names::codebook(cfg.kind);
+    if cfg.kind == VqKind::MinDalle {
+        return Err(ExportError::Unsupported(
+            "min-dalle's detokenizer is not a taming checkpoint".into(),
+        ));
+    }
+    let other = match cfg.kind {
+        VqKind::Gumbel => names::codebook(VqKind::VectorQuantizer),
+        _ => names::codebook(VqKind::Gumbel),
+    };
+    if !all.contains(codebook) && all.contains(other) {
+        return Err(ExportError::Weights(format!(
+            "{src}: has `{other}` but the config's model.target says {:?} (codebook `{codebook}`): \
+             the checkpoint and the YAML belong to different models",
+            cfg.kind
+        )));
+    }
+    let mut decoder = BTreeMap::new();
+    for prefix in [names::DECODER, names::POST_QUANT_CONV] {
+        let part = all.split_prefix(&format!("{prefix}."), src.clone());
+        decoder.extend(
+            part.into_map()
+                .into_iter()
+                .map(|(k, v)| (format!("{prefix}.{k}"), v)),
+        );
+    }
+    // The decoder looks codes up in the codebook; the vector quantizer's encoder needs it too
+    // (nearest entry), Gumbel's encoder only its projection `quantize.proj`.
+    match cfg.kind {
+        VqKind::Gumbel => decoder.extend(all.split_prefix(codebook, src.clone()).into_map()),
+        _ => {
+            if let Some(t) = all.get(codebook) {
+                decoder.insert(codebook.to_string(), t.clone());
+            }
+        }
+    }
+    Ok(TamingModel {
+        cfg,
+        encoder: Weights::new(format!("{src} (encoder side)"), all.into_map()),
+        decoder: Weights::new(format!("{src} (decoder side)"), decoder),
+    })
 }

@@ -17,11 +17,16 @@
 mod blocks;
 pub mod config;
 pub mod decoder;
+pub mod encoder;
 mod load;
 pub mod names;
+pub mod yaml;
 
 pub use config::{PixelMap, VqKind, VqganConfig};
-pub use load::{infer_min_dalle_config, load_min_dalle_detoker};
+pub use load::{
+    LIGHTNING_CLASSES, TamingModel, infer_min_dalle_config, load_min_dalle_detoker, load_taming,
+    taming_from_weights,
+};
 
 use crate::bundle_writer::{BundleWriter, GraphEntry, source_file};
 use crate::error::Result;
@@ -38,6 +43,15 @@ pub fn decoder_entry(cfg: &VqganConfig, mut w: Weights) -> Result<GraphEntry> {
     let graph = decoder::build(cfg, &mut w)?;
     w.finish()?;
     Ok(entry(GraphRole::DvaeDecoder, graph, cfg))
+}
+
+/// The encoder graph (role `dvae_encoder`) from `w`, which must hold exactly the encoder side:
+/// `encoder.*`, `quant_conv.*` and the codebook (vector quantizer) or `quantize.proj.*`
+/// (Gumbel).
+pub fn encoder_entry(cfg: &VqganConfig, mut w: Weights) -> Result<GraphEntry> {
+    let graph = encoder::build(cfg, &mut w)?;
+    w.finish()?;
+    Ok(entry(GraphRole::DvaeEncoder, graph, cfg))
 }
 
 /// min-dalle's detokenizer as the bundle's `dvae_decoder` graph: reads `detoker.pt` (a plain
