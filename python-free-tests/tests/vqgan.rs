@@ -15,6 +15,17 @@ use std::path::{Path, PathBuf};
 /// its `· 255` output back, which costs ~1e-7).
 const PIXEL_ATOL: f32 = 1e-4;
 
+/// An error with its causes (`a: b: c`), as the CLI prints it.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    s
+}
+
 fn min_dalle_small() -> PathBuf {
     fixture("vqgan_min_dalle")
 }
@@ -114,4 +125,294 @@ fn min_dalle_full_size_matches_reference() {
     let (cfg, _) = vqgan::load_min_dalle_detoker(&min_dalle_full().join("detoker.pt")).unwrap();
     assert_eq!(cfg, VqganConfig::min_dalle());
     check_min_dalle(&min_dalle_full());
+}
+
+// ---------------------------------------------------------------------------------------------
+// taming-transformers VQModel / GumbelVQ (`fixtures/vqgan_taming/{vq,gumbel}/`)
+
+/// Encoder codes must match wherever the reference's margin (VQ: second-nearest minus nearest
+/// squared distance; Gumbel: top-1 minus top-2 logit) exceeds this.
+const CODE_MARGIN: f32 = 1e-3;
+
+/// fp32 transformer logits: max |error| on unmasked entries.
+const LOGITS_ATOL: f32 = 1e-4;
+
+const TAMING_KINDS: [&str; 2] = ["vq", "gumbel"];
+
+fn taming(kind: &str) -> PathBuf {
+    fixture("vqgan_taming").join(kind)
+}
+
+/// A bundle with the VQGAN's encoder and decoder from `model.ckpt` + `model.yaml`.
+fn export_taming(kind: &str, out: &Path) -> PathBuf {
+    let dir = taming(kind);
+    let m = vqgan::load_taming(&dir.join("model.ckpt"), &dir.join("model.yaml")).unwrap();
+    let mut w = python_free_tests::test_writer(out, ModelFamily::DallePytorch);
+    w.add_graph(vqgan::encoder_entry(&m.cfg, m.encoder).unwrap())
+        .unwrap();
+    w.add_graph(vqgan::decoder_entry(&m.cfg, m.decoder).unwrap())
+        .unwrap();
+    w.commit().unwrap()
+}
+
+/// Encodes `images.npy` and compares with `tokens.npy` where `margin.npy` is clear.
+fn check_encode(bundle: &mut Bundle, dir: &Path) {
+    let images = read_npy(&dir.join("images.npy"))
+        .f32()
+        .into_dimensionality::<ndarray::Ix4>()
+        .unwrap();
+    let want = read_npy(&dir.join("tokens.npy")).i64();
+    let margin = read_npy(&dir.join("margin.npy")).f32();
+    let got = dalle::dvae::encode_pixels(bundle, images)
+        .unwrap()
+        .into_dyn();
+    assert_eq!(got.shape(), want.shape());
+    let mut compared = 0;
+    for (i, ((g, w), m)) in got.iter().zip(&want).zip(&margin).enumerate() {
+        if *m > CODE_MARGIN {
+            assert_eq!(g, w, "code {i} differs where the reference margin is {m}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= got.len() * 9 / 10, "{compared}/{}", got.len());
+    eprintln!(
+        "{}: {compared}/{} codes compared, all equal",
+        dir.display(),
+        got.len()
+    );
+}
+
+#[test]
+fn taming_vq_and_gumbel_codecs_match_reference() {
+    ort_env();
+    for kind in TAMING_KINDS {
+        let dir = tempfile::tempdir().unwrap();
+        let path = export_taming(kind, &dir.path().join("b"));
+        let mut bundle = Bundle::open(&path, EpOptions::default()).unwrap();
+        check_decode(&mut bundle, &taming(kind), "codes.npy", "pixels.npy");
+        check_encode(&mut bundle, &taming(kind));
+        let m = bundle.manifest();
+        for role in [GraphRole::DvaeEncoder, GraphRole::DvaeDecoder] {
+            let v = VqganAttributes::from_spec(m.graph(role).unwrap())
+                .unwrap()
+                .unwrap();
+            let want = if kind == "vq" {
+                VqKindAttribute::VectorQuantizer
+            } else {
+                VqKindAttribute::Gumbel
+            };
+            assert_eq!(v.vq_kind, want);
+        }
+    }
+}
+
+#[test]
+fn taming_geometry_comes_from_the_yaml() {
+    let m = vqgan::load_taming(
+        &taming("vq").join("model.ckpt"),
+        &taming("vq").join("model.yaml"),
+    )
+    .unwrap();
+    assert_eq!(m.cfg.kind, VqKind::VectorQuantizer);
+    assert_eq!(m.cfg.ch_mult, vec![2, 1]);
+    assert_eq!(m.cfg.attn_resolutions, vec![1, 32]);
+    assert_eq!((m.cfg.n_embed, m.cfg.downsample()), (64, 2));
+    assert_eq!(m.cfg.dalle_pytorch_num_layers().unwrap(), 6);
+    assert_eq!(m.cfg.pixels, PixelMap::FromSigned);
+    let g = vqgan::yaml::load(&taming("gumbel").join("model.yaml")).unwrap();
+    assert_eq!(
+        (g.kind, g.ch_mult.len(), g.n_embed),
+        (VqKind::Gumbel, 3, 48)
+    );
+}
+
+#[test]
+fn taming_mismatched_files_are_clear_errors() {
+    // A VQModel checkpoint with a GumbelVQ config (and the reverse).
+    let err = vqgan::load_taming(
+        &taming("vq").join("model.ckpt"),
+        &taming("gumbel").join("model.yaml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("different models"), "{err}");
+    let err = vqgan::load_taming(
+        &taming("gumbel").join("model.ckpt"),
+        &taming("vq").join("model.yaml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("different models"), "{err}");
+    // A min-dalle detokenizer is not a Lightning checkpoint, and the reverse.
+    let err = vqgan::load_taming(
+        &min_dalle_small().join("detoker.pt"),
+        &taming("vq").join("model.yaml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("state_dict"), "{err}");
+    let err = vqgan::load_min_dalle_detoker(&taming("vq").join("model.ckpt"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expected a tensor"), "{err}");
+    // Not a YAML config.
+    let err = vqgan::load_taming(
+        &taming("vq").join("model.ckpt"),
+        &taming("vq").join("GENERATED.md"),
+    )
+    .unwrap_err();
+    let err = chain(&err);
+    assert!(
+        err.contains("not a taming-transformers VQGAN config"),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// DALLE-pytorch checkpoints trained with VQGanVAE
+
+use dalle_export::families::dalle_pytorch as dp;
+use dalle_export::families::dalle_pytorch::decoder::{DecoderOptions, KvCacheLayout, LogitsOutput};
+use python_free_tests::{f32_input, i64_input, session_from_file};
+
+fn export_dalle(kind: &str, out: &Path, with_ckpt: bool) -> Result<PathBuf, String> {
+    let dir = taming(kind);
+    let ckpt = dir.join("model.ckpt");
+    let yaml = dir.join("model.yaml");
+    let tokenizer = fixture("tokenizer").join("tiny_wordlevel.json");
+    let mut w = python_free_tests::test_writer(out, ModelFamily::DallePytorch);
+    let options = dp::BundleOptions {
+        checkpoint: &dir.join("dalle.pt"),
+        tokenizer: Some(&tokenizer),
+        vae_files: dp::OpenAiVaeFiles::default(),
+        vqgan: dp::VqganFiles {
+            model: with_ckpt.then_some(ckpt.as_path()),
+            config: Some(&yaml),
+        },
+        clip: None,
+        decoder: DecoderOptions {
+            logits: LogitsOutput::Full,
+            kv_cache: KvCacheLayout::Concat,
+        },
+        progress: dalle_export::families::quiet,
+    };
+    dp::add_to_bundle(&mut w, options).map_err(|e| chain(&e))?;
+    Ok(w.commit().unwrap())
+}
+
+/// Teacher-forced logits of `decoder.onnx` (empty cache) against the reference's.
+fn check_logits(bundle: &Path, dir: &Path) -> f32 {
+    let manifest = dalle_bundle::Manifest::read_from_dir(bundle).unwrap();
+    let spec = manifest.graph(GraphRole::Decoder).unwrap();
+    let ids = read_npy(&dir.join("dalle_input_ids.npy")).i64();
+    let batch = ids.shape()[0];
+    let past: Vec<(String, Vec<usize>)> = spec
+        .inputs
+        .iter()
+        .filter(|t| t.name.starts_with("past_"))
+        .map(|t| {
+            let shape = t
+                .dims
+                .iter()
+                .enumerate()
+                .map(|(i, d)| match d {
+                    dalle_bundle::Dim::Fixed(n) => *n as usize,
+                    _ if i == 0 => batch,
+                    _ => 0,
+                })
+                .collect();
+            (t.name.clone(), shape)
+        })
+        .collect();
+    let mut inputs = vec![("input_ids", i64_input(ids))];
+    for (name, shape) in &past {
+        inputs.push((
+            name.as_str(),
+            f32_input(ndarray::ArrayD::zeros(ndarray::IxDyn(shape))),
+        ));
+    }
+    let mut s = session_from_file(&bundle.join("decoder.onnx"));
+    let got = python_free_tests::run(&mut s, inputs).remove(0).f32();
+    let want = read_npy(&dir.join("dalle_logits.npy")).f32();
+    assert_eq!(got.shape(), want.shape());
+    let mut worst = 0.0f32;
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        if *w == -f32::MAX {
+            assert_eq!(*g, -f32::MAX, "entry {i} should be masked");
+        } else {
+            let d = (g - w).abs();
+            assert!(d <= LOGITS_ATOL, "logits: |{g} - {w}| = {d} at {i}");
+            worst = worst.max(d);
+        }
+    }
+    worst
+}
+
+#[test]
+fn dalle_pytorch_vqgan_vae_logits_and_pixels_match_reference() {
+    ort_env();
+    for kind in TAMING_KINDS {
+        for with_ckpt in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = export_dalle(kind, &dir.path().join("b"), with_ckpt).unwrap();
+            let err = check_logits(&path, &taming(kind));
+            let mut bundle = Bundle::open(&path, EpOptions::default()).unwrap();
+            let px = check_decode(
+                &mut bundle,
+                &taming(kind),
+                "dalle_codes.npy",
+                "dalle_pixels.npy",
+            );
+            eprintln!(
+                "{kind} (--vqgan-model {with_ckpt}): logits max |error| {err:e}, pixels {px:e}"
+            );
+            let m = bundle.manifest();
+            let layout = m.token_layout.as_ref().unwrap();
+            assert_eq!(layout.image_grid, 4);
+            let sources: Vec<&str> = m
+                .provenance
+                .sources
+                .iter()
+                .map(|s| s.role.as_str())
+                .collect();
+            assert_eq!(sources.contains(&"vqgan_model"), with_ckpt, "{sources:?}");
+            assert!(sources.contains(&"vqgan_config"), "{sources:?}");
+        }
+    }
+}
+
+#[test]
+fn dalle_pytorch_vqgan_vae_needs_its_config_and_its_own_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = dp::load(&taming("vq").join("dalle.pt"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("trained with VQGanVAE") && err.contains("--vqgan-config"),
+        "{err}"
+    );
+    // The Gumbel VQGAN's files for the VQModel-trained checkpoint: codebook sizes differ.
+    let mut w = python_free_tests::test_writer(&dir.path().join("x"), ModelFamily::DallePytorch);
+    let tokenizer = fixture("tokenizer").join("tiny_wordlevel.json");
+    let options = dp::BundleOptions {
+        checkpoint: &taming("vq").join("dalle.pt"),
+        tokenizer: Some(&tokenizer),
+        vae_files: dp::OpenAiVaeFiles::default(),
+        vqgan: dp::VqganFiles {
+            model: Some(&taming("gumbel").join("model.ckpt")),
+            config: Some(&taming("vq").join("model.yaml")),
+        },
+        clip: None,
+        decoder: DecoderOptions {
+            logits: LogitsOutput::LastImage,
+            kv_cache: KvCacheLayout::Concat,
+        },
+        progress: dalle_export::families::quiet,
+    };
+    let err = chain(&dp::add_to_bundle(&mut w, options).unwrap_err());
+    assert!(
+        err.contains("differs from the checkpoint's own copy"),
+        "{err}"
+    );
 }

@@ -103,6 +103,21 @@ impl VqganConfig {
             .contains(&self.level_resolution(level))
     }
 
+    /// DALLE-pytorch `VQGanVAE.num_layers`: `int(log(f) / log(2))` with
+    /// `f = resolution / attn_resolutions[0]` (float division, as the reference computes it).
+    pub fn dalle_pytorch_num_layers(&self) -> Result<usize> {
+        let first = self.attn_resolutions.first().copied().unwrap_or(0);
+        if first == 0 || first > self.resolution {
+            return Err(ExportError::Unsupported(format!(
+                "VQGAN config: DALLE-pytorch's VQGanVAE needs attn_resolutions[0] in 1..={} \
+                 (it derives the token grid from resolution / attn_resolutions[0]), got {:?}",
+                self.resolution, self.attn_resolutions
+            )));
+        }
+        let f = self.resolution as f64 / first as f64;
+        Ok((f.ln() / 2f64.ln()) as usize)
+    }
+
     /// Rejects geometries the reference could not build or whose sizes overflow.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(ExportError::Unsupported(format!("VQGAN config: {m}")));

@@ -114,10 +114,12 @@ fn body(g: &mut GraphBuilder, c: &mut Ctx<'_>, cfg: &VqganConfig, z: Value) -> R
 }
 
 fn map_pixels(g: &mut GraphBuilder, map: PixelMap, x: Value) -> Result<Value> {
-    let zero = g.scalar_float(0.0, DType::F32)?;
     let one = g.scalar_float(1.0, DType::F32)?;
     match map {
-        PixelMap::Clip01 => g.node1(Clip, &[x, zero, one]),
+        PixelMap::Clip01 => {
+            let zero = g.scalar_float(0.0, DType::F32)?;
+            g.node1(Clip, &[x, zero, one])
+        }
         PixelMap::FromSigned => {
             let minus_one = g.scalar_float(-1.0, DType::F32)?;
             let half = g.scalar_float(0.5, DType::F32)?;

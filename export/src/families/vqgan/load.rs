@@ -151,6 +151,11 @@ pub struct TamingModel {
 /// training config (`.yaml`).
 pub fn load_taming(ckpt: &Path, yaml: &Path) -> Result<TamingModel> {
     let cfg = super::yaml::load(yaml)?;
+    taming_from_weights(cfg, load_taming_state_dict(ckpt)?)
+}
+
+/// The `state_dict` of a taming Lightning checkpoint, every tensor (losses included).
+pub fn load_taming_state_dict(ckpt: &Path) -> Result<Weights> {
     let root = read_pytorch(ckpt, &ClassAllowList::none().with(LIGHTNING_CLASSES))
         .map_err(|e| ExportError::from(e).context(format!("reading {}", ckpt.display())))?;
     let state = root.get("state_dict").ok_or_else(|| {
@@ -160,7 +165,7 @@ pub fn load_taming(ckpt: &Path, yaml: &Path) -> Result<TamingModel> {
         ))
     })?;
     let tensors = tensor_dict(state)?;
-    taming_from_weights(cfg, Weights::new(ckpt.display().to_string(), tensors))
+    Ok(Weights::new(ckpt.display().to_string(), tensors))
 }
 
 /// Splits a taming `VQModel`/`GumbelVQ` state dict (top-level names, e.g. a DALLE-pytorch
@@ -199,7 +204,12 @@ pub fn taming_from_weights(cfg: VqganConfig, mut all: Weights) -> Result<TamingM
     // The decoder looks codes up in the codebook; the vector quantizer's encoder needs it too
     // (nearest entry), Gumbel's encoder only its projection `quantize.proj`.
     match cfg.kind {
-        VqKind::Gumbel => decoder.extend(all.split_prefix(codebook, src.clone()).into_map()),
+        VqKind::Gumbel => decoder.extend(
+            all.split_prefix(codebook, src.clone())
+                .into_map()
+                .into_iter()
+                .map(|(rest, t)| (format!("{codebook}{rest}"), t)),
+        ),
         _ => {
             if let Some(t) = all.get(codebook) {
                 decoder.insert(codebook.to_string(), t.clone());

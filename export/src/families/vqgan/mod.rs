@@ -25,7 +25,7 @@ pub mod yaml;
 pub use config::{PixelMap, VqKind, VqganConfig};
 pub use load::{
     LIGHTNING_CLASSES, TamingModel, infer_min_dalle_config, load_min_dalle_detoker, load_taming,
-    taming_from_weights,
+    load_taming_state_dict, taming_from_weights,
 };
 
 use crate::bundle_writer::{BundleWriter, GraphEntry, source_file};
