@@ -416,3 +416,39 @@ fn dalle_pytorch_vqgan_vae_needs_its_config_and_its_own_weights() {
         "{err}"
     );
 }
+
+#[test]
+fn generation_runs_unchanged_on_a_vqgan_vae_bundle() {
+    use dalle::engine::{self, Engine, OrtDallePytorch, PromptInput, Request, RequestRules};
+    ort_env();
+    for kind in TAMING_KINDS {
+        let dir = tempfile::tempdir().unwrap();
+        let path = export_dalle(kind, &dir.path().join("b"), false).unwrap();
+        let b = Bundle::open(&path, EpOptions::default()).unwrap();
+        let rules = RequestRules::from_bundle(&b).unwrap();
+        let (model, _) = OrtDallePytorch::from_bundle(b, None).unwrap();
+        let mut e = Engine::new(model, None);
+        let request = Request {
+            prompt: PromptInput::Ids(vec![3, 4]),
+            candidates: 2,
+            sampling: engine::SamplingOverrides {
+                top_k: Some(8),
+                seed: Some(7),
+                ..Default::default()
+            },
+            init: None,
+            rerank: None,
+        };
+        let out = engine::generate(&mut e, rules.validate(request).unwrap(), &mut |_| {}).unwrap();
+        let vocab = if kind == "vq" { 64 } else { 48 };
+        assert!(
+            out.tokens
+                .iter()
+                .all(|t| t.len() == 16 && t.iter().all(|&c| c < vocab))
+        );
+        // 4×4 codes, VQGAN downsampling 2 (vq) or 4 (gumbel).
+        let side = if kind == "vq" { 8 } else { 16 };
+        assert_eq!(out.pixels.shape(), &[2, 3, side, side]);
+        assert!(out.pixels.iter().all(|p| (0.0..=1.0).contains(p)));
+    }
+}
