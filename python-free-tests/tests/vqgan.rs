@@ -452,3 +452,40 @@ fn generation_runs_unchanged_on_a_vqgan_vae_bundle() {
         assert!(out.pixels.iter().all(|p| (0.0..=1.0).contains(p)));
     }
 }
+
+#[test]
+fn detoker_with_missing_or_extra_tensors_names_them() {
+    let (cfg, w) = vqgan::load_min_dalle_detoker(&min_dalle_small().join("detoker.pt")).unwrap();
+    let mut map = w.into_map();
+    let bias = map.remove("decoder.conv_out.bias").unwrap();
+    let err = vqgan::decoder_entry(
+        &cfg,
+        dalle_export::weights::Weights::new("detoker.pt", map.clone()),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("missing tensor `decoder.conv_out.bias`"),
+        "{err}"
+    );
+    map.insert("decoder.conv_out.bias".into(), bias.clone());
+    map.insert("decoder.up.0.block.0.conv_shortcut.bias".into(), bias);
+    let err = vqgan::decoder_entry(&cfg, dalle_export::weights::Weights::new("detoker.pt", map))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("unused tensor") && err.contains("conv_shortcut"),
+        "{err}"
+    );
+    // A state dict that is no VQGAN at all.
+    let err = vqgan::load_min_dalle_detoker(&fixture("dalle_cli").join("dalle.pt"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("expected a dict of tensors") || err.contains("expected a tensor"),
+        "{err}"
+    );
+}
