@@ -189,6 +189,13 @@ pub fn vae_entries_with_vqgan(
     files: OpenAiVaeFiles<'_>,
     vqgan: Option<VqganVae<'_>>,
 ) -> Result<Vec<GraphEntry>> {
+    if vqgan.is_some() && cfg.vae != VaeKind::Vqgan {
+        return Err(ExportError::Unsupported(format!(
+            "--vqgan-model/--vqgan-config were given, but the checkpoint was trained with {:?}, \
+             not VQGanVAE",
+            cfg.vae
+        )));
+    }
     let entries = match cfg.vae {
         VaeKind::Vqgan => {
             let v = vqgan.ok_or_else(|| {
