@@ -18,7 +18,8 @@ mod validate;
 
 pub use attributes::{
     AttributeError, ClipImageAttributes, ClipTextAttributes, ClipTowerAttributes,
-    DecoderAttributes, DvaeAttributes, KvCacheAttribute, LogitsKind,
+    DecoderAttributes, DvaeAttributes, KvCacheAttribute, LogitsKind, VqKindAttribute,
+    VqganAttributes,
 };
 pub use dtype::{DType, Dim};
 pub use manifest::{

@@ -389,4 +389,47 @@ fn a_token_layout_that_disagrees_with_the_graphs_is_refused() {
             .to_string();
         assert!(err.contains(needle), "{to}: {err}");
     }
+#[test]
+fn exports_a_dalle_pytorch_checkpoint_trained_with_vqgan_vae() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bundle");
+    let vq = fixture("vqgan_taming/vq");
+    let tok = fixture("tokenizer/tiny_wordlevel.json");
+    let base = |extra: &[&str]| {
+        let mut args = vec![
+            "dalle-pytorch".to_string(),
+            "--checkpoint".into(),
+            vq.join("dalle.pt").display().to_string(),
+            "--tokenizer".into(),
+            tok.display().to_string(),
+            "-o".into(),
+            out.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let run = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        dalle_export(&refs)
+    };
+    // Without the YAML the geometry is unknown.
+    let o = run(base(&[]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--vqgan-config"), "{}", stderr(&o));
+    assert!(!out.exists());
+    let ckpt = vq.join("model.ckpt").display().to_string();
+    let yaml = vq.join("model.yaml").display().to_string();
+    let o = run(base(&["--vqgan-model", &ckpt, "--vqgan-config", &yaml]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let dec = &m["graphs"]["dvae_decoder"]["attributes"];
+    assert_eq!(dec["vq_kind"], "vector_quantizer");
+    assert_eq!(dec["vocab_size"], 64);
+    assert_eq!(dec["downsample"], 2);
+    assert_eq!(m["token_layout"]["image_grid"], 4);
+    assert_eq!(
+        m["graphs"]["dvae_encoder"]["attributes"]["vq_kind"],
+        "vector_quantizer"
+    );
 }

@@ -38,6 +38,7 @@ pub fn export_with(
         checkpoint,
         tokenizer: Some(tokenizer),
         vae_files: dp::OpenAiVaeFiles::default(),
+        vqgan: dp::VqganFiles::default(),
         clip,
         decoder,
         progress: quiet,

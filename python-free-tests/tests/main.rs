@@ -39,3 +39,6 @@ mod shapes;
 /// Hostile numbers, names and files: hyperparameters and manifest numbers past their limits,
 /// corrupted tensor names, stale staging folders and `--force` recovery give clean errors.
 mod hostile;
+/// VQGAN codecs: min-dalle's detokenizer and taming-transformers VQModel/GumbelVQ checkpoints
+/// against their reference packages.
+mod vqgan;

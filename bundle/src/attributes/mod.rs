@@ -5,7 +5,8 @@
 //! them through its `from_spec`, so both sides agree on every key and value. Each struct lists
 //! what one graph carries: [`DvaeAttributes`] (both dVAE families, plus their own
 //! [`openai_dvae`]/[`discrete_vae`] descriptive extras), [`DecoderAttributes`] and the CLIP
-//! towers' [`ClipTextAttributes`]/[`ClipImageAttributes`]. Each graph's names and struct share
+//! towers' [`ClipTextAttributes`]/[`ClipImageAttributes`]; VQGAN image graphs add
+//! [`VqganAttributes`] to their [`DvaeAttributes`]. Each graph's names and struct share
 //! one file; the readers' checks are here.
 
 use serde_json::Value;
@@ -14,10 +15,12 @@ use std::collections::BTreeMap;
 pub mod clip;
 pub mod decoder;
 pub mod dvae;
+pub mod vqgan;
 
 pub use clip::{ClipImageAttributes, ClipTextAttributes, ClipTowerAttributes};
 pub use decoder::{DecoderAttributes, KvCacheAttribute, LogitsKind};
 pub use dvae::DvaeAttributes;
+pub use vqgan::{VqKindAttribute, VqganAttributes};
 
 /// A graph's attributes as stored in the manifest.
 pub type Attributes = BTreeMap<String, Value>;

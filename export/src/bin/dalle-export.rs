@@ -79,6 +79,13 @@ enum Command {
         /// OpenAI dVAE decoder (`decoder.pkl`) for checkpoints trained with OpenAIDiscreteVAE.
         #[arg(long, value_name = "FILE")]
         vae_decoder: Option<PathBuf>,
+        /// taming-transformers VQGAN checkpoint (Lightning `.ckpt`) for checkpoints trained with
+        /// VQGanVAE (optional when the checkpoint holds it under `vae.model.`).
+        #[arg(long, value_name = "CKPT")]
+        vqgan_model: Option<PathBuf>,
+        /// Its training config (`.yaml`); required for checkpoints trained with VQGanVAE.
+        #[arg(long, value_name = "YAML")]
+        vqgan_config: Option<PathBuf>,
         /// A Hugging Face CLIP model directory to add for reranking (`clip_text`, `clip_image`).
         #[arg(long, value_name = "DIR")]
         clip: Option<PathBuf>,
@@ -168,6 +175,8 @@ fn run(command: Command) -> Result<()> {
             tokenizer,
             vae_encoder,
             vae_decoder,
+            vqgan_model,
+            vqgan_config,
             clip,
             logits,
             kv_cache,
@@ -182,6 +191,10 @@ fn run(command: Command) -> Result<()> {
                     vae_files: dalle_pytorch::OpenAiVaeFiles {
                         encoder: vae_encoder.as_deref(),
                         decoder: vae_decoder.as_deref(),
+                    },
+                    vqgan: dalle_pytorch::VqganFiles {
+                        model: vqgan_model.as_deref(),
+                        config: vqgan_config.as_deref(),
                     },
                     clip: clip.as_deref(),
                     decoder: DecoderOptions {

@@ -6,6 +6,7 @@
 pub mod clip;
 pub mod dalle_pytorch;
 pub mod openai_dvae;
+pub mod vqgan;
 
 /// Where an export reports what it read (the CLI prints each line to stderr).
 pub type Progress = fn(&str);

@@ -3,10 +3,10 @@
 //! dVAE graphs and, when asked, a CLIP for reranking.
 
 use super::decoder::DecoderOptions;
-use super::{DalleConfig, OpenAiVaeFiles};
+use super::{DalleConfig, OpenAiVaeFiles, VqganVae};
 use crate::bundle_writer::{BundleWriter, source_file};
 use crate::error::Result;
-use crate::families::{Progress, clip};
+use crate::families::{Progress, clip, vqgan};
 use std::path::Path;
 
 /// What to export (the `dalle-export dalle-pytorch` flags).
@@ -18,12 +18,23 @@ pub struct BundleOptions<'a> {
     pub tokenizer: Option<&'a Path>,
     /// Released OpenAI dVAE files (`--vae-encoder`, `--vae-decoder`).
     pub vae_files: OpenAiVaeFiles<'a>,
+    /// The taming VQGAN of a `VQGanVAE` checkpoint (`--vqgan-model`, `--vqgan-config`).
+    pub vqgan: VqganFiles<'a>,
     /// A Hugging Face CLIP directory to add for reranking (`--clip`).
     pub clip: Option<&'a Path>,
     /// Logits output and cache layout (`--logits`, `--kv-cache`).
     pub decoder: DecoderOptions,
     /// Told what was read (the CLI prints it).
     pub progress: Progress,
+}
+
+/// The taming-transformers files of a checkpoint trained with `VQGanVAE`: the Lightning
+/// `.ckpt` (optional when the checkpoint holds the VQGAN under `vae.model.`) and its training
+/// `.yaml` (required: the geometry is not in the checkpoint).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VqganFiles<'a> {
+    pub model: Option<&'a Path>,
+    pub config: Option<&'a Path>,
 }
 
 /// One line describing a checkpoint's hyperparameters.
@@ -53,6 +64,7 @@ pub fn add_to_bundle(writer: &mut BundleWriter, options: BundleOptions<'_>) -> R
         checkpoint,
         tokenizer,
         vae_files,
+        vqgan: vqgan_files,
         clip: clip_dir,
         decoder,
         progress,
@@ -70,12 +82,23 @@ pub fn add_to_bundle(writer: &mut BundleWriter, options: BundleOptions<'_>) -> R
         ("tokenizer", tokenizer),
         ("vae_encoder", vae_files.encoder),
         ("vae_decoder", vae_files.decoder),
+        ("vqgan_model", vqgan_files.model),
+        ("vqgan_config", vqgan_files.config),
     ] {
         if let Some(p) = p {
             sources.push(source_file(role, p)?);
         }
     }
-    let ckpt = super::load(checkpoint)
+    let vqgan_cfg = match (vqgan_files.config, vqgan_files.model) {
+        (Some(p), _) => Some(vqgan::yaml::load(p)?),
+        (None, Some(_)) => {
+            return Err(crate::error::ExportError::Unsupported(
+                "--vqgan-model needs --vqgan-config YAML (the VQGAN's geometry)".into(),
+            ));
+        }
+        (None, None) => None,
+    };
+    let ckpt = super::load_with_vqgan(checkpoint, vqgan_cfg.as_ref())
         .map_err(|e| e.context(format!("reading {}", checkpoint.display())))?;
     let cfg = ckpt.cfg.clone();
     super::check_vae_files(&cfg, vae_files)?;
@@ -90,7 +113,11 @@ pub fn add_to_bundle(writer: &mut BundleWriter, options: BundleOptions<'_>) -> R
     }
     writer.add_file(crate::tokenizer::TOKENIZER_FILE, &tokenizer_json)?;
     writer.add_graph(super::decoder_entry(&cfg, ckpt.transformer, decoder)?)?;
-    for entry in super::vae_entries(&cfg, &ckpt.root, ckpt.vae, vae_files)? {
+    let vqgan_vae = vqgan_cfg.as_ref().map(|config| VqganVae {
+        config,
+        model: vqgan_files.model,
+    });
+    for entry in super::vae_entries_with_vqgan(&cfg, &ckpt.root, ckpt.vae, vae_files, vqgan_vae)? {
         writer.add_graph(entry)?;
     }
     if let Some((dir, m)) = clip_model {

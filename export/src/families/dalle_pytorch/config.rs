@@ -4,9 +4,13 @@
 use super::names::{self, Branch};
 use crate::checkpoint::PickleValue;
 use crate::error::{ExportError, Result};
+use crate::families::vqgan::VqganConfig;
 use crate::weights::Weights;
 use dalle_bundle::TokenLayout;
 use dalle_bundle::limits::{self, Limit};
+
+/// `VQGanVAE.image_size`: DALLE-pytorch fixes it at 256 whatever the VQGAN's resolution.
+pub const VQGAN_VAE_IMAGE_SIZE: usize = 256;
 
 /// One layer's attention pattern.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -55,6 +59,9 @@ pub enum VaeKind {
     Discrete,
     /// OpenAI's dVAE (`OpenAIDiscreteVAE`): 256 px, 3 layers, 8192 codes.
     OpenAi,
+    /// `VQGanVAE`: a taming-transformers VQGAN; weights under `vae.model.` (or its `.ckpt`),
+    /// geometry from its training YAML.
+    Vqgan,
 }
 
 /// Validated transformer hyperparameters.
@@ -133,6 +140,17 @@ impl DalleConfig {
     /// Reads `hparams` (and `vae_params`/`vae_class_name`) of a checkpoint. Keys missing from
     /// older checkpoints are inferred from the weights where that is unambiguous.
     pub fn from_checkpoint(root: &PickleValue, w: &Weights, source: &str) -> Result<DalleConfig> {
+        Self::from_checkpoint_with_vqgan(root, w, source, None)
+    }
+
+    /// [`DalleConfig::from_checkpoint`] for checkpoints that may have been trained with
+    /// `VQGanVAE`, whose image grid and codebook come from the VQGAN's config (`--vqgan-config`).
+    pub fn from_checkpoint_with_vqgan(
+        root: &PickleValue,
+        w: &Weights,
+        source: &str,
+        vqgan: Option<&VqganConfig>,
+    ) -> Result<DalleConfig> {
         let hp = root.get("hparams").filter(|h| h.as_dict().is_some()).ok_or_else(|| {
             ExportError::Weights(format!(
                 "{source}: no `hparams` dict: not a DALLE-pytorch checkpoint saved by train_dalle.py"
@@ -234,12 +252,21 @@ impl DalleConfig {
             .unwrap_or("");
         let vae_params = root.get("vae_params").filter(|v| !v.is_none());
         let (vae, image_size, num_layers, num_image_tokens) = match (vae_class, vae_params) {
-            ("VQGanVAE", _) => {
-                return Err(ExportError::Unsupported(format!(
-                    "{source}: the checkpoint was trained with VQGanVAE (taming-transformers VQGAN); \
-                     only DiscreteVAE and OpenAIDiscreteVAE are supported"
-                )));
-            }
+            ("VQGanVAE", _) => match vqgan {
+                Some(v) => (
+                    VaeKind::Vqgan,
+                    VQGAN_VAE_IMAGE_SIZE,
+                    v.dalle_pytorch_num_layers()?,
+                    v.n_embed,
+                ),
+                None => {
+                    return Err(ExportError::Unsupported(format!(
+                        "{source}: the checkpoint was trained with VQGanVAE (taming-transformers \
+                         VQGAN): pass its config with --vqgan-config YAML (and its weights with \
+                         --vqgan-model CKPT unless the checkpoint holds them under `vae.model.`)"
+                    )));
+                }
+            },
             ("OpenAIDiscreteVAE", _) | ("", None) => (VaeKind::OpenAi, 256, 3, 8192),
             (_, Some(p)) => {
                 let get = |k: &str, limit: Limit| -> Result<usize> {

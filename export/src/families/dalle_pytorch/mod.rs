@@ -6,8 +6,9 @@
 //! Exports the transformer as one KV-cache decoder step graph (`decoder.rs`) and its VAE as the
 //! bundle's dVAE graphs. Supported: attention types full, axial_row, axial_col and conv_like in
 //! any cycle; rotary embeddings; shift tokens; sandwich norm; stable; reversible; shared
-//! attention/feed-forward ids; shared input/output embeddings; `DiscreteVAE` and
-//! `OpenAIDiscreteVAE`. DeepSpeed `sparse` attention and `VQGanVAE` are clear errors.
+//! attention/feed-forward ids; shared input/output embeddings; `DiscreteVAE`,
+//! `OpenAIDiscreteVAE` and `VQGanVAE` (taming `VQModel`/`GumbelVQ`, built by
+//! [`crate::families::vqgan`]). DeepSpeed `sparse` attention is a clear error.
 
 mod bundle;
 pub mod config;
@@ -19,13 +20,13 @@ pub mod positions;
 pub mod rotary;
 pub mod shift;
 
-pub use bundle::{BundleOptions, add_to_bundle, describe};
+pub use bundle::{BundleOptions, VqganFiles, add_to_bundle, describe};
 pub use config::{AttnType, DalleConfig, VaeKind};
 
 use crate::bundle_writer::GraphEntry;
 use crate::checkpoint::{ClassAllowList, PickleValue, RECORD_CLASSES, read_pytorch, tensor_dict};
 use crate::error::{ExportError, Result};
-use crate::families::openai_dvae;
+use crate::families::{openai_dvae, vqgan};
 use crate::weights::Weights;
 use dalle_bundle::attributes::decoder as attr;
 use dalle_bundle::io::dims as d;
@@ -46,6 +47,12 @@ pub struct Checkpoint {
 
 /// Reads a `train_dalle.py` checkpoint.
 pub fn load(path: &Path) -> Result<Checkpoint> {
+    load_with_vqgan(path, None)
+}
+
+/// [`load`] for a checkpoint that may have been trained with `VQGanVAE`: `vqgan` is the VQGAN's
+/// config (`--vqgan-config`), which sets the image grid and codebook size.
+pub fn load_with_vqgan(path: &Path, vqgan: Option<&vqgan::VqganConfig>) -> Result<Checkpoint> {
     let source = path.display().to_string();
     let root = read_pytorch(path, &ClassAllowList::new(RECORD_CLASSES.iter().copied()))
         .map_err(|e| wrong_family(path, e))?;
@@ -75,7 +82,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     };
     let mut transformer = Weights::new(source.clone(), weights);
     let vae = transformer.split_prefix("vae.", format!("{source} (vae.)"));
-    let cfg = DalleConfig::from_checkpoint(&root, &transformer, &source)?;
+    let cfg = DalleConfig::from_checkpoint_with_vqgan(&root, &transformer, &source, vqgan)?;
     Ok(Checkpoint {
         cfg,
         transformer,
@@ -201,10 +208,46 @@ pub fn check_vae_files(cfg: &DalleConfig, files: OpenAiVaeFiles<'_>) -> Result<(
 pub fn vae_entries(
     cfg: &DalleConfig,
     root: &PickleValue,
-    mut vae: Weights,
+    vae: Weights,
     files: OpenAiVaeFiles<'_>,
 ) -> Result<Vec<GraphEntry>> {
+    vae_entries_with_vqgan(cfg, root, vae, files, None)
+}
+
+/// A `VQGanVAE` checkpoint's VQGAN: its config and, when given, its `.ckpt`.
+#[derive(Clone, Copy, Debug)]
+pub struct VqganVae<'a> {
+    pub config: &'a vqgan::VqganConfig,
+    pub model: Option<&'a Path>,
+}
+
+/// [`vae_entries`], plus `VQGanVAE`: the VQGAN from the checkpoint's `vae.model.` tensors or
+/// from `vqgan.model` (when both exist they must be identical; the training losses' `loss.*`
+/// are not compared).
+pub fn vae_entries_with_vqgan(
+    cfg: &DalleConfig,
+    root: &PickleValue,
+    mut vae: Weights,
+    files: OpenAiVaeFiles<'_>,
+    vqgan: Option<VqganVae<'_>>,
+) -> Result<Vec<GraphEntry>> {
+    if vqgan.is_some() && cfg.vae != VaeKind::Vqgan {
+        return Err(ExportError::Unsupported(format!(
+            "--vqgan-model/--vqgan-config were given, but the checkpoint was trained with {:?}, \
+             not VQGanVAE",
+            cfg.vae
+        )));
+    }
     let entries = match cfg.vae {
+        VaeKind::Vqgan => {
+            let v = vqgan.ok_or_else(|| {
+                ExportError::Unsupported(
+                    "the checkpoint was trained with VQGanVAE: pass --vqgan-config YAML".into(),
+                )
+            })?;
+            let inside = vae.split_prefix("model.", format!("{} (vae.model.)", vae.source()));
+            vqgan_vae_entries(cfg, inside, v)?
+        }
         VaeKind::Discrete => {
             check_vae_files(cfg, files)?;
             let params = root.get("vae_params").ok_or_else(|| {
@@ -251,6 +294,51 @@ pub fn vae_entries(
     };
     vae.finish()?;
     Ok(entries)
+}
+
+fn vqgan_vae_entries(
+    cfg: &DalleConfig,
+    inside: Weights,
+    v: VqganVae<'_>,
+) -> Result<Vec<GraphEntry>> {
+    if v.config.n_embed != cfg.num_image_tokens {
+        return Err(ExportError::Weights(format!(
+            "the VQGAN config has {} codes but the transformer embeds {} image tokens",
+            v.config.n_embed, cfg.num_image_tokens
+        )));
+    }
+    let weights = match v.model {
+        Some(path) => {
+            let from_file = vqgan::load_taming_state_dict(path)?;
+            for (name, t) in inside.into_map() {
+                if name.starts_with(vqgan::names::LOSS_PREFIX) {
+                    continue;
+                }
+                if from_file.get(&name) != Some(&t) {
+                    return Err(ExportError::Weights(format!(
+                        "{}: tensor `{name}` differs from the checkpoint's own copy under \
+                         `vae.model.`: the --vqgan-model file is not the VQGAN this model was \
+                         trained with",
+                        path.display()
+                    )));
+                }
+            }
+            from_file
+        }
+        None if inside.names().next().is_none() => {
+            return Err(ExportError::Weights(
+                "the checkpoint was trained with VQGanVAE but holds no `vae.model.` weights: \
+                 pass the VQGAN with --vqgan-model CKPT"
+                    .into(),
+            ));
+        }
+        None => inside,
+    };
+    let model = vqgan::taming_from_weights(v.config.clone(), weights)?;
+    Ok(vec![
+        vqgan::encoder_entry(&model.cfg, model.encoder)?,
+        vqgan::decoder_entry(&model.cfg, model.decoder)?,
+    ])
 }
 
 fn openai_half(inside: Weights, file: Option<&Path>, encoder: bool) -> Result<GraphEntry> {
