@@ -35,3 +35,7 @@ mod clip;
 
 /// Shape-world evaluator: detection, judging and caption parsing on the world's own renders.
 mod shapes;
+
+/// The shared group-norm layer: parity with `torch.nn.GroupNorm`, symbolic dims kept, no
+/// `GroupNormalization` op (CUDA-less in ONNX Runtime).
+mod group_norm;
