@@ -10,6 +10,8 @@
 //! - [`layers`]: the neural-network layers every family shares (linear, layer norm, attention
 //!   core, GELU variants).
 //! - [`bundle_writer`]: atomic bundle directories with `manifest.json`.
+//! - [`compat`]: `dalle-export check`, every node against an execution provider's support tables
+//!   (TensorRT's ONNX parser, ONNX Runtime's CUDA and CPU kernels).
 //! - [`tokenizer`]: the `tokenizer.json` a text-conditioned bundle carries (CLIP BPE, or a
 //!   user-supplied Hugging Face file).
 //!
@@ -18,6 +20,7 @@
 
 pub mod bundle_writer;
 pub mod checkpoint;
+pub mod compat;
 pub mod error;
 pub mod families;
 pub mod graph;

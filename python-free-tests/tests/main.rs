@@ -39,3 +39,7 @@ mod shapes;
 /// The shared group-norm layer: parity with `torch.nn.GroupNorm`, symbolic dims kept, no
 /// `GroupNormalization` op (CUDA-less in ONNX Runtime).
 mod group_norm;
+
+/// `dalle-export check`: exported bundles against the TensorRT / CUDA / CPU support tables,
+/// deliberately unsupported graphs named.
+mod compat;
