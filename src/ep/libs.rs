@@ -3,13 +3,15 @@
 //! ONNX Runtime's GPU providers `dlopen` CUDA 13, cuBLAS, cuRAND, cuDNN 9 and (for TensorRT)
 //! TensorRT 10's `libnvinfer`/`libnvonnxparser`; when one is missing its error is a bare
 //! `dlopen` message, or the provider silently lacks a feature. This module looks for each library
-//! by file name where the dynamic loader would (`LD_LIBRARY_PATH`, the ONNX Runtime library's own
-//! folder — the providers' `RUNPATH` is `$ORIGIN` —, the folders of `/etc/ld.so.conf` and the
-//! default system folders), or already mapped into the process, and names what is missing
-//! (`--ep cuda|tensorrt` fails with it; `--ep auto` skips the provider and says why).
+//! by file name where the dynamic loader would for the provider libraries (`LD_LIBRARY_PATH`,
+//! the folders of `/etc/ld.so.conf`, the default system folders — the providers carry no
+//! `RUNPATH`, so the ONNX Runtime folder itself is not searched), or already mapped into the
+//! process, and names what is missing (`--ep cuda|tensorrt` fails with it; `--ep auto` skips the
+//! provider and says why).
 //!
-//! The names are those the `onnxruntime-gpu` 1.31.1 wheel's providers need (`readelf -d` and
-//! `strings`, shared/reference/gpu-and-minidalle.md §3).
+//! The names are those the `onnxruntime-gpu` 1.31.1 wheel's providers need (`readelf -d`:
+//! `NEEDED` of `libonnxruntime_providers_{cuda,tensorrt}.so`; cuDNN is `dlopen`ed by the CUDA
+//! provider; shared/reference/gpu-and-minidalle.md §3).
 
 use super::ProviderKind;
 use std::ffi::OsStr;
@@ -51,19 +53,14 @@ pub fn needed(kind: ProviderKind) -> Vec<NeededLib> {
     }
 }
 
-/// The folders the loader searches, in order (duplicates removed): `LD_LIBRARY_PATH`,
-/// `ort_dir`, the folders listed by `ld_so_conf` (with its `include` globs of the form
-/// `dir/*.conf`), then the default system folders.
-pub fn loader_dirs(
-    ld_library_path: Option<&OsStr>,
-    ort_dir: Option<&Path>,
-    ld_so_conf: &Path,
-) -> Vec<PathBuf> {
+/// The folders the loader searches, in order (duplicates removed): `LD_LIBRARY_PATH`, the
+/// folders listed by `ld_so_conf` (with its `include` globs of the form `dir/*.conf`), then the
+/// default system folders.
+pub fn loader_dirs(ld_library_path: Option<&OsStr>, ld_so_conf: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     if let Some(p) = ld_library_path {
         dirs.extend(std::env::split_paths(p).filter(|d| !d.as_os_str().is_empty()));
     }
-    dirs.extend(ort_dir.map(Path::to_path_buf));
     conf_dirs(ld_so_conf, &mut dirs, 0);
     for d in [
         "/lib",
@@ -157,13 +154,13 @@ pub fn missing(needed: &[NeededLib], dirs: &[PathBuf], mapped: &[String]) -> Vec
 
 /// `Err` naming every library `kind` needs that the loader would not find, the folders
 /// searched, and TensorRT 11 where that is what is installed instead of 10.
-pub fn check(kind: ProviderKind, ort_dir: Option<&Path>) -> Result<(), String> {
+pub fn check(kind: ProviderKind) -> Result<(), String> {
     let needed = needed(kind);
     if needed.is_empty() {
         return Ok(());
     }
     let ld = std::env::var_os("LD_LIBRARY_PATH");
-    let dirs = loader_dirs(ld.as_deref(), ort_dir, Path::new("/etc/ld.so.conf"));
+    let dirs = loader_dirs(ld.as_deref(), Path::new("/etc/ld.so.conf"));
     let absent = missing(&needed, &dirs, &mapped_libraries());
     if absent.is_empty() {
         return Ok(());
@@ -201,9 +198,9 @@ pub fn describe(kind: ProviderKind, absent: &[NeededLib], dirs: &[PathBuf]) -> S
         .map(|d| d.display().to_string())
         .collect();
     msg.push_str(&format!(
-        " (searched LD_LIBRARY_PATH, the ONNX Runtime folder, /etc/ld.so.conf and the system \
-         folders: {}{}); add their folder to LD_LIBRARY_PATH before starting (see README \
-         \"GPU nodes\")",
+        " (searched LD_LIBRARY_PATH, /etc/ld.so.conf and the system folders: {}{}); add their \
+         folder to LD_LIBRARY_PATH before starting (README \"Execution providers and GPU \
+         nodes\")",
         shown.join(":"),
         if dirs.len() > shown.len() { ":…" } else { "" }
     ));
@@ -243,7 +240,7 @@ mod tests {
     }
 
     #[test]
-    fn loader_dirs_follow_ld_library_path_then_ort_then_ld_so_conf() {
+    fn loader_dirs_follow_ld_library_path_then_ld_so_conf() {
         let tmp = tempfile::tempdir().unwrap();
         let confd = tmp.path().join("ld.so.conf.d");
         std::fs::create_dir_all(&confd).unwrap();
@@ -255,21 +252,11 @@ mod tests {
             format!("include {}/*.conf\n/opt/trt/lib\n", confd.display()),
         )
         .unwrap();
-        let dirs = loader_dirs(
-            Some(OsStr::new("/x/lib::/y/lib")),
-            Some(Path::new("/ort")),
-            &conf,
-        );
+        let dirs = loader_dirs(Some(OsStr::new("/x/lib::/y/lib")), &conf);
         let shown: Vec<_> = dirs.iter().map(|d| d.display().to_string()).collect();
         assert_eq!(
-            &shown[..5],
-            [
-                "/x/lib",
-                "/y/lib",
-                "/ort",
-                "/opt/cuda/lib64",
-                "/opt/trt/lib"
-            ]
+            &shown[..4],
+            ["/x/lib", "/y/lib", "/opt/cuda/lib64", "/opt/trt/lib"]
         );
         assert!(shown.contains(&"/usr/lib/x86_64-linux-gnu".to_string()));
         assert!(!shown.iter().any(|d| d == "/not/read"));
@@ -280,7 +267,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let conf = tmp.path().join("loop.conf");
         std::fs::write(&conf, format!("include {}\n/opt/a\n", conf.display())).unwrap();
-        let dirs = loader_dirs(None, None, &conf);
+        let dirs = loader_dirs(None, &conf);
         assert_eq!(dirs[0], PathBuf::from("/opt/a"));
     }
 }

@@ -128,8 +128,7 @@ pub fn built_with(kind: ProviderKind) -> std::result::Result<(), String> {
 
 /// The CUDA/TensorRT libraries `kind` needs are on the loader path (`Err` names the missing).
 fn libraries_present(kind: ProviderKind) -> std::result::Result<(), String> {
-    let library = ort_lib::loaded_library();
-    super::libs::check(kind, library.as_ref().and_then(|l| l.path.parent()))
+    super::libs::check(kind)
 }
 
 /// Whether `kind` registers on a scratch session (loads its provider library and CUDA).
