@@ -105,7 +105,7 @@ impl fmt::Display for Report {
                 g.name, g.nodes, g.opset
             )?;
             let mut findings: Vec<&Finding> = g.findings.iter().collect();
-            findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+            findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
             for finding in findings {
                 writeln!(f, "  {finding}")?;
             }

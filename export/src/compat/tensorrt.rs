@@ -118,7 +118,7 @@ pub fn check_node(
     (errors, warnings)
 }
 
-fn input<'n>(node: &'n proto::NodeProto, i: usize) -> Option<&'n str> {
+fn input(node: &proto::NodeProto, i: usize) -> Option<&str> {
     node.input
         .get(i)
         .map(String::as_str)
