@@ -16,9 +16,10 @@
 //! and convolutions by default, ~1e-3 relative; the outputs here are O(1)). Peak resident memory
 //! of the process (`VmHWM`) is reported; GPU memory is sampled by the script (`nvidia-smi`).
 //!
-//! Inputs (the same in every process): pixels and pixel values from a fixed LCG; dVAE codes,
-//! CLIP ids and decoder ids in their vocabularies (from the manifest), decoder text ids
-//! `1 + (97 i mod (text_vocab_size − 1))`, image codes `31 i mod image_vocab_size`.
+//! Inputs (the same in every process): pixels and pixel values from a fixed LCG; dVAE codes
+//! `31 i mod vocab_size`; CLIP ids BOS, six word ids below the end-of-text id, EOT, pads;
+//! decoder text ids `1 + (97 i mod (text_vocab_size − 1))`, image codes
+//! `31 i mod image_vocab_size`.
 //!
 //! Environment: `GPU_CHECK_BUNDLE` (required), `GPU_CHECK_OUT` (required), `GPU_CHECK_PROVIDER`
 //! (`cpu`, `cuda`, `tensorrt`; default `cpu`), `GPU_CHECK_RUNS` (10), `GPU_CHECK_STEPS` (32),
@@ -159,7 +160,8 @@ fn graph_inputs(
                 let row: Vec<i64> = (0..ctx)
                     .map(|i| match i {
                         0 => c.bos_id as i64,
-                        1..=6 => 300 + 17 * i as i64,
+                        // Word ids below the end-of-text id (CLIP's largest special id).
+                        1..=6 => 1 + (17 * i as i64) % (c.eos_id as i64 - 1).max(1),
                         7 => c.eos_id as i64,
                         _ => c.pad_id as i64,
                     })

@@ -8,10 +8,10 @@
 //! (`export/data/`, parsed by [`tables`]):
 //!
 //! - `cpu` / `cuda`: ONNX Runtime's kernel registrations for the node's op, opset and element
-//!   types ([`ort`]). On CUDA, nodes that only compute shapes are notes, not errors: ONNX
+//!   types (`ort.rs`). On CUDA, nodes that only compute shapes are notes, not errors: ONNX
 //!   Runtime puts shape computations on the CPU anyway.
 //! - `tensorrt`: TensorRT 10.15's ONNX parser table — op, element types, the quoted
-//!   restrictions as machine-checked rules — and shape tensors ([`tensorrt`]): a shape tensor
+//!   restrictions as machine-checked rules — and shape tensors (`tensorrt.rs`): a shape tensor
 //!   computed from a graph input's *values* is an error (TensorRT then needs that input's values
 //!   in its optimization profile, which the manifest's `dim_ranges` do not give); ones computed
 //!   from input dims are listed as a note. For each node TensorRT would not take, the report says
