@@ -40,7 +40,8 @@ pub fn layer_norm(
 /// positions with the biased variance, then `· weight[c] + bias[c]`.
 ///
 /// Emitted from `ReduceMean` and element-wise ops, not ONNX `GroupNormalization`: ONNX
-/// Runtime's CUDA provider has no kernel for that (it would fall back to the CPU). The group
+/// Runtime's CUDA provider registers no kernel for that op (`docs/OperatorKernels.md`; the
+/// 1.31.1 binary has only the contrib NHWC `GroupNorm`), and these run on every provider. The group
 /// statistics are computed on a `[N, groups, C/groups · D1 · …]` view and broadcast back to
 /// `[N, C, 1, …]` by a multiply, so every intermediate keeps `x`'s (symbolic) dims.
 pub fn group_norm(
