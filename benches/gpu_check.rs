@@ -385,7 +385,8 @@ fn main() -> Result<()> {
         }
         let worst = errors.values().filter_map(Json::as_f64).fold(0.0, f64::max);
         eprintln!(
-            "{provider}: {role}: session {session_ms:.1} ms, first run {first_run_ms:.1} ms, run {:.3} ms{}{}",
+            "{provider}: {role}: session {session_ms:.1} ms, first run {first_run_ms:.1} ms, \
+             run {:.3} ms{}{}",
             median(times.clone()),
             if step_times.is_empty() {
                 String::new()

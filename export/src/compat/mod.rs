@@ -184,7 +184,8 @@ pub fn check_model(
                         push(
                             Severity::Note,
                             format!(
-                                "{why}; a shape computation, which ONNX Runtime runs on the CPU anyway"
+                                "{why}; a shape computation, which ONNX Runtime runs on the CPU \
+                                 anyway"
                             ),
                         );
                     } else {
@@ -215,7 +216,8 @@ pub fn check_model(
                                 format!(
                                     "shape tensor `{}` (input {}) is computed from the values of \
                                      graph input(s) {}: TensorRT would need their values in the \
-                                     optimization profile, which the manifest's dim_ranges do not give",
+                                     optimization profile, which the manifest's dim_ranges do \
+                                     not give",
                                     st.name,
                                     st.index,
                                     names.join(", ")
@@ -239,7 +241,8 @@ pub fn check_model(
         report.findings.push(graph_finding(
             Severity::Note,
             format!(
-                "{shape_count} shape tensor(s) ({}) computed from input dims only: TensorRT takes them",
+                "{shape_count} shape tensor(s) ({}) computed from input dims only: TensorRT \
+                 takes them",
                 shape_notes.into_iter().collect::<Vec<_>>().join(", ")
             ),
         ));

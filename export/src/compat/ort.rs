@@ -26,7 +26,7 @@ pub fn missing_kernel(
         });
     };
     let problems = type_problems(kernel, facts, node);
-    (!problems.is_empty()).then(|| format!("no {ep} kernel for {}", problems.join(", ")))
+    (!problems.is_empty()).then(|| format!("no {ep} kernel for {}", problems.join("; ")))
 }
 
 /// Positions whose element type the registration does not take, as `T = int32 (`name`) not in
@@ -68,7 +68,7 @@ pub fn type_problems(
                 {
                     failed.push(c);
                     out.push(format!(
-                        "{c} = {elem} (`{name}`); {c} takes {}",
+                        "{c} = {elem} (`{name}`) not in {{{}}}",
                         allowed.join(", ")
                     ));
                 }
