@@ -6,17 +6,23 @@
 #   scripts/setup-ort.sh --gpu    CUDA+TensorRT -> <repo>/.onnxruntime/gpu/
 #
 # The library comes from the PyPI wheel (`onnxruntime==1.31.1` / `onnxruntime-gpu==1.31.1`),
-# downloaded with pip but never installed: only the .so files are unpacked. Idempotent: a folder
-# that already holds the files with the recorded checksums is left alone (`--force` re-fetches).
+# downloaded with pip but never installed: only the .so files are unpacked, after the wheel's
+# SHA-256 is checked against the one pinned here. Idempotent: a folder that already holds the
+# files with the recorded checksums is left alone (`--force` re-fetches).
 # `PYTHON` picks the interpreter whose pip is used (default: python3).
+# The GPU build also needs CUDA 13, cuBLAS, cuDNN 9 and TensorRT 10.x on the loader path at run
+# time (not fetched here; README "Execution providers and GPU nodes").
 set -euo pipefail
 
 ORT_VERSION=1.31.1
-# SHA-256 of the CPU wheel pip picks for these flags (cp312, manylinux_2_28); checked after download.
+# SHA-256 of the wheels pip picks for these flags (cp312, manylinux_2_28_x86_64), checked after
+# download; from PyPI's JSON API (https://pypi.org/pypi/<package>/json, releases["1.31.1"]).
 CPU_WHEEL_SHA256="1f3dea47f2f0e5117c2404cea7d21fd253ae7836a3bf167a501cdfbb2600d536"
+# onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl, 255,569,273 bytes.
+GPU_WHEEL_SHA256="05d548956197b9d01f59b625de740e0d6be3593f874e241a12dc0362650ecdf7"
 
 usage() {
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
     echo
     echo "usage: $0 [--gpu] [--force]"
 }
@@ -48,7 +54,7 @@ if [[ $flavor == gpu ]]; then
     package="onnxruntime-gpu"
     files=("$lib" libonnxruntime_providers_shared.so libonnxruntime_providers_cuda.so
         libonnxruntime_providers_tensorrt.so)
-    wheel_sha256=""
+    wheel_sha256="$GPU_WHEEL_SHA256"
 else
     package="onnxruntime"
     files=("$lib" libonnxruntime_providers_shared.so)
@@ -91,18 +97,14 @@ if [[ ${#wheels[@]} -ne 1 ]]; then
 fi
 wheel="${wheels[0]}"
 
-if [[ -n $wheel_sha256 ]]; then
-    got="$(sha256sum "$wheel" | cut -d' ' -f1)"
-    if [[ $got != "$wheel_sha256" ]]; then
-        echo "setup-ort.sh: checksum mismatch for $(basename "$wheel")" >&2
-        echo "  expected $wheel_sha256" >&2
-        echo "  got      $got" >&2
-        exit 1
-    fi
-    echo "Wheel checksum OK ($(basename "$wheel"))"
-else
-    echo "Wheel $(basename "$wheel"): sha256 $(sha256sum "$wheel" | cut -d' ' -f1) (not pinned)"
+got="$(sha256sum "$wheel" | cut -d' ' -f1)"
+if [[ $got != "$wheel_sha256" ]]; then
+    echo "setup-ort.sh: checksum mismatch for $(basename "$wheel")" >&2
+    echo "  expected $wheel_sha256" >&2
+    echo "  got      $got" >&2
+    exit 1
 fi
+echo "Wheel checksum OK ($(basename "$wheel"))"
 
 mkdir -p "$tmp/unpacked"
 members=()

@@ -8,8 +8,8 @@
 
 use crate::error::Result;
 use crate::graph::ops::{
-    Add, Erf, InstanceNormalization, LayerNormalization, MatMul, Mul, Reshape, Shape, Sigmoid,
-    Softmax, Tanh, Transpose, Where,
+    Add, Div, Erf, LayerNormalization, MatMul, Mul, ReduceMean, Reshape, Sigmoid, Softmax, Sqrt,
+    Sub, Tanh, Transpose, Where,
 };
 use crate::graph::{GraphBuilder, Value};
 use dalle_bundle::DType;
@@ -35,36 +35,84 @@ pub fn layer_norm(
     g.node1(LayerNormalization { axis: -1, epsilon }, &[x, weight, bias])
 }
 
-/// `nn.GroupNorm(groups, C, eps)` on `x` `[B, C, H, W]` with the checkpoint's `weight` and
-/// `bias` `[C]`. The one place group normalization is emitted: as
-/// `Reshape [B, groups, −1] → InstanceNormalization → Reshape back → ·weight + bias`, the form
-/// both ONNX Runtime's CUDA EP and TensorRT have kernels for (opset 18 has no usable
-/// `GroupNormalization`: its scale is per group, fixed only in opset 21).
+/// `nn.GroupNorm(groups, C, eps)` on `x` `[N, C, D1, …]` with `weight` and `bias` `[C]`:
+/// each sample's channels in `groups` equal groups, normalized over the group's channels and
+/// positions with the biased variance, then `· weight[c] + bias[c]`.
+///
+/// Emitted from `ReduceMean` and element-wise ops, not ONNX `GroupNormalization`: ONNX
+/// Runtime's CUDA provider registers no kernel for that op (`docs/OperatorKernels.md`; the
+/// 1.31.1 binary has only the contrib NHWC `GroupNorm`), and these run on every provider. The group
+/// statistics are computed on a `[N, groups, C/groups · D1 · …]` view and broadcast back to
+/// `[N, C, 1, …]` by a multiply, so every intermediate keeps `x`'s (symbolic) dims.
 pub fn group_norm(
     g: &mut GraphBuilder,
     x: Value,
-    groups: usize,
     weight: Value,
     bias: Value,
+    groups: usize,
     epsilon: f32,
 ) -> Result<Value> {
-    let shape = g.node1(
-        Shape {
-            start: None,
-            end: None,
-        },
-        &[x],
+    let info = g.info(x)?.clone();
+    let dtype = info.dtype;
+    let rank = info.shape.len();
+    let channels = match info.shape.get(1).and_then(|d| d.fixed()) {
+        Some(c) if rank >= 3 => c,
+        _ => {
+            return Err(crate::ExportError::node(
+                "group_norm",
+                format!(
+                    "input must be [N, C, D1, ...] with a fixed channel count, got {}",
+                    info.describe()
+                ),
+            ));
+        }
+    };
+    let groups_u = groups as u64;
+    if groups == 0 || channels % groups_u != 0 {
+        return Err(crate::ExportError::node(
+            "group_norm",
+            format!("{channels} channels do not split into {groups} groups"),
+        ));
+    }
+    let per_group = channels / groups_u;
+    let to_i64 = |n: u64| {
+        i64::try_from(n).map_err(|_| crate::ExportError::node("group_norm", "size exceeds i64"))
+    };
+    let (groups_i, channels_i) = (to_i64(groups_u)?, to_i64(channels)?);
+    let per_group = usize::try_from(per_group)
+        .map_err(|_| crate::ExportError::node("group_norm", "group size exceeds usize"))?;
+    // Statistics per (sample, group).
+    let grouped = g.const_i64(&[0, groups_i, -1])?;
+    let xg = g.node1(Reshape, &[x, grouped])?;
+    let last = g.const_i64(&[2])?;
+    let mean = g.node1(ReduceMean { keepdims: true }, &[xg, last])?;
+    let centred = g.node1(Sub, &[xg, mean])?;
+    let squared = g.node1(Mul, &[centred, centred])?;
+    let var = g.node1(ReduceMean { keepdims: true }, &[squared, last])?;
+    let eps = g.scalar_float(epsilon, dtype)?;
+    let var = g.node1(Add, &[var, eps])?;
+    let std = g.node1(Sqrt, &[var])?;
+    // [N, groups, 1] → [N, groups, C/groups] → [N, C, 1, …].
+    let ones = g.constant(
+        crate::TensorData::from_f32(vec![per_group], &vec![1.0; per_group])?
+            .to_float_dtype(dtype)?,
     )?;
-    let grouped_shape = g.const_i64(&[0, groups as i64, -1])?;
-    let grouped = g.node1(Reshape, &[x, grouped_shape])?;
-    let ones = g.const_f32(vec![groups], &vec![1.0; groups])?;
-    let zeros = g.const_f32(vec![groups], &vec![0.0; groups])?;
-    let normed = g.node1(InstanceNormalization { epsilon }, &[grouped, ones, zeros])?;
-    let normed = g.node1(Reshape, &[normed, shape])?;
-    let per_channel = g.const_i64(&[-1, 1, 1])?;
-    let weight = g.node1(Reshape, &[weight, per_channel])?;
-    let bias = g.node1(Reshape, &[bias, per_channel])?;
-    let y = g.node1(Mul, &[normed, weight])?;
+    let mut per_channel = vec![0, channels_i];
+    per_channel.resize(rank, 1);
+    let per_channel = g.const_i64(&per_channel)?;
+    let mean = g.node1(Mul, &[mean, ones])?;
+    let mean = g.node1(Reshape, &[mean, per_channel])?;
+    let std = g.node1(Mul, &[std, ones])?;
+    let std = g.node1(Reshape, &[std, per_channel])?;
+    // (x − mean) / std · weight + bias, the affine in x's layout.
+    let mut affine = vec![channels_i];
+    affine.resize(rank - 1, 1);
+    let affine = g.const_i64(&affine)?;
+    let weight = g.node1(Reshape, &[weight, affine])?;
+    let bias = g.node1(Reshape, &[bias, affine])?;
+    let y = g.node1(Sub, &[x, mean])?;
+    let y = g.node1(Div, &[y, std])?;
+    let y = g.node1(Mul, &[y, weight])?;
     g.node1(Add, &[y, bias])
 }
 

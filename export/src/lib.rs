@@ -11,6 +11,8 @@
 //!   core, GELU variants).
 //! - [`bundle_writer`]: atomic bundle directories with `manifest.json`; [`staging`]: moving
 //!   them into place (`--force` swaps) and cleaning up after killed exports.
+//! - [`compat`]: `dalle-export check`, every node against an execution provider's support tables
+//!   (TensorRT's ONNX parser, ONNX Runtime's CUDA and CPU kernels).
 //! - [`tokenizer`]: the `tokenizer.json` a text-conditioned bundle carries (CLIP BPE, or a
 //!   user-supplied Hugging Face file).
 //!
@@ -19,6 +21,7 @@
 
 pub mod bundle_writer;
 pub mod checkpoint;
+pub mod compat;
 pub mod error;
 pub mod families;
 pub mod graph;

@@ -28,7 +28,14 @@ fn help_lists_every_subcommand() {
     let o = dalle_export(&["--help"]);
     assert!(o.status.success());
     let text = String::from_utf8_lossy(&o.stdout);
-    for sub in ["openai-dvae", "dalle-pytorch", "clip", "demo", "inspect"] {
+    for sub in [
+        "openai-dvae",
+        "dalle-pytorch",
+        "clip",
+        "demo",
+        "inspect",
+        "check",
+    ] {
         assert!(text.contains(sub), "`{sub}` missing from --help:\n{text}");
     }
 }
@@ -389,6 +396,8 @@ fn a_token_layout_that_disagrees_with_the_graphs_is_refused() {
             .to_string();
         assert!(err.contains(needle), "{to}: {err}");
     }
+}
+
 #[test]
 fn exports_a_dalle_pytorch_checkpoint_trained_with_vqgan_vae() {
     let dir = tempfile::tempdir().unwrap();
@@ -431,5 +440,66 @@ fn exports_a_dalle_pytorch_checkpoint_trained_with_vqgan_vae() {
     assert_eq!(
         m["graphs"]["dvae_encoder"]["attributes"]["vq_kind"],
         "vector_quantizer"
+    );
+}
+
+#[test]
+fn check_reports_per_target_and_exits_1_when_a_node_would_not_run() {
+    use dalle_bundle::DType;
+    use dalle_export::graph::GraphBuilder;
+    use dalle_export::graph::ops::Equal;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bundle");
+    let enc = fixture("dvae_small/encoder.pkl");
+    let o = dalle_export(&[
+        "openai-dvae",
+        "--vae-encoder",
+        enc.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for target in ["tensorrt", "cuda", "cpu"] {
+        let o = dalle_export(&["check", "--target", target, out.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{target}: {text}{}", stderr(&o));
+        assert!(
+            text.contains("dvae_encoder.onnx (dvae_encoder):")
+                && text.contains(&format!(
+                    "result: every node of 1 graph(s) runs on {target}"
+                )),
+            "{text}"
+        );
+    }
+
+    // Equal over bools: TensorRT's parser takes no BOOL for Equal.
+    let mut g = GraphBuilder::new("bad");
+    let a = g.input("a", DType::Bool, vec![4u64.into()]).unwrap();
+    let y = g.scoped("mask", |g| g.node1(Equal, &[a, a])).unwrap();
+    g.output("y", y).unwrap();
+    let file = dir.path().join("bad.onnx");
+    std::fs::write(&file, prost::Message::encode_to_vec(&g.finish().unwrap())).unwrap();
+    let o = dalle_export(&["check", "--target", "tensorrt", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("error   /mask/Equal (Equal): `a` is bool; TensorRT's Equal takes"),
+        "{text}"
+    );
+    assert!(
+        stderr(&o).contains("1 node problem(s) on tensorrt"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = dalle_export(&["check", "--target", "gpu", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("tensorrt, cuda, cpu"), "{}", stderr(&o));
+    let o = dalle_export(&["check", "--target", "cpu", "/nonexistent"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("not a bundle directory"),
+        "{}",
+        stderr(&o)
     );
 }

@@ -36,9 +36,16 @@ mod clip;
 /// Shape-world evaluator: detection, judging and caption parsing on the world's own renders.
 mod shapes;
 
+/// The shared group-norm layer: parity with `torch.nn.GroupNorm`, symbolic dims kept, no
+/// `GroupNormalization` op (CUDA-less in ONNX Runtime).
+mod group_norm;
 /// Hostile numbers, names and files: hyperparameters and manifest numbers past their limits,
 /// corrupted tensor names, stale staging folders and `--force` recovery give clean errors.
 mod hostile;
 /// VQGAN codecs: min-dalle's detokenizer and taming-transformers VQModel/GumbelVQ checkpoints
 /// against their reference packages.
 mod vqgan;
+
+/// `dalle-export check`: exported bundles against the TensorRT / CUDA / CPU support tables,
+/// deliberately unsupported graphs named.
+mod compat;

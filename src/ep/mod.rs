@@ -9,6 +9,7 @@
 //! Every provider is registered with `error_on_failure`: a provider that cannot be used is an
 //! error, never a silent fall-back to the CPU.
 
+pub mod libs;
 pub mod profile;
 pub mod register;
 

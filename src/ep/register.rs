@@ -126,6 +126,11 @@ pub fn built_with(kind: ProviderKind) -> std::result::Result<(), String> {
     }
 }
 
+/// The CUDA/TensorRT libraries `kind` needs are on the loader path (`Err` names the missing).
+fn libraries_present(kind: ProviderKind) -> std::result::Result<(), String> {
+    super::libs::check(kind)
+}
+
 /// Whether `kind` registers on a scratch session (loads its provider library and CUDA).
 pub fn probe(
     env: &Environment,
@@ -133,6 +138,7 @@ pub fn probe(
     device: u32,
 ) -> std::result::Result<(), String> {
     built_with(kind)?;
+    libraries_present(kind)?;
     let mut builder = Session::builder(env).map_err(|e| e.to_string())?;
     let id = i32::try_from(device).map_err(|_| format!("device id {device} is out of range"))?;
     let registered = match kind {
@@ -161,6 +167,9 @@ pub fn resolve(env: &Environment, choice: EpChoice, device: u32) -> Result<AutoD
                  --ep cpu",
                 ort_lib::setup_command(true)
             )));
+        }
+        if let Err(why) = libraries_present(kind) {
+            return Err(Error::InvalidInput(format!("--ep {kind}: {why}")));
         }
         return Ok(AutoDecision {
             kind,

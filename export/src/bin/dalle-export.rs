@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use dalle_bundle::{ModelFamily, Provenance};
 use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy, exporter_version};
+use dalle_export::compat;
 use dalle_export::families::dalle_pytorch::decoder::{DecoderOptions, KvCacheLayout, LogitsOutput};
 use dalle_export::families::openai_dvae::{self, DecoderConfig, EncoderConfig, Half};
 use dalle_export::families::{clip, dalle_pytorch};
@@ -132,6 +133,34 @@ enum Command {
         /// The model file.
         file: PathBuf,
     },
+    /// Check that every node of a bundle's graphs runs on an execution provider: unsupported
+    /// ops, element types and restrictions, CPU fallbacks, TensorRT shape tensors. Exits 1 when
+    /// the bundle would not run fully on the target.
+    Check {
+        /// The execution provider to check for.
+        #[arg(long, value_enum)]
+        target: TargetArg,
+        /// A bundle directory, or one `.onnx` file.
+        bundle: PathBuf,
+    },
+}
+
+/// `check --target`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum TargetArg {
+    Tensorrt,
+    Cuda,
+    Cpu,
+}
+
+impl From<TargetArg> for compat::Target {
+    fn from(t: TargetArg) -> compat::Target {
+        match t {
+            TargetArg::Tensorrt => compat::Target::TensorRt,
+            TargetArg::Cuda => compat::Target::Cuda,
+            TargetArg::Cpu => compat::Target::Cpu,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -209,6 +238,7 @@ fn run(command: Command) -> Result<()> {
         Command::Clip { model, out } => export_clip(&model, &out),
         Command::Demo { seed, out } => export_demo(seed, &out),
         Command::Inspect { file } => inspect(&file),
+        Command::Check { target, bundle } => check_target(&bundle, target.into()),
     }
 }
 
@@ -360,6 +390,23 @@ fn export_demo(seed: u64, out: &OutArgs) -> Result<()> {
         },
     )?;
     commit(writer)
+}
+
+/// `check`: the report on stdout; a bundle that would not run fully is an error (exit 1).
+fn check_target(bundle: &Path, target: compat::Target) -> Result<()> {
+    let report = compat::check_path(bundle, target)
+        .with_context(|| format!("checking {} for {}", bundle.display(), target.name()))?;
+    println!("{report}");
+    if report.passes() {
+        Ok(())
+    } else {
+        bail!(
+            "{}: {} node problem(s) on {}",
+            bundle.display(),
+            report.errors(),
+            target.name()
+        )
+    }
 }
 
 fn inspect(file: &Path) -> Result<()> {

@@ -6,8 +6,8 @@
 //!   → Gather(token_embedding) + position_embedding           [batch, context, hidden]
 //!   → encoder layers with the causal mask (encoder.rs)
 //!   → final_layer_norm
-//!   → pool at the EOS position: ArgMax(ids) (eos_token_id == 2, legacy)
-//!                               or ArgMax(ids == eos_token_id) (first EOS)
+//!   → pool at the EOS position: ArgMax(float(ids)) (eos_token_id == 2, legacy)
+//!                               or ArgMax(float(ids == eos_token_id)) (first EOS)
 //!     as a one-hot [batch, 1, context] · hidden states       [batch, hidden]
 //!   → text_projection (no bias) → x / ‖x‖₂ → text_embeds f32[batch, projection_dim]
 //! ```
@@ -16,7 +16,7 @@ use super::config::{ClipConfig, Pooling};
 use super::encoder::{dense, l2_normalize, layer_norm, layers, param};
 use super::names::{self, Tower};
 use crate::dims;
-use crate::error::Result;
+use crate::error::{ExportError, Result};
 use crate::graph::GraphBuilder;
 use crate::graph::ops::{Add, ArgMax, Cast, Equal, Gather, MatMul, Reshape, Unsqueeze};
 use crate::tensor::TensorData;
@@ -24,10 +24,20 @@ use crate::weights::Weights;
 use dalle_bundle::DType;
 use dalle_bundle::io::{clip, dims as d};
 
+/// Ids below this are exact in float32 (the pooling's ArgMax key).
+const F32_EXACT_IDS: usize = 1 << 24;
+
 /// Builds the text graph, taking the text tower's weights and `text_projection` from `w`.
 pub fn build(cfg: &ClipConfig, w: &mut Weights) -> Result<GraphBuilder> {
     let t = &cfg.text;
     let (hidden, ctx) = (t.tower.hidden, t.context_length);
+    if t.pooling == Pooling::ArgMaxId && t.vocab_size > F32_EXACT_IDS {
+        return Err(ExportError::Unsupported(format!(
+            "text vocab_size {} exceeds 2^24: argmax pooling over token ids needs ids exact in \
+             float32",
+            t.vocab_size
+        )));
+    }
     let mut g = GraphBuilder::new("clip_text");
     let ids = g.input(clip::INPUT_IDS, DType::I64, dims![d::BATCH, ctx])?;
     let x = g.scoped("embeddings", |g| {
@@ -62,8 +72,10 @@ pub fn build(cfg: &ClipConfig, w: &mut Weights) -> Result<GraphBuilder> {
                 g.node1(Equal, &[ids, eos])?
             }
         };
-        // ArgMax over int32 (ids < 2³¹; bools cast to 0/1): first maximum on ties.
-        let key = g.node1(Cast { to: DType::I32 }, &[key])?;
+        // ArgMax over float32, the one key type every provider has an ArgMax kernel for (ONNX
+        // Runtime's CUDA ArgMax takes no integers): ids are exact in f32 below 2²⁴ (checked
+        // above), bools cast to 0/1; the first maximum wins on ties, as in torch.
+        let key = g.node1(Cast { to: DType::F32 }, &[key])?;
         let idx = g.node1(
             ArgMax {
                 axis: 1,

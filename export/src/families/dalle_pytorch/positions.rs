@@ -28,8 +28,8 @@
 use super::config::{AttnType, DalleConfig};
 use crate::error::Result;
 use crate::graph::ops::{
-    Add, And, Div, Equal, GreaterOrEqual, Less, LessOrEqual, Mul, Not, Or, Range, ReduceMax, Shape,
-    Squeeze, Sub, Unsqueeze,
+    Add, And, Div, Equal, GreaterOrEqual, Less, LessOrEqual, Mul, Or, Range, ReduceMax, Shape,
+    Squeeze, Sub, Unsqueeze, Xor,
 };
 use crate::graph::{GraphBuilder, Value};
 
@@ -257,7 +257,7 @@ pub fn logits_mask(g: &mut GraphBuilder, cfg: &DalleConfig, p: &Positions) -> Re
             bytes,
         )?;
         let ids = g.constant(ids)?;
-        let same = g.node1(Equal, &[predicts_image, ids])?;
-        g.node1(Not, &[same])
+        // Masked where the two disagree: Xor, not Not(Equal) — TensorRT's Equal takes no bool.
+        g.node1(Xor, &[predicts_image, ids])
     })
 }

@@ -57,7 +57,7 @@ pub fn norm(
     let bias = g.initializer(&names::bias(prefix), bias)?;
     let eps = c.eps;
     g.scoped(&names::scope(prefix), |g| {
-        group_norm(g, x, GROUPS, weight, bias, eps)
+        group_norm(g, x, weight, bias, GROUPS, eps)
     })
 }
 

@@ -1,6 +1,7 @@
 //! Element-wise ops: binary arithmetic and comparison with numpy broadcasting (Add, Sub, Mul,
-//! Div, Pow, Max, Min, Equal, Less, Greater, And, Or), unary math (Relu, Sigmoid, Tanh, Exp, Log,
-//! Sqrt, Neg, Erf, Abs, Reciprocal, Not, Sin, Cos, Identity), `Where`, `Cast` and `Clip`.
+//! Div, Pow, Max, Min, Equal, Less, Greater, And, Or, Xor), unary math (Relu, Sigmoid, Tanh,
+//! Exp, Log, Sqrt, Neg, Erf, Abs, Reciprocal, Not, Sin, Cos, Identity), `Where`, `Cast` and
+//! `Clip`.
 //! Spec: <https://onnx.ai/onnx/operators/> (opset 18 versions).
 
 use crate::graph::op::{Attr, InferCtx, Op, OutputFact, same_dtype};
@@ -68,6 +69,8 @@ binary_op!(/// Logical and of two bool tensors.
     And, "And", |d| d == DType::Bool, "bool", |d| d);
 binary_op!(/// Logical or of two bool tensors.
     Or, "Or", |d| d == DType::Bool, "bool", |d| d);
+binary_op!(/// Logical exclusive or of two bool tensors (`A != B`; TensorRT's `Equal` takes no bool).
+    Xor, "Xor", |d| d == DType::Bool, "bool", |d| d);
 
 macro_rules! unary_op {
     ($(#[$doc:meta])* $name:ident, $ty:literal, $allowed:expr, $what:literal) => {
