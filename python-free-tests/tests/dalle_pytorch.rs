@@ -803,7 +803,10 @@ fn device_plans_row_moves_and_phase_sessions_match_the_host_path() {
         assert_eq!(plain, moved, "{kv_cache:?}: row moves through the host");
         let phased = decoder_run(kv_cache, DecoderSetup::PhaseSessions);
         let worst = max_difference(&plain, &phased);
-        assert!(worst <= LOGITS_ATOL, "{kv_cache:?} phase sessions: {worst:e}");
+        assert!(
+            worst <= LOGITS_ATOL,
+            "{kv_cache:?} phase sessions: {worst:e}"
+        );
         eprintln!("{kv_cache:?}: phase sessions vs one session: max |difference| {worst:e}");
     }
 }
