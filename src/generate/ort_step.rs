@@ -381,12 +381,22 @@ impl OrtDecoder {
 
     /// A zeroed state buffer in the state's memory ([`StateMemory::allocate`]).
     fn allocate(&self, pair: &StatePair, shape: &[usize]) -> Result<DynValue> {
-        let session = &self
-            .sessions
+        self.memory
+            .allocate(self.first_session()?, shape, &pair.past, true)
+    }
+
+    /// A state buffer in the state's memory that is about to be overwritten whole (not zeroed
+    /// on a device).
+    fn allocate_uninit(&self, pair: &StatePair, shape: &[usize]) -> Result<DynValue> {
+        self.memory
+            .allocate(self.first_session()?, shape, &pair.past, false)
+    }
+
+    fn first_session(&self) -> Result<&Session> {
+        self.sessions
             .first()
-            .ok_or_else(|| Error::InvalidInput("the decoder has no session".to_string()))?
-            .session;
-        self.memory.allocate(session, shape, &pair.past)
+            .map(|s| &s.session)
+            .ok_or_else(|| Error::InvalidInput("the decoder has no session".to_string()))
     }
 
     fn bind(&mut self, at: usize, ids: Tensor<i64>, state: &mut OrtState) -> Result<()> {
@@ -707,11 +717,12 @@ impl DecoderStep for OrtDecoder {
                 copy_pair(pair, value, &state.lengths, rows, &mut fresh, &to)?;
                 values.push(fresh);
             } else {
-                // Device state: gather on the host, then one copy into a device buffer.
+                // Device state: gather on the host, then one copy into a buffer made by the
+                // allocator (only those can be bound as in-place outputs).
                 let from = StateMemory::to_host(value, &pair.past)?;
                 let mut gathered = StateMemory::host_buffer(&shape, &pair.past)?;
                 copy_pair(pair, &from, &state.lengths, rows, &mut gathered, &to)?;
-                let mut fresh = self.allocate(pair, &shape)?;
+                let mut fresh = self.allocate_uninit(pair, &shape)?;
                 StateMemory::write_back(&gathered, &mut fresh, &pair.past)?;
                 values.push(fresh);
             }

@@ -69,14 +69,16 @@ impl StateMemory {
         !self.through_host
     }
 
-    /// A zeroed float32 state buffer of `shape` in the state's memory. On the host it comes
-    /// from `session`'s allocator (only allocator-made values can be bound as outputs, which
-    /// in-place states are; ONNX Runtime zeroes CPU allocations itself).
+    /// A float32 state buffer of `shape` in the state's memory, made by an allocator (only
+    /// such values can be bound as outputs, which in-place states are). On the host it comes
+    /// from `session`'s allocator (ONNX Runtime zeroes CPU allocations itself); on a device it
+    /// is zeroed when `zeroed` (not when it is about to be overwritten whole).
     pub(super) fn allocate(
         &self,
         session: &Session,
         shape: &[usize],
         name: &str,
+        zeroed: bool,
     ) -> Result<DynValue> {
         let what = format!("allocating `{name}`");
         let Some(device) = &self.device else {
@@ -85,7 +87,7 @@ impl StateMemory {
             return Ok(t.into_dyn());
         };
         let mut t = Tensor::<f32>::new(device, shape.to_vec()).map_err(moving(&what))?;
-        if shape.iter().product::<usize>() > 0 {
+        if zeroed && shape.iter().product::<usize>() > 0 {
             let zeros =
                 Tensor::from_array(ArrayD::<f32>::zeros(IxDyn(shape))).map_err(moving(&what))?;
             zeros.copy_into(&mut t).map_err(moving(&what))?;
