@@ -19,7 +19,8 @@
 //! Text-to-image generation runs on the [`engine`]: a request is validated once
 //! ([`engine::RequestRules`]), its prompt prefilled once, and its candidates' rows stepped
 //! together with any other request's in shared decoder calls (per-candidate sampling in
-//! [`sampling`]; the decoder's state kept in ONNX Runtime values, [`generate::OrtDecoder`]) →
+//! [`sampling`]; the decoder's state kept in ONNX Runtime values, on the GPU with CUDA and
+//! TensorRT, as [`ep::plan_decoder`] plans it, [`generate::OrtDecoder`]) →
 //! `dvae_decoder` → PNGs, grid and a JSON sidecar ([`generate`]); with `--rerank K`, [`clip`]
 //! scores every candidate from the decoded pixels and only the best K are written. Every output
 //! file is written atomically and never through a symlink ([`atomic`]); every PNG carries its

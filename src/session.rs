@@ -6,7 +6,7 @@
 //! ([`crate::contract`]) and fails with the full list of differences.
 
 use crate::contract::{self, ObservedDim, ObservedTensor, ObservedType};
-use crate::ep::{EpPlan, ProviderKind, register};
+use crate::ep::{DecoderPhase, EpPlan, ProviderKind, register};
 use crate::error::{Error, Result};
 use dalle_bundle::{DType, GraphRole, GraphSpec};
 use ort::environment::Environment;
@@ -56,7 +56,16 @@ impl GraphSession {
         let inputs: Vec<ObservedTensor> = session.inputs().iter().map(observe).collect();
         let outputs: Vec<ObservedTensor> = session.outputs().iter().map(observe).collect();
         contract::check_graph(role, path.clone(), spec, &inputs, &outputs)?;
-        tracing::info!("graph {role}: loaded {} on {}", path.display(), plan.kind);
+        match plan.phase {
+            DecoderPhase::All => {
+                tracing::info!("graph {role}: loaded {} on {}", path.display(), plan.kind)
+            }
+            phase => tracing::info!(
+                "graph {role}: loaded {} on {} ({phase} session)",
+                path.display(),
+                plan.kind
+            ),
+        }
         Ok(GraphSession {
             role,
             spec: spec.clone(),

@@ -577,3 +577,133 @@ fn generate_reranks_candidates_with_clip() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--rerank"), "{}", stderr(&o));
 }
+
+/// `dalle-ort info --ep tensorrt` prints the plan — a prefill and a decode session with their
+/// own profiles and cache prefixes, the per-bundle cache folder, the decoder state on the
+/// device — before it finds (on this CPU build) that TensorRT is not there, and creates no
+/// folder; `--no-trt-cache` and `--trt-engine-cache` change the folders. A float32 in-place
+/// decoder is refused on the GPU providers and planned on the CPU under `auto`.
+#[test]
+fn info_prints_the_tensorrt_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = dalle_bundle(dir.path());
+    let b = b.to_str().unwrap();
+    let cache_home = dir.path().join("xdg");
+    let info = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dalle-ort"))
+            .args(args)
+            .env("XDG_CACHE_HOME", &cache_home)
+            .output()
+            .unwrap()
+    };
+    let o = info(&["--ep", "tensorrt", "info", "--model", b]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(1), "the CPU build has no TensorRT");
+    assert!(stderr(&o).contains("setup-ort.sh --gpu"), "{}", stderr(&o));
+    assert!(
+        out.contains("graph decoder on tensorrt: 2 session(s): prefill, decode"),
+        "{out}"
+    );
+    for prefix in ["decoder_prefill", "decoder_decode", "dvae_decoder"] {
+        assert!(
+            out.contains(&format!("trt_engine_cache_prefix={prefix} ")),
+            "{out}"
+        );
+    }
+    let sha = dalle::generate::manifest_sha256(Path::new(b)).unwrap();
+    // <root>/<bundle name>-<manifest hash>/ort-<ONNX Runtime version>
+    let folder = cache_home
+        .join("dalle/tensorrt")
+        .join(format!("dalle-{}", &sha[..16]))
+        .join("ort-");
+    assert!(
+        out.contains(&format!("trt_engine_cache_path={}1.", folder.display())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("trt_timing_cache_path={}1.", folder.display())),
+        "{out}"
+    );
+    // (ONNX Runtime itself keeps a device id under XDG_CACHE_HOME/Microsoft)
+    assert!(
+        !cache_home.join("dalle").exists(),
+        "planning creates no folder"
+    );
+    assert!(
+        out.contains("memory: state (past_*/present_*): cuda:0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("`image_logits` bound to host (the last position's image logits only)"),
+        "{out}"
+    );
+    // the decode profile feeds one token after a past of at least one
+    let decode = out.split("session decode:").nth(1).unwrap();
+    assert!(
+        decode.contains("trt_profile_max_shapes=input_ids:"),
+        "{out}"
+    );
+    assert!(
+        decode
+            .split("trt_profile_min_shapes=")
+            .nth(1)
+            .unwrap()
+            .starts_with("input_ids:1x1,"),
+        "{out}"
+    );
+
+    let o = info(&["--ep", "tensorrt", "--no-trt-cache", "info", "--model", b]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(!out.contains("trt_engine_cache"), "{out}");
+    let mine = dir.path().join("mine");
+    let o = info(&[
+        "--ep",
+        "tensorrt",
+        "--trt-engine-cache",
+        mine.to_str().unwrap(),
+        "info",
+        "--model",
+        b,
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.contains(&format!("trt_engine_cache_path={} ", mine.display())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("trt_timing_cache_path={}1.", folder.display())),
+        "{out}"
+    );
+
+    // float32 in place: refused on CUDA, the CPU plan (and sessions) otherwise
+    let fixtures = repo().join("python-free-tests/fixtures");
+    let in_place = export_bundle::export_with(
+        &fixtures.join("dalle_ctor/dalle.pt"),
+        &fixtures.join("tokenizer/tiny_wordlevel.json"),
+        None,
+        &dir.path().join("dalle-in-place"),
+        DecoderOptions {
+            kv_cache: KvCacheLayout::InPlace,
+            ..Default::default()
+        },
+    );
+    let in_place = in_place.to_str().unwrap();
+    let o = info(&["--ep", "cuda", "info", "--model", in_place]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("--kv-cache in-place in float32") && stderr(&o).contains("--ep cpu"),
+        "{}",
+        stderr(&o)
+    );
+    let o = info(&["--ep", "auto", "info", "--model", in_place]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        out.contains("graph decoder on cpu: 1 session(s): all"),
+        "{out}"
+    );
+    assert!(
+        out.contains("memory: state (past_*/present_*): host"),
+        "{out}"
+    );
+}

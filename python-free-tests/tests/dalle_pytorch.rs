@@ -670,70 +670,143 @@ fn openai_dvae_from_checkpoint_or_flags() {
     );
 }
 
+/// How [`decoder_run`] builds its `OrtDecoder`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum DecoderSetup {
+    /// `OrtDecoder::new`: one CPU session, state on the host.
+    Plain,
+    /// The host plan with row moves through host copies, as device state moves them.
+    MovesThroughHost,
+    /// TensorRT's shape: a prefill and a decode session (both CPU here), row moves through host
+    /// copies.
+    PhaseSessions,
+}
+
+/// Prefill 1 row, select it into 3 rows (and, per-row, copy a row across), feed 2 tokens after
+/// the past, then one per call: the last-position logits of every call after the prefill.
+fn decoder_run(kv_cache: KvCacheLayout, setup: DecoderSetup) -> Vec<ndarray::Array2<f32>> {
+    use dalle::ep::{DecoderMemoryPlan, DecoderPhase};
+    use dalle::generate::{DecoderStep, OrtDecoder};
+    let case = "dalle_cli";
+    let ids = read_npy(&fixture(case).join("input_ids.npy")).i64();
+    let (batch, len) = (ids.shape()[0], ids.shape()[1]);
+    let rows = 3;
+    let opts = DecoderOptions {
+        logits: LogitsOutput::LastImage,
+        kv_cache,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, cfg) = export_decoder_with(case, dir.path(), opts);
+    let manifest = Manifest::read_from_dir(&bundle).unwrap();
+    let spec = manifest.graph(GraphRole::Decoder).unwrap();
+    let session = || session_from_file(&bundle.join("decoder.onnx"));
+    let through_host = DecoderMemoryPlan {
+        row_moves_through_host: true,
+        ..DecoderMemoryPlan::host(spec)
+    };
+    let layout = cfg.token_layout();
+    let mut dec = match setup {
+        DecoderSetup::Plain => OrtDecoder::new(session(), spec, &layout).unwrap(),
+        DecoderSetup::MovesThroughHost => OrtDecoder::with_plan(
+            vec![(DecoderPhase::All, session())],
+            &through_host,
+            spec,
+            &layout,
+        )
+        .unwrap(),
+        DecoderSetup::PhaseSessions => OrtDecoder::with_plan(
+            vec![
+                (DecoderPhase::Prefill, session()),
+                (DecoderPhase::Decode, session()),
+            ],
+            &through_host,
+            spec,
+            &layout,
+        )
+        .unwrap(),
+    };
+    let text_len = cfg.text_len();
+    let row_ids = |r: usize, from: usize, to: usize| -> Vec<i64> {
+        (from..to).map(|t| ids[[r % batch, t]]).collect()
+    };
+    let mut one = dec.empty_state(1).unwrap();
+    let mut logits = ndarray::Array2::zeros((0, 0));
+    let prompt = ndarray::Array2::from_shape_vec((1, text_len), row_ids(0, 0, text_len));
+    dec.step(prompt.unwrap().view(), &mut one, &mut logits)
+        .unwrap();
+    let mut state = dec.select_rows(&one, &vec![0; rows]).unwrap();
+    if dec.per_row_positions() {
+        // the same row again, through copy_rows: nothing changes but the path is taken
+        dec.copy_rows(&one, &[0], &mut state, &[1]).unwrap();
+    }
+    let mut got = vec![];
+    // Two tokens in one call after the past, then one per call.
+    let mut t = text_len;
+    while t < len {
+        let n = if t == text_len { 2 } else { 1 };
+        let step: Vec<i64> = (0..rows).flat_map(|r| row_ids(r, t, t + n)).collect();
+        let step = ndarray::Array2::from_shape_vec((rows, n), step).unwrap();
+        dec.step(step.view(), &mut state, &mut logits).unwrap();
+        got.push(logits.clone());
+        t += n;
+    }
+    assert_eq!(state.past_length(), len);
+    if kv_cache == KvCacheLayout::InPlace {
+        let one_more = ndarray::Array2::from_elem((rows, 1), ids[[0, len - 1]]);
+        let e = dec
+            .step(one_more.view(), &mut state, &mut logits)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("in-place cache holds {len} tokens")),
+            "{e}"
+        );
+    }
+    got
+}
+
+fn max_difference(a: &[ndarray::Array2<f32>], b: &[ndarray::Array2<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let mut worst = 0.0f32;
+    for (a, b) in a.iter().zip(b) {
+        assert_eq!(a.dim(), b.dim());
+        for (x, y) in a.iter().zip(b) {
+            worst = worst.max((x - y).abs());
+        }
+    }
+    worst
+}
+
 /// The runtime's state handling of an in-place cache (buffers bound as past and present, rows
 /// copied by `select_rows`, several tokens after a past on a multi-row batch) against the
 /// concatenated cache, through `OrtDecoder` as generation uses it; and a clear error when the
 /// cache is full.
 #[test]
 fn in_place_cache_through_the_runtime_matches_concat() {
-    use dalle::generate::{DecoderStep, OrtDecoder};
-    let case = "dalle_cli";
-    let dir = tempfile::tempdir().unwrap();
-    let ids = read_npy(&fixture(case).join("input_ids.npy")).i64();
-    let (batch, len) = (ids.shape()[0], ids.shape()[1]);
-    let rows = 3;
-    let mut runs = vec![];
-    for kv_cache in [KvCacheLayout::Concat, KvCacheLayout::InPlace] {
-        let opts = DecoderOptions {
-            logits: LogitsOutput::LastImage,
-            kv_cache,
-        };
-        let (bundle, cfg) = export_decoder_with(case, dir.path(), opts);
-        let manifest = Manifest::read_from_dir(&bundle).unwrap();
-        let spec = manifest.graph(GraphRole::Decoder).unwrap();
-        let session = session_from_file(&bundle.join("decoder.onnx"));
-        let mut dec = OrtDecoder::new(session, spec, &cfg.token_layout()).unwrap();
-        let text_len = cfg.text_len();
-        let row_ids = |r: usize, from: usize, to: usize| -> Vec<i64> {
-            (from..to).map(|t| ids[[r % batch, t]]).collect()
-        };
-        let mut one = dec.empty_state(1).unwrap();
-        let mut logits = ndarray::Array2::zeros((0, 0));
-        let prompt = ndarray::Array2::from_shape_vec((1, text_len), row_ids(0, 0, text_len));
-        dec.step(prompt.unwrap().view(), &mut one, &mut logits)
-            .unwrap();
-        let mut state = dec.select_rows(&one, &vec![0; rows]).unwrap();
-        let mut got = vec![];
-        // Two tokens in one call after the past, then one per call.
-        let mut t = text_len;
-        while t < len {
-            let n = if t == text_len { 2 } else { 1 };
-            let step: Vec<i64> = (0..rows).flat_map(|r| row_ids(r, t, t + n)).collect();
-            let step = ndarray::Array2::from_shape_vec((rows, n), step).unwrap();
-            dec.step(step.view(), &mut state, &mut logits).unwrap();
-            got.push(logits.clone());
-            t += n;
-        }
-        assert_eq!(state.past_length(), len);
-        if kv_cache == KvCacheLayout::InPlace {
-            let one_more = ndarray::Array2::from_elem((rows, 1), ids[[0, len - 1]]);
-            let e = dec
-                .step(one_more.view(), &mut state, &mut logits)
-                .unwrap_err()
-                .to_string();
-            assert!(
-                e.contains(&format!("in-place cache holds {len} tokens")),
-                "{e}"
-            );
-        }
-        runs.push(got);
-    }
-    let mut worst = 0.0f32;
-    for (a, b) in runs[0].iter().zip(&runs[1]) {
-        for (x, y) in a.iter().zip(b) {
-            worst = worst.max((x - y).abs());
-        }
-    }
+    let concat = decoder_run(KvCacheLayout::Concat, DecoderSetup::Plain);
+    let in_place = decoder_run(KvCacheLayout::InPlace, DecoderSetup::Plain);
+    let worst = max_difference(&concat, &in_place);
     assert!(worst <= LOGITS_ATOL, "in-place vs concat: {worst:e}");
     eprintln!("runtime in-place vs concat: max |difference| {worst:e}");
+}
+
+/// What a device plan changes, run on the CPU: rows moved through host copies (as device
+/// state is) give the same logits bit for bit; a prefill and a decode session (TensorRT's
+/// shape: a call after an empty past goes to the first, later calls to the second, several
+/// tokens after a past one at a time) give the same logits within the tolerance (feeding two
+/// tokens as two calls reorders float sums).
+#[test]
+fn device_plans_row_moves_and_phase_sessions_match_the_host_path() {
+    for kv_cache in [KvCacheLayout::Concat, KvCacheLayout::InPlace] {
+        let plain = decoder_run(kv_cache, DecoderSetup::Plain);
+        let moved = decoder_run(kv_cache, DecoderSetup::MovesThroughHost);
+        assert_eq!(plain, moved, "{kv_cache:?}: row moves through the host");
+        let phased = decoder_run(kv_cache, DecoderSetup::PhaseSessions);
+        let worst = max_difference(&plain, &phased);
+        assert!(
+            worst <= LOGITS_ATOL,
+            "{kv_cache:?} phase sessions: {worst:e}"
+        );
+        eprintln!("{kv_cache:?}: phase sessions vs one session: max |difference| {worst:e}");
+    }
 }

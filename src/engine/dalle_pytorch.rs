@@ -172,12 +172,18 @@ impl OrtDallePytorch {
         let spec = bundle.manifest().graph(GraphRole::Decoder)?.clone();
         let range = batch_max(&bundle, GraphRole::Decoder)?;
         let started = Instant::now();
-        let session = bundle.take_session(GraphRole::Decoder)?;
+        let decoder = bundle.take_decoder_sessions()?;
         bundle.session(GraphRole::DvaeDecoder)?;
         let timings = LoadTimings {
             sessions: started.elapsed(),
         };
-        let decoder = OrtDecoder::new(session.into_session(), &spec, &layout)?;
+        let sessions = decoder
+            .plan
+            .phases()
+            .into_iter()
+            .zip(decoder.sessions.into_iter().map(|s| s.into_session()))
+            .collect();
+        let decoder = OrtDecoder::with_plan(sessions, &decoder.plan.memory, &spec, &layout)?;
         let rows = match (range, max_rows) {
             (Some(r), Some(m)) => r.min(m),
             (Some(r), None) => r,

@@ -2,23 +2,33 @@
 //! the list of providers, with their settings, to register on each graph's session.
 //!
 //! Everything here is plain data and pure functions, unit-tested without ONNX Runtime:
-//! [`EpOptions`] + a graph's [`GraphSpec`] → [`EpPlan`] ([`plan_for_graph`]), and the `auto`
-//! decision ([`decide_auto`]) with the availability probe injected. [`register`] is the thin layer
-//! that turns a plan into `ort` builders and probes the loaded library.
+//! [`EpOptions`] + a graph's [`GraphSpec`] → [`EpPlan`] ([`plan_for_graph`]); for the decoder
+//! a [`DecoderPlan`] ([`plan_decoder`]): one session per [`DecoderPhase`] (prefill and decode on
+//! TensorRT, [`phases`]) and where its tensors live ([`residency`]); which providers a graph
+//! suits ([`suited_providers`], [`provider_for_graph`]); the default TensorRT cache folder
+//! ([`cache`]); and the `auto` decision ([`decide_auto`]) with the availability probe injected.
+//! [`register`] is the thin layer that turns plans into `ort` builders and memory infos and
+//! probes the loaded library.
 //!
 //! Every provider is registered with `error_on_failure`: a provider that cannot be used is an
 //! error, never a silent fall-back to the CPU.
 
 pub mod libs;
+pub mod cache;
+pub mod phases;
 pub mod profile;
 pub mod register;
+pub mod residency;
 
-use crate::error::Result;
-use dalle_bundle::{GraphRole, GraphSpec};
+use crate::error::{Error, Result};
+use dalle_bundle::io::decoder::KV_CACHE_ATTRIBUTE;
+use dalle_bundle::{DType, GraphRole, GraphSpec, KvCacheAttribute};
 use std::fmt;
 use std::path::PathBuf;
 
-pub use profile::{TrtProfile, trt_profile};
+pub use phases::{DecoderPhase, Route, decoder_phases, route};
+pub use profile::{TrtProfile, trt_profile, trt_profile_with};
+pub use residency::{DecoderMemoryPlan, MemoryPlace, decoder_memory};
 
 /// The `--ep` choice.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -93,10 +103,12 @@ pub struct EpOptions {
     pub device_id: u32,
     /// Let TensorRT build fp16 kernels.
     pub trt_fp16: bool,
-    /// Folder for TensorRT engine caches (enables the cache).
+    /// Folder for TensorRT engine caches (default: the bundle's cache folder, [`cache`]).
     pub trt_engine_cache: Option<PathBuf>,
-    /// Folder for the TensorRT timing cache (enables it).
+    /// Folder for the TensorRT timing cache (default: the bundle's cache folder).
     pub trt_timing_cache: Option<PathBuf>,
+    /// No default TensorRT cache folder (only the folders given above are used).
+    pub no_trt_cache: bool,
     /// Turn off the CPU provider's memory arena: freed buffers go back to the system instead of
     /// staying reserved, which lowers peak memory of a generation (the KV state grows by one
     /// position per step) at some cost in speed.
@@ -184,6 +196,9 @@ impl ProviderSettings {
 pub struct EpPlan {
     /// The provider the user's choice resolved to.
     pub kind: ProviderKind,
+    /// Which calls the session takes ([`DecoderPhase::All`] for every graph but a TensorRT
+    /// decoder's).
+    pub phase: DecoderPhase,
     pub providers: Vec<ProviderSettings>,
     /// ONNX Runtime session config entries (key, value) for this graph.
     pub session_config: Vec<(&'static str, String)>,
@@ -196,14 +211,31 @@ pub struct EpPlan {
 /// the run itself no slower; `benches/RESULTS.md`).
 pub const FORCE_SPINNING_STOP: &str = "session.force_spinning_stop";
 
-/// Builds the plan for one graph. TensorRT is followed by CUDA with the same device, as the ORT
-/// docs recommend, so nodes TensorRT cannot take run on the GPU rather than the CPU.
+/// Builds the plan for one graph's single session. TensorRT is followed by CUDA with the same
+/// device, as the ORT docs recommend, so nodes TensorRT cannot take run on the GPU rather than
+/// the CPU.
 pub fn plan_for_graph(
     kind: ProviderKind,
     options: &EpOptions,
     role: GraphRole,
     spec: &GraphSpec,
 ) -> Result<EpPlan> {
+    plan_for_phase(kind, options, role, spec, DecoderPhase::All, None)
+}
+
+/// Builds the plan for the session of `spec` that takes `phase`'s calls: the TensorRT profile
+/// comes from the phase's ranges ([`phases::phase_ranges`]; `prefill_sequence`, the prompt
+/// length, is the prefill's opt), the engine-cache prefix names the graph and phase. A graph
+/// the provider does not suit is an error ([`suited_providers`]).
+pub fn plan_for_phase(
+    kind: ProviderKind,
+    options: &EpOptions,
+    role: GraphRole,
+    spec: &GraphSpec,
+    phase: DecoderPhase,
+    prefill_sequence: Option<u64>,
+) -> Result<EpPlan> {
+    check_suited(kind, role, spec)?;
     let cuda = CudaSettings {
         device_id: options.device_id,
     };
@@ -221,9 +253,13 @@ pub fn plan_for_graph(
                 engine_cache_prefix: options
                     .trt_engine_cache
                     .as_ref()
-                    .map(|_| role.name().to_string()),
+                    .map(|_| phase.cache_prefix(role)),
                 timing_cache: options.trt_timing_cache.clone(),
-                profile: trt_profile(role, spec)?,
+                profile: trt_profile_with(
+                    role,
+                    spec,
+                    &phases::phase_ranges(phase, role, spec, prefill_sequence)?,
+                )?,
             }),
             ProviderSettings::Cuda(cuda),
         ],
@@ -234,24 +270,140 @@ pub fn plan_for_graph(
     };
     Ok(EpPlan {
         kind,
+        phase,
         providers,
         session_config,
     })
 }
 
-/// A warning for a graph that will not run well on `kind`: a decoder exported with
-/// `--kv-cache in-place` uses `com.microsoft.GroupQueryAttention`, whose float32 kernel is the
-/// CPU one (CUDA's takes fp16/bf16 and TensorRT's parser does not take it), so on a GPU provider
-/// its attention falls back to the CPU with a copy of every cache each step.
+/// The decoder's sessions and memory on one provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecoderPlan {
+    pub kind: ProviderKind,
+    /// One plan per session, in [`decoder_phases`] order.
+    pub sessions: Vec<EpPlan>,
+    /// Where its tensors live.
+    pub memory: DecoderMemoryPlan,
+}
+
+impl DecoderPlan {
+    /// The phases of its sessions.
+    pub fn phases(&self) -> Vec<DecoderPhase> {
+        self.sessions.iter().map(|s| s.phase).collect()
+    }
+}
+
+/// The decoder's plan on `kind`: its sessions ([`plan_for_phase`] per [`decoder_phases`]) and
+/// its memory ([`decoder_memory`]). `prefill_sequence` is the prompt length (BOS + text).
+pub fn plan_decoder(
+    kind: ProviderKind,
+    options: &EpOptions,
+    spec: &GraphSpec,
+    prefill_sequence: Option<u64>,
+) -> Result<DecoderPlan> {
+    let sessions = decoder_phases(kind)
+        .iter()
+        .map(|&phase| {
+            plan_for_phase(
+                kind,
+                options,
+                GraphRole::Decoder,
+                spec,
+                phase,
+                prefill_sequence,
+            )
+        })
+        .collect::<Result<_>>()?;
+    Ok(DecoderPlan {
+        kind,
+        sessions,
+        memory: decoder_memory(kind, options.device_id, spec),
+    })
+}
+
+/// The dtype of a decoder's KV state (its first `past_key_values.*` input), if it has one.
+fn kv_dtype(spec: &GraphSpec) -> Option<DType> {
+    spec.inputs
+        .iter()
+        .find(|t| t.name.starts_with("past_key_values."))
+        .map(|t| t.dtype)
+}
+
+/// The providers a graph can run on. Every graph runs everywhere except a decoder exported with
+/// `--kv-cache in-place` in float32: its attention, `com.microsoft.GroupQueryAttention`, has its
+/// only float32 kernel on the CPU (CUDA's takes fp16/bf16, and TensorRT's parser does not take
+/// contrib ops), so on a GPU every layer would fall back to the CPU with the caches copied
+/// across each step. An fp16/bf16 in-place decoder suits every provider.
+pub fn suited_providers(role: GraphRole, spec: &GraphSpec) -> Result<Vec<ProviderKind>> {
+    let all = vec![
+        ProviderKind::Cpu,
+        ProviderKind::Cuda,
+        ProviderKind::TensorRt,
+    ];
+    if role != GraphRole::Decoder {
+        return Ok(all);
+    }
+    let layout = KvCacheAttribute::from_spec(spec).map_err(|e| Error::EpPlan {
+        role,
+        message: format!("{KV_CACHE_ATTRIBUTE}: {e}"),
+    })?;
+    if layout.in_place() && kv_dtype(spec).is_none_or(|d| d == DType::F32) {
+        return Ok(vec![ProviderKind::Cpu]);
+    }
+    Ok(all)
+}
+
+/// [`suited_providers`] as an error for `kind`.
+fn check_suited(kind: ProviderKind, role: GraphRole, spec: &GraphSpec) -> Result<()> {
+    if suited_providers(role, spec)?.contains(&kind) {
+        return Ok(());
+    }
+    Err(Error::EpPlan {
+        role,
+        message: format!(
+            "this decoder was exported with --kv-cache in-place in float32, whose attention \
+             (GroupQueryAttention) has no {kind} kernel; run it with --ep cpu, or export with \
+             --kv-cache concat (the default) for GPUs"
+        ),
+    })
+}
+
+/// The provider a graph's sessions use: the bundle's (`decided`), or — when the user chose
+/// `auto` and the graph does not suit it — the CPU, with a note saying why. A provider named
+/// with `--ep` that the graph does not suit is an error.
+pub fn provider_for_graph(
+    decided: ProviderKind,
+    choice: EpChoice,
+    role: GraphRole,
+    spec: &GraphSpec,
+) -> Result<(ProviderKind, Option<String>)> {
+    if suited_providers(role, spec)?.contains(&decided) {
+        return Ok((decided, provider_caveat(decided, role, spec)));
+    }
+    if choice != EpChoice::Auto {
+        check_suited(decided, role, spec)?;
+    }
+    Ok((
+        ProviderKind::Cpu,
+        Some(format!(
+            "--ep auto: graph `{role}` runs on the cpu, not {decided}: it was exported with \
+             --kv-cache in-place in float32, whose attention only has a CPU kernel (export with \
+             --kv-cache concat for GPUs)"
+        )),
+    ))
+}
+
+/// A warning for a graph that runs on `kind` but not well: an fp16/bf16 in-place decoder's
+/// GroupQueryAttention is a contrib op TensorRT does not take, so on TensorRT each layer's
+/// attention runs on CUDA between TensorRT engines.
 pub fn provider_caveat(kind: ProviderKind, role: GraphRole, spec: &GraphSpec) -> Option<String> {
     // A malformed layout is reported where the decoder is opened; here it is just not in place.
-    let in_place = dalle_bundle::KvCacheAttribute::from_spec(spec).is_ok_and(|kv| kv.in_place());
-    (role == GraphRole::Decoder && in_place && kind != ProviderKind::Cpu).then(|| {
-        format!(
-            "this bundle's decoder was exported with --kv-cache in-place, whose float32 \
-             attention (GroupQueryAttention) only runs on the CPU provider: on {kind} it falls \
-             back to the CPU every step; export with --kv-cache concat (the default) for GPUs"
-        )
+    let in_place = KvCacheAttribute::from_spec(spec).is_ok_and(|kv| kv.in_place());
+    (role == GraphRole::Decoder && in_place && kind == ProviderKind::TensorRt).then(|| {
+        "this bundle's decoder was exported with --kv-cache in-place: its attention \
+         (GroupQueryAttention) is not a TensorRT op and runs on CUDA between TensorRT engines \
+         (--ep cuda runs it without the split)"
+            .to_string()
     })
 }
 
@@ -289,7 +441,7 @@ pub fn decide_auto(
 mod tests {
     use super::*;
     use dalle_bundle::attributes::decoder as attr;
-    use dalle_bundle::io::decoder::{KV_CONCAT, KV_IN_PLACE};
+    use dalle_bundle::io::decoder::KV_IN_PLACE;
     use dalle_bundle::{DType, Dim, DimRange, TensorSpec};
     use std::collections::BTreeMap;
 
@@ -324,6 +476,7 @@ mod tests {
             trt_fp16: true,
             trt_engine_cache: Some("/cache/engines".into()),
             trt_timing_cache: Some("/cache/timing".into()),
+            no_trt_cache: false,
             no_cpu_arena: false,
         }
     }
@@ -480,31 +633,202 @@ mod tests {
         );
     }
 
-    #[test]
-    fn in_place_decoders_are_flagged_on_gpu_providers_only() {
-        let mut spec = encoder_spec();
+    fn in_place_decoder(dtype: DType) -> GraphSpec {
+        let mut spec = decoder_spec();
+        spec.inputs[1] = TensorSpec::new(
+            "past_key_values.0.key",
+            dtype,
+            vec![Dim::sym("batch"), 6.into(), 80.into(), 32.into()],
+        );
         spec.attributes
             .insert(attr::KV_CACHE.into(), serde_json::json!(KV_IN_PLACE));
         spec.attributes
-            .insert(attr::KV_CAPACITY.into(), serde_json::json!(8));
+            .insert(attr::KV_CAPACITY.into(), serde_json::json!(80));
+        spec
+    }
+
+    #[test]
+    fn float32_in_place_decoders_are_never_planned_onto_gpu_providers() {
+        let spec = in_place_decoder(DType::F32);
+        assert_eq!(
+            suited_providers(GraphRole::Decoder, &spec).unwrap(),
+            vec![ProviderKind::Cpu]
+        );
         for kind in [ProviderKind::Cuda, ProviderKind::TensorRt] {
-            let note = provider_caveat(kind, GraphRole::Decoder, &spec).unwrap();
-            assert!(note.contains("--kv-cache concat"), "{note}");
+            let e = plan_for_graph(kind, &options(EpChoice::Cuda), GraphRole::Decoder, &spec)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("--kv-cache concat") && e.contains("--ep cpu"),
+                "{e}"
+            );
+            let e = plan_decoder(kind, &options(EpChoice::Tensorrt), &spec, None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(kind.name()), "{e}");
+            // named with --ep: an error; auto: the CPU, said so
+            let choice = if kind == ProviderKind::Cuda {
+                EpChoice::Cuda
+            } else {
+                EpChoice::Tensorrt
+            };
+            assert!(provider_for_graph(kind, choice, GraphRole::Decoder, &spec).is_err());
+            let (chosen, note) =
+                provider_for_graph(kind, EpChoice::Auto, GraphRole::Decoder, &spec).unwrap();
+            assert_eq!(chosen, ProviderKind::Cpu);
+            assert!(note.unwrap().contains("--ep auto"));
         }
+        let (chosen, note) =
+            provider_for_graph(ProviderKind::Cpu, EpChoice::Cpu, GraphRole::Decoder, &spec)
+                .unwrap();
+        assert_eq!((chosen, note), (ProviderKind::Cpu, None));
+        // the other graphs of such a bundle still go to the GPU
+        let (chosen, _) = provider_for_graph(
+            ProviderKind::TensorRt,
+            EpChoice::Auto,
+            GraphRole::DvaeDecoder,
+            &spec,
+        )
+        .unwrap();
+        assert_eq!(chosen, ProviderKind::TensorRt);
+    }
+
+    #[test]
+    fn half_precision_in_place_and_concat_decoders_suit_every_provider() {
+        for spec in [
+            in_place_decoder(DType::F16),
+            in_place_decoder(DType::BF16),
+            decoder_spec(),
+        ] {
+            assert_eq!(
+                suited_providers(GraphRole::Decoder, &spec).unwrap().len(),
+                3
+            );
+            let plan =
+                plan_decoder(ProviderKind::Cuda, &options(EpChoice::Cuda), &spec, None).unwrap();
+            assert_eq!(plan.phases(), vec![DecoderPhase::All]);
+        }
+        // in place on TensorRT works, split around the attention: said so
+        let note = provider_caveat(
+            ProviderKind::TensorRt,
+            GraphRole::Decoder,
+            &in_place_decoder(DType::F16),
+        )
+        .unwrap();
+        assert!(note.contains("--ep cuda"), "{note}");
+        let (_, note) = provider_for_graph(
+            ProviderKind::Cuda,
+            EpChoice::Auto,
+            GraphRole::Decoder,
+            &in_place_decoder(DType::F16),
+        )
+        .unwrap();
+        assert_eq!(note, None);
         assert_eq!(
-            provider_caveat(ProviderKind::Cpu, GraphRole::Decoder, &spec),
+            provider_caveat(ProviderKind::TensorRt, GraphRole::Decoder, &decoder_spec()),
             None
         );
+        let mut bad = decoder_spec();
+        bad.attributes
+            .insert(attr::KV_CACHE.into(), serde_json::json!("sideways"));
+        let e = suited_providers(GraphRole::Decoder, &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kv_cache"), "{e}");
+    }
+
+    /// A concatenated-cache decoder with the shipped model's ranges.
+    fn decoder_spec() -> GraphSpec {
+        let mut dim_ranges = BTreeMap::new();
+        dim_ranges.insert("batch".to_string(), DimRange::new(1, 8, 64));
+        dim_ranges.insert("sequence".to_string(), DimRange::new(1, 1, 80));
+        dim_ranges.insert("past_sequence_length".to_string(), DimRange::new(0, 79, 79));
+        GraphSpec {
+            file: "decoder.onnx".into(),
+            external_data: None,
+            inputs: vec![
+                TensorSpec::new(
+                    "input_ids",
+                    DType::I64,
+                    vec![Dim::sym("batch"), Dim::sym("sequence")],
+                ),
+                TensorSpec::new(
+                    "past_key_values.0.key",
+                    DType::F32,
+                    vec![
+                        Dim::sym("batch"),
+                        6.into(),
+                        Dim::sym("past_sequence_length"),
+                        32.into(),
+                    ],
+                ),
+            ],
+            outputs: vec![TensorSpec::new(
+                "image_logits",
+                DType::F32,
+                vec![Dim::sym("batch"), 64.into()],
+            )],
+            dim_ranges,
+            attributes: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn tensorrt_decoders_get_a_prefill_and_a_decode_session_with_their_own_profiles() {
+        let plan = plan_decoder(
+            ProviderKind::TensorRt,
+            &options(EpChoice::Tensorrt),
+            &decoder_spec(),
+            Some(17),
+        )
+        .unwrap();
         assert_eq!(
-            provider_caveat(ProviderKind::Cuda, GraphRole::DvaeDecoder, &spec),
-            None
+            plan.phases(),
+            vec![DecoderPhase::Prefill, DecoderPhase::Decode]
         );
-        spec.attributes
-            .insert(attr::KV_CACHE.into(), serde_json::json!(KV_CONCAT));
+        assert_eq!(plan.memory.state, MemoryPlace::Cuda { device_id: 3 });
+        let trt = |p: &EpPlan| match &p.providers[0] {
+            ProviderSettings::TensorRt(t) => t.clone(),
+            other => panic!("TensorRT must come first: {other:?}"),
+        };
+        let prefill = trt(&plan.sessions[0]);
         assert_eq!(
-            provider_caveat(ProviderKind::Cuda, GraphRole::Decoder, &spec),
-            None
+            prefill.engine_cache_prefix.as_deref(),
+            Some("decoder_prefill")
         );
+        let p = prefill.profile.unwrap();
+        assert_eq!(p.min, "input_ids:1x1,past_key_values.0.key:1x6x0x32");
+        assert_eq!(p.opt, "input_ids:2x17,past_key_values.0.key:2x6x0x32");
+        assert_eq!(p.max, "input_ids:64x80,past_key_values.0.key:64x6x0x32");
+        let decode = trt(&plan.sessions[1]);
+        assert_eq!(
+            decode.engine_cache_prefix.as_deref(),
+            Some("decoder_decode")
+        );
+        let p = decode.profile.unwrap();
+        assert_eq!(p.min, "input_ids:1x1,past_key_values.0.key:1x6x1x32");
+        assert_eq!(p.opt, "input_ids:8x1,past_key_values.0.key:8x6x79x32");
+        assert_eq!(p.max, "input_ids:64x1,past_key_values.0.key:64x6x79x32");
+        for s in &plan.sessions {
+            assert_eq!(
+                s.providers[1],
+                ProviderSettings::Cuda(CudaSettings { device_id: 3 })
+            );
+            assert_eq!(
+                s.session_config,
+                vec![(FORCE_SPINNING_STOP, "1".to_string())]
+            );
+        }
+        // the CPU keeps one session and the host
+        let cpu = plan_decoder(
+            ProviderKind::Cpu,
+            &options(EpChoice::Cpu),
+            &decoder_spec(),
+            Some(17),
+        )
+        .unwrap();
+        assert_eq!(cpu.phases(), vec![DecoderPhase::All]);
+        assert_eq!(cpu.memory.state, MemoryPlace::Host);
     }
 
     #[test]

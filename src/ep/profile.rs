@@ -4,10 +4,12 @@
 //! `name:d1xd2x...,name2:...`, and wants every dynamic input listed in all three. They come from
 //! the manifest: a symbolic dim takes its `dim_ranges` entry's min/opt/max, a fixed dim stays as
 //! is. Inputs without symbolic dims need no profile and are left out; a graph without dynamic
-//! inputs gets no profile at all.
+//! inputs gets no profile at all. A decoder's prefill and decode sessions narrow some ranges
+//! first ([`super::phases`]) and pass them to [`trt_profile_with`].
 
 use crate::error::{Error, Result};
 use dalle_bundle::{Dim, DimRange, GraphRole, GraphSpec};
+use std::collections::BTreeMap;
 
 /// The three profile strings for one graph.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +21,16 @@ pub struct TrtProfile {
 
 /// The profile for `spec`'s dynamic inputs, or `None` when all inputs are static.
 pub fn trt_profile(role: GraphRole, spec: &GraphSpec) -> Result<Option<TrtProfile>> {
+    trt_profile_with(role, spec, &spec.dim_ranges)
+}
+
+/// The profile for `spec`'s dynamic inputs with the symbolic dims' ranges taken from `ranges`
+/// (the manifest's `dim_ranges`, or a phase's narrowed copy of them).
+pub fn trt_profile_with(
+    role: GraphRole,
+    spec: &GraphSpec,
+    ranges: &BTreeMap<String, DimRange>,
+) -> Result<Option<TrtProfile>> {
     let mut min = Vec::new();
     let mut opt = Vec::new();
     let mut max = Vec::new();
@@ -32,7 +44,7 @@ pub fn trt_profile(role: GraphRole, spec: &GraphSpec) -> Result<Option<TrtProfil
                 Dim::Fixed(n) => (*n, *n, *n),
                 Dim::Symbolic(name) => {
                     let DimRange { min, opt, max } =
-                        *spec.dim_ranges.get(name).ok_or_else(|| Error::EpPlan {
+                        *ranges.get(name).ok_or_else(|| Error::EpPlan {
                             role,
                             message: format!(
                                 "input `{}` uses symbolic dim `{name}`, which has no entry in dim_ranges \

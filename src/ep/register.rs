@@ -1,15 +1,19 @@
-//! Turning an [`EpPlan`] into `ort` execution providers, and probing the loaded library.
+//! Turning an [`EpPlan`] into `ort` execution providers (and a [`MemoryPlace`] into `ort`'s
+//! memory info), and probing the loaded library.
 //!
 //! The only place that touches `ort::ep`. Providers are registered one at a time with
 //! `error_on_failure()`, so a failure names the provider that failed and nothing falls back to
 //! the CPU silently.
 
-use super::{AutoDecision, EpChoice, EpPlan, ProviderKind, ProviderSettings, decide_auto};
+use super::{
+    AutoDecision, EpChoice, EpPlan, MemoryPlace, ProviderKind, ProviderSettings, decide_auto,
+};
 use crate::error::{Error, Result};
 use crate::ort_lib;
 use dalle_bundle::GraphRole;
 use ort::environment::Environment;
 use ort::ep::{self, ExecutionProvider, ExecutionProviderDispatch};
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::Session;
 use ort::session::builder::SessionBuilder;
 
@@ -47,6 +51,17 @@ pub fn dispatch(settings: &ProviderSettings) -> Result<ExecutionProviderDispatch
         }
     };
     Ok(ep.error_on_failure())
+}
+
+/// `ort`'s description of `place`: the CPU, or CUDA device memory (ONNX Runtime's default
+/// device memory type, what a CUDA session's allocator hands out).
+pub fn memory_info(place: MemoryPlace) -> Result<MemoryInfo<'static>> {
+    let (device, id) = match place {
+        MemoryPlace::Host => (AllocationDevice::CPU, 0),
+        MemoryPlace::Cuda { device_id: id } => (AllocationDevice::CUDA, device_id(id)?),
+    };
+    MemoryInfo::new(device, id, AllocatorType::Device, MemoryType::Default)
+        .map_err(|e| Error::ort(format!("cannot describe {place} memory"), e))
 }
 
 fn device_id(id: u32) -> Result<i32> {
@@ -245,6 +260,7 @@ mod tests {
         // Registering CUDA by hand on a session must fail loudly, not fall back to the CPU.
         let plan = EpPlan {
             kind: ProviderKind::Cuda,
+            phase: crate::ep::DecoderPhase::All,
             providers: vec![ProviderSettings::Cuda(CudaSettings { device_id: 0 })],
             session_config: vec![],
         };

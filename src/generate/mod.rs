@@ -33,8 +33,14 @@
 //! ([`LoopTimings`]), so the per-step overhead of sampling and state handling is visible
 //! (`step_overhead_mean_ms` in the sidecar).
 //!
-//! On GPU providers the state would still round-trip through host memory (CPU memory info);
-//! keeping it on the device is future work.
+//! On CUDA and TensorRT the state stays on the device ([`crate::ep::residency`] plans it,
+//! `state_memory` executes the plan): in-place buffers come from a CUDA allocator created on
+//! the session and every `present_*` is bound to CUDA memory, so between steps nothing crosses
+//! to the host but the ids going in and the logits coming back (bound to host memory: with an
+//! `image_logits` output, `[rows, image_vocab]`). Row moves (`copy_rows`, `select_rows`) copy
+//! the states involved through the host. On TensorRT the decoder has two sessions, prefill and
+//! decode, each with its own optimization profile ([`crate::ep::phases`]); a call runs on the
+//! one [`crate::ep::route`] picks. The CPU path is unchanged: host memory, no extra copy.
 
 mod compact_json;
 pub mod ids;
@@ -42,6 +48,7 @@ mod ort_step;
 mod output;
 mod parameters;
 mod provenance;
+mod state_memory;
 mod step;
 mod timings;
 

@@ -16,7 +16,9 @@
 //! positions) in current bundles, or `[1]` in bundles exported before per-row positions (every
 //! row at the same position; the engine then groups rows as for a concatenated cache).
 
+use super::state_memory::StateMemory;
 use super::step::{DecoderStep, StateRows};
+use crate::ep::{DecoderMemoryPlan, DecoderPhase, route};
 use crate::error::{Error, Result};
 use dalle_bundle::KvCacheAttribute;
 use dalle_bundle::attributes::decoder::PER_ROW_POSITIONS;
@@ -27,7 +29,6 @@ use dalle_bundle::io::decoder::{
 use dalle_bundle::io::dims::{BATCH, PAST_SEQUENCE};
 use dalle_bundle::{DType, Dim, GraphRole, GraphSpec, TokenLayout};
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, IxDyn};
-use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session};
 use ort::value::{DynValue, Tensor, ValueType};
 use std::time::{Duration, Instant};
@@ -252,17 +253,25 @@ fn in_place_cache(spec: &GraphSpec, pairs: &[StatePair]) -> Result<Option<InPlac
     }
 }
 
-/// The decoder session with its binding. See the module docs.
-pub struct OrtDecoder {
+/// One session of the decoder with its binding.
+struct PhaseSession {
     session: Session,
     binding: IoBinding,
-    memory: MemoryInfo<'static>,
+    /// The state whose in-place buffers are bound now (bindings persist between runs).
+    bound_state: Option<u64>,
+}
+
+/// The decoder's sessions (one, or prefill and decode on TensorRT) with their bindings and the
+/// memory its state lives in. See the module docs.
+pub struct OrtDecoder {
+    /// In the order of `phases`.
+    sessions: Vec<PhaseSession>,
+    phases: Vec<DecoderPhase>,
+    memory: StateMemory,
     pairs: Vec<StatePair>,
     logits: LogitsSource,
     /// `Some` when the KV caches are updated in place.
     cache: Option<InPlaceCache>,
-    /// The state whose in-place buffers are bound now (bindings persist between runs).
-    bound_state: Option<u64>,
 }
 
 /// The `past_*` values of every row, in state-pair order, owned by ONNX Runtime after the
@@ -305,30 +314,58 @@ impl OrtState {
 }
 
 impl OrtDecoder {
-    /// Wraps a `decoder` session (owned from now on); `spec` is its manifest entry.
+    /// Wraps a `decoder` session (owned from now on) that keeps its state on the host (the CPU
+    /// provider); `spec` is its manifest entry.
     pub fn new(session: Session, spec: &GraphSpec, layout: &TokenLayout) -> Result<OrtDecoder> {
+        OrtDecoder::with_plan(
+            vec![(DecoderPhase::All, session)],
+            &DecoderMemoryPlan::host(spec),
+            spec,
+            layout,
+        )
+    }
+
+    /// Wraps the decoder's sessions, one per phase of its plan (`crate::ep::plan_decoder`),
+    /// keeping the state where `memory` says.
+    pub fn with_plan(
+        sessions: Vec<(DecoderPhase, Session)>,
+        memory: &DecoderMemoryPlan,
+        spec: &GraphSpec,
+        layout: &TokenLayout,
+    ) -> Result<OrtDecoder> {
         let pairs = state_pairs(spec)?;
         let cache = in_place_cache(spec, &pairs)?;
         let logits = LogitsSource::of(spec, layout)?;
-        let binding = session
-            .create_binding()
-            .map_err(|e| Error::ort("graph `decoder`: cannot create an IoBinding", e))?;
-        let memory = MemoryInfo::new(
-            AllocationDevice::CPU,
-            0,
-            AllocatorType::Device,
-            MemoryType::Default,
-        )
-        .map_err(|e| Error::ort("graph `decoder`: cannot describe CPU memory", e))?;
+        let first = sessions.first().ok_or_else(|| {
+            Error::InvalidInput("the decoder needs at least one session".to_string())
+        })?;
+        let memory = StateMemory::new(memory, &first.1)?;
+        let mut phases = vec![];
+        let mut wrapped = vec![];
+        for (phase, session) in sessions {
+            let binding = session
+                .create_binding()
+                .map_err(|e| Error::ort("graph `decoder`: cannot create an IoBinding", e))?;
+            phases.push(phase);
+            wrapped.push(PhaseSession {
+                session,
+                binding,
+                bound_state: None,
+            });
+        }
         Ok(OrtDecoder {
-            session,
-            binding,
+            sessions: wrapped,
+            phases,
             memory,
             pairs,
             logits,
             cache,
-            bound_state: None,
         })
+    }
+
+    /// The phases of its sessions.
+    pub fn phases(&self) -> &[DecoderPhase] {
+        &self.phases
     }
 
     /// Names of the state inputs, in the order the state holds them.
@@ -342,19 +379,39 @@ impl OrtDecoder {
             .collect()
     }
 
-    /// A zeroed state buffer allocated by ONNX Runtime (only such values can be bound as
-    /// outputs, which in-place states are; ONNX Runtime zeroes CPU allocations itself).
+    /// A zeroed state buffer in the state's memory ([`StateMemory::allocate`]).
     fn allocate(&self, pair: &StatePair, shape: &[usize]) -> Result<DynValue> {
-        let err = |e| Error::ort(format!("graph `decoder`: allocating `{}`", pair.past), e);
-        let t = Tensor::<f32>::new(self.session.allocator(), shape.to_vec()).map_err(err)?;
-        Ok(t.into_dyn())
+        self.memory
+            .allocate(self.first_session()?, shape, &pair.past, true)
     }
 
-    fn bind(&mut self, ids: Tensor<i64>, state: &mut OrtState) -> Result<()> {
+    /// A state buffer in the state's memory that is about to be overwritten whole (not zeroed
+    /// on a device).
+    fn allocate_uninit(&self, pair: &StatePair, shape: &[usize]) -> Result<DynValue> {
+        self.memory
+            .allocate(self.first_session()?, shape, &pair.past, false)
+    }
+
+    fn first_session(&self) -> Result<&Session> {
+        self.sessions
+            .first()
+            .map(|s| &s.session)
+            .ok_or_else(|| Error::InvalidInput("the decoder has no session".to_string()))
+    }
+
+    fn bind(&mut self, at: usize, ids: Tensor<i64>, state: &mut OrtState) -> Result<()> {
         let err = |name: &str, e: ort::Error| {
             Error::ort(format!("graph `decoder`: cannot bind `{name}`"), e)
         };
-        self.binding
+        let PhaseSession {
+            binding,
+            bound_state,
+            ..
+        } = self
+            .sessions
+            .get_mut(at)
+            .ok_or_else(|| Error::InvalidInput(format!("the decoder has no session {at}")))?;
+        binding
             .bind_input(INPUT_IDS, &ids)
             .map_err(|e| err(INPUT_IDS, e))?;
         if let Some(cache) = self.cache {
@@ -365,40 +422,43 @@ impl OrtDecoder {
             };
             let shape = [lengths.len()];
             let length = Tensor::from_array((shape, lengths)).map_err(|e| err(CACHE_LENGTH, e))?;
-            self.binding
+            binding
                 .bind_input(CACHE_LENGTH, &length)
                 .map_err(|e| err(CACHE_LENGTH, e))?;
         }
-        let rebind_in_place = self.bound_state != Some(state.id);
+        let rebind_in_place = *bound_state != Some(state.id);
         for (pair, value) in self.pairs.iter().zip(state.values.iter_mut()) {
             if pair.in_place() && !rebind_in_place {
                 continue;
             }
-            self.binding
+            binding
                 .bind_input(pair.past.as_str(), &*value)
                 .map_err(|e| err(&pair.past, e))?;
             if pair.in_place() {
                 // The same buffer as the past: the graph writes the new tokens into it.
-                self.binding
+                binding
                     .bind_output(pair.present.as_str(), value)
                     .map_err(|e| err(&pair.present, e))?;
             } else {
-                // Re-bound every step: ONNX Runtime allocates the (grown or replaced) present.
-                self.binding
-                    .bind_output_to_device(pair.present.as_str(), &self.memory)
+                // Re-bound every step: ONNX Runtime allocates the (grown or replaced) present,
+                // in the state's memory (the device's on a GPU).
+                binding
+                    .bind_output_to_device(pair.present.as_str(), &self.memory.state)
                     .map_err(|e| err(&pair.present, e))?;
             }
         }
-        self.bound_state = Some(state.id);
+        *bound_state = Some(state.id);
+        // The host: on a GPU, ONNX Runtime copies just this output back.
         let logits = self.logits.name();
-        self.binding
-            .bind_output_to_device(logits, &self.memory)
+        binding
+            .bind_output_to_device(logits, &self.memory.logits)
             .map_err(|e| err(logits, e))
     }
 
-    /// One run of the graph on validated ids.
+    /// One run of the graph on validated ids, by session `at`.
     fn run_step(
         &mut self,
+        at: usize,
         input_ids: ArrayView2<'_, i64>,
         state: &mut OrtState,
         logits: &mut Array2<f32>,
@@ -409,12 +469,14 @@ impl OrtDecoder {
             input_ids.iter().copied().collect::<Vec<_>>(),
         ))
         .map_err(|e| Error::ort("graph `decoder`: cannot create `input_ids`", e))?;
-        self.bind(ids, state)?;
+        self.bind(at, ids, state)?;
 
         let started = Instant::now();
-        let mut outputs = self
-            .session
-            .run_binding(&self.binding)
+        let PhaseSession {
+            session, binding, ..
+        } = &mut self.sessions[at];
+        let mut outputs = session
+            .run_binding(binding)
             .map_err(|e| Error::ort("graph `decoder`: run failed", e))?;
         let model_time = started.elapsed();
 
@@ -536,7 +598,15 @@ impl OrtDecoder {
             .iter()
             .zip(src.values.iter().zip(dst.values.iter_mut()))
         {
-            copy_pair(pair, s, &src.lengths, src_rows, d, dst_rows)?;
+            if self.memory.moves_in_place() {
+                copy_pair(pair, s, &src.lengths, src_rows, d, dst_rows)?;
+                continue;
+            }
+            // Device state: move the rows on host copies, then write the target back.
+            let from = StateMemory::to_host(s, &pair.past)?;
+            let mut to = StateMemory::host_copy(d, &pair.past)?;
+            copy_pair(pair, &from, &src.lengths, src_rows, &mut to, dst_rows)?;
+            StateMemory::write_back(&to, d, &pair.past)?;
         }
         for (&sr, &dr) in src_rows.iter().zip(dst_rows) {
             dst.lengths[dr] = src.lengths[sr];
@@ -632,17 +702,28 @@ impl DecoderStep for OrtDecoder {
         let to: Vec<usize> = (0..rows.len()).collect();
         let mut values = Vec::with_capacity(self.pairs.len());
         for (pair, value) in self.pairs.iter().zip(&state.values) {
+            let shape = self.shape(pair, rows.len(), 0);
             if pair.update == Update::Grow {
-                let view = value.try_extract_array::<f32>().map_err(|e| {
+                let host = StateMemory::to_host(value, &pair.past)?;
+                let view = host.try_extract_array::<f32>().map_err(|e| {
                     Error::tensor(ROLE, &pair.present, format!("cannot read it as float: {e}"))
                 })?;
                 let picked = Tensor::from_array(view.select(Axis(0), rows)).map_err(|e| {
                     Error::ort(format!("graph `decoder`: copying `{}`", pair.past), e)
                 })?;
-                values.push(picked.into_dyn());
-            } else {
-                let mut fresh = self.allocate(pair, &self.shape(pair, rows.len(), 0))?;
+                values.push(self.memory.to_state(picked.into_dyn(), &pair.past)?);
+            } else if self.memory.moves_in_place() {
+                let mut fresh = self.allocate(pair, &shape)?;
                 copy_pair(pair, value, &state.lengths, rows, &mut fresh, &to)?;
+                values.push(fresh);
+            } else {
+                // Device state: gather on the host, then one copy into a buffer made by the
+                // allocator (only those can be bound as in-place outputs).
+                let from = StateMemory::to_host(value, &pair.past)?;
+                let mut gathered = StateMemory::host_buffer(&shape, &pair.past)?;
+                copy_pair(pair, &from, &state.lengths, rows, &mut gathered, &to)?;
+                let mut fresh = self.allocate_uninit(pair, &shape)?;
+                StateMemory::write_back(&gathered, &mut fresh, &pair.past)?;
                 values.push(fresh);
             }
         }
@@ -716,17 +797,27 @@ impl DecoderStep for OrtDecoder {
                 cache.capacity
             )));
         }
-        if self.cache.is_some() && rows > 1 && sequence > 1 && past > 0 {
-            // GroupQueryAttention's CPU kernel takes several new tokens after a past for one
-            // row only (priming a batch): feed them one at a time.
+        let route = route(&self.phases, past, sequence);
+        let at = self
+            .phases
+            .iter()
+            .position(|&p| p == route.phase)
+            .ok_or_else(|| {
+                Error::InvalidInput(format!("the decoder has no {} session", route.phase))
+            })?;
+        // GroupQueryAttention's CPU kernel takes several new tokens after a past for one row
+        // only (priming a batch), and a TensorRT decode session one token: feed them one at a
+        // time.
+        let in_place_batch = self.cache.is_some() && rows > 1 && sequence > 1 && past > 0;
+        if in_place_batch || route.one_token_at_a_time {
             let mut model_time = Duration::ZERO;
             for t in 0..sequence {
                 let column = input_ids.slice_axis(Axis(1), ndarray::Slice::from(t..t + 1));
-                model_time += self.run_step(column, state, logits)?;
+                model_time += self.run_step(at, column, state, logits)?;
             }
             return Ok(model_time);
         }
-        self.run_step(input_ids, state, logits)
+        self.run_step(at, input_ids, state, logits)
     }
 }
 

@@ -1,11 +1,13 @@
 //! `dalle-ort info`: what a bundle is and takes (manifest, provenance, the prompt vocabulary,
-//! sampling defaults, the image size, every graph's real inputs/outputs checked against the
-//! manifest), or what a generated PNG says about how it was made (its `parameters` chunk).
+//! sampling defaults, the image size, the execution plan — each graph's provider, sessions,
+//! provider options (TensorRT profiles and cache folders), the decoder's memory — and every
+//! graph's real inputs/outputs checked against the manifest), or what a generated PNG says about
+//! how it was made (its `parameters` chunk).
 
 use super::{Global, load_ort, open};
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use dalle::ep::EpOptions;
+use dalle::ep::{EpOptions, ProviderKind};
 use dalle::{Bundle, dvae, ort_lib};
 use dalle_bundle::{GraphRole, Manifest};
 use std::path::{Path, PathBuf};
@@ -31,7 +33,55 @@ pub fn run(g: &Global, options: EpOptions, args: InfoArgs) -> Result<()> {
     print_manifest(bundle.dir(), bundle.manifest());
     print_prompting(&bundle)?;
     load_ort(g)?;
-    print_sessions(&mut bundle)
+    // A provider named with --ep is planned before it is probed: the plan prints even where the
+    // provider cannot run.
+    let fixed = bundle.options().ep.fixed_kind();
+    if let Some(kind) = fixed {
+        print_plan(&bundle, kind)?;
+    }
+    print_sessions(&mut bundle, fixed.is_none())
+}
+
+/// How each graph would run with the bundle's provider `kind`.
+fn print_plan(bundle: &Bundle, kind: ProviderKind) -> Result<()> {
+    println!("plan on {kind}:");
+    let roles = GraphRole::ALL
+        .into_iter()
+        .filter(|r| bundle.manifest().graphs.contains_key(r));
+    for role in roles {
+        let plan = bundle.plan(kind, role)?;
+        let phases: Vec<&str> = plan.sessions.iter().map(|s| s.phase.name()).collect();
+        println!(
+            "  graph {role} on {}: {} session(s): {}",
+            plan.kind,
+            phases.len(),
+            phases.join(", ")
+        );
+        if let Some(note) = &plan.note {
+            println!("    note: {note}");
+        }
+        for session in &plan.sessions {
+            println!("    session {}:", session.phase);
+            if session.providers.is_empty() {
+                println!("      CPUExecutionProvider (defaults)");
+            }
+            for p in &session.providers {
+                let options: Vec<String> = p
+                    .ort_options()
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                println!("      {} {}", p.kind().ort_name(), options.join(" "));
+            }
+            for (key, value) in &session.session_config {
+                println!("      session option {key}={value}");
+            }
+        }
+        for line in plan.memory.iter().flat_map(|m| m.describe()) {
+            println!("    memory: {line}");
+        }
+    }
+    Ok(())
 }
 
 /// The `parameters` text of a generated PNG.
@@ -153,7 +203,7 @@ fn print_prompting(bundle: &Bundle) -> Result<()> {
     Ok(())
 }
 
-fn print_sessions(bundle: &mut Bundle) -> Result<()> {
+fn print_sessions(bundle: &mut Bundle, plan: bool) -> Result<()> {
     if let Some(lib) = ort_lib::loaded_library() {
         println!(
             "onnxruntime: {} {} (via {})",
@@ -168,6 +218,9 @@ fn print_sessions(bundle: &mut Bundle) -> Result<()> {
         decision.kind,
         decision.reasons.join("; ")
     );
+    if plan {
+        print_plan(bundle, decision.kind)?;
+    }
     bundle.load_all()?;
     for session in bundle.sessions() {
         println!(

@@ -30,13 +30,19 @@ pub struct RuntimeArgs {
     #[arg(long, global = true)]
     pub trt_fp16: bool,
 
-    /// Folder for TensorRT engine caches (enables them)
+    /// Folder for TensorRT engine caches (default: the bundle's folder under
+    /// $XDG_CACHE_HOME/dalle/tensorrt, or ~/.cache/dalle/tensorrt)
     #[arg(long, global = true, value_name = "DIR")]
     pub trt_engine_cache: Option<PathBuf>,
 
-    /// Folder for the TensorRT timing cache (enables it)
+    /// Folder for the TensorRT timing cache (default: the same folder as the engines)
     #[arg(long, global = true, value_name = "DIR")]
     pub trt_timing_cache: Option<PathBuf>,
+
+    /// No default TensorRT cache folder: engines are rebuilt at every start unless
+    /// --trt-engine-cache is given
+    #[arg(long, global = true)]
+    pub no_trt_cache: bool,
 
     /// Turn off the CPU provider's memory arena (lower peak memory, somewhat slower steps)
     #[arg(long, global = true)]
@@ -57,6 +63,7 @@ impl RuntimeArgs {
             trt_fp16: self.trt_fp16,
             trt_engine_cache: self.trt_engine_cache.clone(),
             trt_timing_cache: self.trt_timing_cache.clone(),
+            no_trt_cache: self.no_trt_cache,
             no_cpu_arena: self.no_cpu_arena,
         }
     }
