@@ -16,7 +16,8 @@ pub mod manifest;
 
 pub use attributes::{
     AttributeError, ClipImageAttributes, ClipTextAttributes, ClipTowerAttributes,
-    DecoderAttributes, DvaeAttributes, KvCacheAttribute, LogitsKind,
+    DecoderAttributes, DvaeAttributes, KvCacheAttribute, LogitsKind, Precision,
+    PrecisionAttributes, Provider, QuantFormat,
 };
 pub use dtype::{DType, Dim};
 pub use manifest::{
