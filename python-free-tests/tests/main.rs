@@ -35,3 +35,7 @@ mod clip;
 
 /// Shape-world evaluator: detection, judging and caption parsing on the world's own renders.
 mod shapes;
+
+/// `--precision`: every family at fp32/fp16/bf16/int8 on the CPU provider: loads exactly where
+/// the manifest says, matches float32 within the stated tolerances where it runs.
+mod precision;

@@ -13,6 +13,9 @@ pub mod profile;
 pub mod register;
 
 use crate::error::Result;
+use dalle_bundle::attributes::precision::{
+    Precision, PrecisionAttributes, Provider as BundleProvider,
+};
 use dalle_bundle::{GraphRole, GraphSpec};
 use std::fmt;
 use std::path::PathBuf;
@@ -65,6 +68,15 @@ impl ProviderKind {
             ProviderKind::Cpu => "cpu",
             ProviderKind::Cuda => "cuda",
             ProviderKind::TensorRt => "tensorrt",
+        }
+    }
+
+    /// The manifest's name for the provider (`precision.providers`).
+    pub fn bundle_provider(self) -> BundleProvider {
+        match self {
+            ProviderKind::Cpu => BundleProvider::Cpu,
+            ProviderKind::Cuda => BundleProvider::Cuda,
+            ProviderKind::TensorRt => BundleProvider::Tensorrt,
         }
     }
 
@@ -203,6 +215,7 @@ pub fn plan_for_graph(
     role: GraphRole,
     spec: &GraphSpec,
 ) -> Result<EpPlan> {
+    refuse_unsuited(kind, role, spec)?;
     let cuda = CudaSettings {
         device_id: options.device_id,
     };
@@ -243,6 +256,25 @@ pub fn plan_for_graph(
 /// CPU one (CUDA's takes fp16/bf16 and TensorRT's parser does not take it), so on a GPU provider
 /// its attention falls back to the CPU with a copy of every cache each step.
 pub fn provider_caveat(kind: ProviderKind, role: GraphRole, spec: &GraphSpec) -> Option<String> {
+    if let Ok(Some(p)) = PrecisionAttributes::from_spec(spec)
+        && p.suits(kind.bundle_provider()) == Some(false)
+        && kind != ProviderKind::Cpu
+    {
+        return Some(format!(
+            "graph `{role}` ({} precision) suits {}, not {kind}: ONNX Runtime runs the nodes {kind} \
+             has no kernel for on the CPU, with copies in between{}",
+            p.precision,
+            list(&p.providers),
+            if p.precision == Precision::Fp32
+                && kind == ProviderKind::Cuda
+                && role == GraphRole::Decoder
+            {
+                "; a float16/bfloat16 export (--precision fp16) has CUDA attention kernels"
+            } else {
+                ""
+            }
+        ));
+    }
     // A malformed layout is reported where the decoder is opened; here it is just not in place.
     let in_place = dalle_bundle::KvCacheAttribute::from_spec(spec).is_ok_and(|kv| kv.in_place());
     (role == GraphRole::Decoder && in_place && kind != ProviderKind::Cpu).then(|| {
@@ -252,6 +284,39 @@ pub fn provider_caveat(kind: ProviderKind, role: GraphRole, spec: &GraphSpec) ->
              back to the CPU every step; export with --kv-cache concat (the default) for GPUs"
         )
     })
+}
+
+/// Refuses the CPU provider for a graph whose manifest says the CPU has no kernel for some of
+/// its nodes at their dtypes (a float16/bfloat16 export): ONNX Runtime would fail to create the
+/// session with a less helpful message. GPU mismatches are warnings ([`provider_caveat`]).
+pub fn refuse_unsuited(kind: ProviderKind, role: GraphRole, spec: &GraphSpec) -> Result<()> {
+    let precision = PrecisionAttributes::from_spec(spec)
+        .map_err(|e| crate::error::Error::InvalidInput(format!("graph `{role}`: {e}")))?;
+    match precision {
+        Some(p) if kind == ProviderKind::Cpu && p.suits(BundleProvider::Cpu) == Some(false) => {
+            Err(crate::error::Error::InvalidInput(format!(
+                "graph `{role}` was exported with --precision {}, which ONNX Runtime's CPU \
+                 provider has no kernels for ({}); it suits {}: run it with --ep {}, or export \
+                 with --precision fp32 or int8 for the CPU",
+                p.precision,
+                p.cpu_missing_kernels.join(", "),
+                list(&p.providers),
+                p.providers.first().map_or("cuda", |p| p.name())
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn list(providers: &[BundleProvider]) -> String {
+    if providers.is_empty() {
+        return "no provider".into();
+    }
+    providers
+        .iter()
+        .map(|p| p.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What `auto` chose, and why the better providers were passed over.

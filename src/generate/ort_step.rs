@@ -53,6 +53,48 @@ struct StatePair {
     /// Dims after axis 0; `None` marks the past-length axis (only in growing states).
     dims: Vec<Option<usize>>,
     update: Update,
+    /// The manifest's dtype of the state (`--precision fp16` decoders keep float16 caches).
+    dtype: StateDType,
+}
+
+/// The element types a decoder state may have; the state is only ever zeroed and copied, so
+/// the runtime never converts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StateDType {
+    F32,
+    F16,
+    BF16,
+}
+
+impl StateDType {
+    fn of(d: DType) -> Option<StateDType> {
+        match d {
+            DType::F32 => Some(StateDType::F32),
+            DType::F16 => Some(StateDType::F16),
+            DType::BF16 => Some(StateDType::BF16),
+            _ => None,
+        }
+    }
+}
+
+/// Runs `$body` with `$t` bound to the Rust element type of a [`StateDType`].
+macro_rules! with_state_type {
+    ($dtype:expr, $t:ident => $body:expr) => {
+        match $dtype {
+            StateDType::F32 => {
+                type $t = f32;
+                $body
+            }
+            StateDType::F16 => {
+                type $t = half::f16;
+                $body
+            }
+            StateDType::BF16 => {
+                type $t = half::bf16;
+                $body
+            }
+        }
+    };
 }
 
 impl StatePair {
@@ -74,16 +116,16 @@ fn state_pairs(spec: &GraphSpec) -> Result<Vec<StatePair>> {
             .ok_or_else(|| {
                 Error::tensor(ROLE, name, "state input has no matching `present` output")
             })?;
-        if input.dtype != DType::F32 {
-            return Err(Error::tensor(
+        let dtype = StateDType::of(input.dtype).ok_or_else(|| {
+            Error::tensor(
                 ROLE,
                 name,
                 format!(
-                    "state is {}; this runtime handles float32 state",
+                    "state is {}; this runtime handles float32, float16 and bfloat16 state",
                     input.dtype
                 ),
-            ));
-        }
+            )
+        })?;
         let mut dims = vec![];
         for (axis, d) in input.dims.iter().enumerate().skip(1) {
             dims.push(match d {
@@ -123,6 +165,7 @@ fn state_pairs(spec: &GraphSpec) -> Result<Vec<StatePair>> {
             present,
             dims,
             update,
+            dtype,
         });
     }
     Ok(pairs)
@@ -346,8 +389,10 @@ impl OrtDecoder {
     /// outputs, which in-place states are; ONNX Runtime zeroes CPU allocations itself).
     fn allocate(&self, pair: &StatePair, shape: &[usize]) -> Result<DynValue> {
         let err = |e| Error::ort(format!("graph `decoder`: allocating `{}`", pair.past), e);
-        let t = Tensor::<f32>::new(self.session.allocator(), shape.to_vec()).map_err(err)?;
-        Ok(t.into_dyn())
+        with_state_type!(pair.dtype, T => {
+            let t = Tensor::<T>::new(self.session.allocator(), shape.to_vec()).map_err(err)?;
+            Ok(t.into_dyn())
+        })
     }
 
     fn bind(&mut self, ids: Tensor<i64>, state: &mut OrtState) -> Result<()> {
@@ -437,7 +482,7 @@ impl OrtDecoder {
                     return Err(Error::tensor(
                         ROLE,
                         &pair.present,
-                        format!("is {other:?}; expected float32 {want:?}"),
+                        format!("is {other:?}; expected {:?} {want:?}", pair.dtype),
                     ));
                 }
             }
@@ -561,12 +606,24 @@ fn copy_pair(
             "a growing state cannot be copied row-wise",
         ));
     }
+    with_state_type!(pair.dtype, T => copy_rows_of::<T>(pair, s, lengths, src_rows, d, dst_rows))
+}
+
+/// [`copy_pair`] for one element type.
+fn copy_rows_of<T: ort::value::PrimitiveTensorElementType + Copy + std::fmt::Debug>(
+    pair: &StatePair,
+    s: &DynValue,
+    lengths: &[usize],
+    src_rows: &[usize],
+    d: &mut DynValue,
+    dst_rows: &[usize],
+) -> Result<()> {
     let (_, source) = s
-        .try_extract_tensor::<f32>()
-        .map_err(|e| Error::tensor(ROLE, &pair.past, format!("cannot read it as float: {e}")))?;
+        .try_extract_tensor::<T>()
+        .map_err(|e| Error::tensor(ROLE, &pair.past, format!("cannot read it: {e}")))?;
     let (_, target) = d
-        .try_extract_tensor_mut::<f32>()
-        .map_err(|e| Error::tensor(ROLE, &pair.past, format!("cannot write it as float: {e}")))?;
+        .try_extract_tensor_mut::<T>()
+        .map_err(|e| Error::tensor(ROLE, &pair.past, format!("cannot write it: {e}")))?;
     let row_len: usize = pair.dims.iter().flatten().product();
     let short = || Error::tensor(ROLE, &pair.past, "state buffer is too short");
     for (&sr, &dr) in src_rows.iter().zip(dst_rows) {
@@ -612,9 +669,11 @@ impl DecoderStep for OrtDecoder {
                 if pair.update != Update::Grow {
                     return self.allocate(pair, &shape);
                 }
-                Tensor::from_array(ArrayD::<f32>::zeros(IxDyn(&shape)))
-                    .map(|t| t.into_dyn())
-                    .map_err(|e| Error::ort(format!("graph `decoder`: empty `{}`", pair.past), e))
+                with_state_type!(pair.dtype, T => {
+                    Tensor::from_array(ArrayD::<T>::from_elem(IxDyn(&shape), T::default()))
+                        .map(|t| t.into_dyn())
+                })
+                .map_err(|e| Error::ort(format!("graph `decoder`: empty `{}`", pair.past), e))
             })
             .collect::<Result<_>>()?;
         Ok(OrtState {
@@ -633,13 +692,17 @@ impl DecoderStep for OrtDecoder {
         let mut values = Vec::with_capacity(self.pairs.len());
         for (pair, value) in self.pairs.iter().zip(&state.values) {
             if pair.update == Update::Grow {
-                let view = value.try_extract_array::<f32>().map_err(|e| {
-                    Error::tensor(ROLE, &pair.present, format!("cannot read it as float: {e}"))
-                })?;
-                let picked = Tensor::from_array(view.select(Axis(0), rows)).map_err(|e| {
-                    Error::ort(format!("graph `decoder`: copying `{}`", pair.past), e)
-                })?;
-                values.push(picked.into_dyn());
+                let picked = with_state_type!(pair.dtype, T => {
+                    let view = value.try_extract_array::<T>().map_err(|e| {
+                        Error::tensor(ROLE, &pair.present, format!("cannot read it: {e}"))
+                    })?;
+                    Tensor::from_array(view.select(Axis(0), rows))
+                        .map(|t| t.into_dyn())
+                        .map_err(|e| {
+                            Error::ort(format!("graph `decoder`: copying `{}`", pair.past), e)
+                        })?
+                });
+                values.push(picked);
             } else {
                 let mut fresh = self.allocate(pair, &self.shape(pair, rows.len(), 0))?;
                 copy_pair(pair, value, &state.lengths, rows, &mut fresh, &to)?;

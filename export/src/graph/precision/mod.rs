@@ -11,7 +11,8 @@
 //! **fp16 / bf16** (after onnxruntime-genai's builder, `gpu-and-minidalle.md` §2.5): weights
 //! and activations in the low type, except
 //! - the ops in [`KEPT_FLOAT32_OPS`], which run in float32 between casts (their float
-//!   initializers, LayerNorm's scale and bias, are stored float32);
+//!   initializers, LayerNorm's scale and bias, are stored float32), and in bfloat16 graphs
+//!   the ops whose opset-18 schema has no bfloat16 ([`SCHEMA_FLOAT32_ONLY`]: convolutions);
 //! - every float graph input and output that is not decoder state (`pixels`, the logits,
 //!   the CLIP embeddings): float32 at the boundary, cast inside, so the I/O contract and the
 //!   sampler's float32 logits do not change; decoder state (`past_*`/`present*`) is stored in
@@ -69,6 +70,14 @@ pub const KEPT_FLOAT32_OPS: [(&str, &str); 3] = [
         "exp of scores near the masked −65504 fill; float16 softmax is the known source of NaN \
          and of drift in attention probabilities",
     ),
+];
+
+/// Ops whose opset-18 schema has no type constraint for a low type: they run in float32 in a
+/// graph of that type (bfloat16 convolutions need opset 22), and the manifest lists them.
+pub const SCHEMA_FLOAT32_ONLY: [(&str, DType); 3] = [
+    ("Conv", DType::BF16),
+    ("ConvTranspose", DType::BF16),
+    ("MaxPool", DType::BF16),
 ];
 
 /// Inputs whose dtype is part of the op's contract, never converted.
@@ -147,7 +156,7 @@ impl GraphBuilder {
             Precision::Fp16 | Precision::Bf16 => {
                 let low = policy.precision.compute_dtype();
                 let mut pass = Replay::new(&self, policy, HashMap::new());
-                let kept = pass.kept_names(&self);
+                let kept = pass.kept_names(&self, low);
                 (pass.run(self, low)?, None, kept)
             }
             Precision::Int8 => {
@@ -180,8 +189,12 @@ impl GraphBuilder {
     }
 }
 
-fn kept(op_type: &str) -> bool {
+/// Whether `op_type` computes in float32 in a graph whose low type is `low`.
+fn kept(op_type: &str, low: DType) -> bool {
     KEPT_FLOAT32_OPS.iter().any(|(o, _)| *o == op_type)
+        || SCHEMA_FLOAT32_ONLY
+            .iter()
+            .any(|&(o, d)| o == op_type && d == low)
 }
 
 fn fixed_input(op_type: &str, index: usize) -> bool {
@@ -319,12 +332,16 @@ impl Replay {
     }
 
     /// What stays float32 in a low-precision graph: the kept ops present, and the float I/O.
-    fn kept_names(&self, g: &GraphBuilder) -> Vec<String> {
-        let mut out: Vec<String> = KEPT_FLOAT32_OPS
+    fn kept_names(&self, g: &GraphBuilder, low: DType) -> Vec<String> {
+        let mut ops: Vec<&str> = g
+            .nodes
             .iter()
-            .filter(|(op, _)| g.nodes.iter().any(|n| n.op_type == *op))
-            .map(|(op, _)| (*op).to_string())
+            .map(|n| n.op_type)
+            .filter(|op| kept(op, low))
             .collect();
+        ops.sort_unstable();
+        ops.dedup();
+        let mut out: Vec<String> = ops.into_iter().map(str::to_string).collect();
         for (what, values) in [("input", &g.inputs), ("output", &g.outputs)] {
             for v in values {
                 let info = &g.values[v.index()];
@@ -405,13 +422,17 @@ impl Replay {
         h: &mut GraphBuilder,
         low: DType,
     ) -> Result<()> {
-        let mut readers: HashMap<Value, Vec<&'static str>> = HashMap::new();
+        // Per initializer: whether some reader takes it in the low type.
+        let mut readers: HashMap<Value, bool> = HashMap::new();
         for (i, n) in g.nodes.iter().enumerate() {
             if self.targets.contains_key(&i) {
                 continue;
             }
-            for v in n.inputs.iter().flatten() {
-                readers.entry(*v).or_default().push(n.op_type);
+            for (slot, v) in n.inputs.iter().enumerate() {
+                if let Some(v) = v {
+                    let low_reader = !kept(n.op_type, low) && !fixed_input(n.op_type, slot);
+                    *readers.entry(*v).or_default() |= low_reader;
+                }
             }
         }
         let quant: HashMap<Value, (usize, usize)> = self
@@ -433,8 +454,8 @@ impl Replay {
             if read.is_none() && !is_output {
                 continue; // only read by a dropped Transpose
             }
-            let only_kept = read.is_some_and(|r| r.iter().all(|op| kept(op)));
-            let data = if data.dtype() == DType::F32 && low != DType::F32 && !only_kept {
+            let low_reader = read.copied().unwrap_or(false);
+            let data = if data.dtype() == DType::F32 && low != DType::F32 && low_reader {
                 data.to_float_dtype_saturating(low)?
             } else {
                 data
@@ -548,7 +569,7 @@ impl Replay {
             };
             return self.map_outputs(&name, &outputs, out);
         }
-        let keep = kept(op_type);
+        let keep = kept(op_type, low);
         let mut new_inputs = Vec::with_capacity(inputs.len());
         for (i, v) in inputs.iter().enumerate() {
             let Some(v) = v else {
@@ -556,9 +577,14 @@ impl Replay {
                 continue;
             };
             let mut nv = self.new_of(*v)?;
-            let dtype = h.dtype(nv)?;
-            if low != DType::F32 && dtype.is_float() && !fixed_input(op_type, i) {
-                let want = if keep { DType::F32 } else { low };
+            if low != DType::F32 && h.dtype(nv)?.is_float() {
+                let want = if fixed_input(op_type, i) {
+                    g.values[v.index()].dtype
+                } else if keep {
+                    DType::F32
+                } else {
+                    low
+                };
                 nv = self.ensure(h, nv, want)?;
             }
             new_inputs.push(Some(nv));
