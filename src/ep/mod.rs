@@ -572,6 +572,51 @@ mod tests {
     }
 
     #[test]
+    fn graphs_the_cpu_has_no_kernels_for_are_refused_there_and_gpu_mismatches_warned() {
+        use dalle_bundle::attributes::precision::{Precision, PrecisionAttributes};
+        let mut spec = encoder_spec();
+        PrecisionAttributes {
+            precision: Precision::Bf16,
+            compute: DType::BF16,
+            kept_float32: vec![],
+            quantization: None,
+            providers: vec![BundleProvider::Cuda],
+            verified_on: vec![],
+            cpu_missing_kernels: vec!["Add(bfloat16)".into()],
+        }
+        .insert_into(&mut spec.attributes);
+        let err = plan_for_graph(
+            ProviderKind::Cpu,
+            &options(EpChoice::Cpu),
+            GraphRole::DvaeEncoder,
+            &spec,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--precision bf16")
+                && err.contains("Add(bfloat16)")
+                && err.contains("--ep cuda"),
+            "{err}"
+        );
+        assert!(
+            plan_for_graph(
+                ProviderKind::Cuda,
+                &options(EpChoice::Cuda),
+                GraphRole::DvaeEncoder,
+                &spec
+            )
+            .is_ok()
+        );
+        let note = provider_caveat(ProviderKind::TensorRt, GraphRole::DvaeEncoder, &spec).unwrap();
+        assert!(note.contains("suits cuda, not tensorrt"), "{note}");
+        assert_eq!(
+            provider_caveat(ProviderKind::Cuda, GraphRole::DvaeEncoder, &spec),
+            None
+        );
+    }
+
+    #[test]
     fn auto_prefers_tensorrt_then_cuda_then_cpu() {
         let all = decide_auto(|_| Ok(()));
         assert_eq!(all.kind, ProviderKind::TensorRt);
