@@ -57,6 +57,10 @@ for path in sys.argv[1:]:
 EOF
 done
 
+# 2a. Read bandwidth, for the floor (weight bytes read per step / bandwidth).
+env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "${PYTHON:-/work/venv/bin/python}" benches/bandwidth.py \
+    --threads "$(nproc)" | grep '^{' | tail -n1 >"$WORK/bandwidth.json"
+
 # 2. Logits error and decode-step time of the 76M decoder (the CPU runs fp32, fp16, int8).
 runnable=""
 for p in $PRECISIONS; do

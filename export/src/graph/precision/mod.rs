@@ -35,7 +35,7 @@
 //! 2. name decoder state with the `bundle::io::decoder` names (`past_*` / `present*`): that is
 //!    how the pass tells state from other float I/O;
 //! 3. spell a `Linear` as [`crate::layers::linear`] (`Transpose` + `MatMul`) to get int8;
-//! 4. an op whose attributes fix a float output dtype implements [`Op::retyped`];
+//! 4. an op whose attributes fix a float output dtype implements [`Op::retyped`](super::op::Op::retyped);
 //! 5. add a test that runs the family's graphs at each precision the CPU provider runs
 //!    (see `python-free-tests/tests/precision.rs`).
 
