@@ -310,13 +310,7 @@ fn flags_are_spelled_as_in_dalle_ort() {
 fn precision_flags_reach_every_graph_and_bad_values_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo-int8");
-    let o = dalle_export(&[
-        "demo",
-        "--precision",
-        "fp16",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = dalle_export(&["demo", "--precision", "fp16", "-o", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
@@ -348,5 +342,9 @@ fn precision_flags_reach_every_graph_and_bad_values_are_clear_errors() {
     );
     assert!(!bad.exists());
     let o = dalle_export(&["demo", "--int8-format", "gguf", "-o", "x"]);
-    assert!(stderr(&o).contains("unknown int8 format `gguf`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unknown int8 format `gguf`"),
+        "{}",
+        stderr(&o)
+    );
 }
