@@ -141,6 +141,13 @@ pub mod decoder {
         format!("present_shift.{layer}.{}", branch.suffix())
     }
 
+    /// Whether `name` is a state input (`past_*`) or output (`present.*`, `present_*`): the
+    /// tensors whose dtype follows the graph's compute precision (float16 caches in a float16
+    /// decoder), unlike every other float input and output, which stays float32.
+    pub fn is_state(name: &str) -> bool {
+        present_for(name).is_some() || name.starts_with("present.") || name.starts_with("present_")
+    }
+
     /// The output that carries state input `past` to the next call:
     /// `past_key_values.X` → `present.X`, `past_X` → `present_X`; `None` if `past` is not a
     /// state input name.

@@ -18,8 +18,8 @@ mod validate;
 
 pub use attributes::{
     AttributeError, ClipImageAttributes, ClipTextAttributes, ClipTowerAttributes,
-    DecoderAttributes, DvaeAttributes, KvCacheAttribute, LogitsKind, VqKindAttribute,
-    VqganAttributes,
+    DecoderAttributes, DvaeAttributes, KvCacheAttribute, LogitsKind, Precision,
+    PrecisionAttributes, Provider, QuantFormat, VqKindAttribute, VqganAttributes,
 };
 pub use dtype::{DType, Dim};
 pub use manifest::{

@@ -9,6 +9,7 @@
 
 use crate::error::{ExportError, Result};
 use crate::graph::GraphBuilder;
+use crate::graph::precision::PrecisionPolicy;
 use crate::graph::proto_io::{ExternalData, write_finished};
 use dalle_bundle::manifest::MANIFEST_FILE;
 use dalle_bundle::{DimRange, GraphRole, GraphSpec, Manifest, ModelFamily, Provenance, SourceFile};
@@ -70,6 +71,7 @@ pub struct BundleWriter {
     overwrite: bool,
     external: ExternalDataPolicy,
     manifest: Manifest,
+    precision: PrecisionPolicy,
     committed: bool,
 }
 
@@ -109,8 +111,17 @@ impl BundleWriter {
             overwrite,
             external,
             manifest: Manifest::new(family, provenance),
+            precision: PrecisionPolicy::default(),
             committed: false,
         })
+    }
+
+    /// The precision every graph added from now on is written in (`--precision`; default
+    /// float32). The writer applies it to each graph ([`GraphBuilder::with_precision`]) and
+    /// records the graph's `precision` attribute, so a family gets every precision without
+    /// knowing about it.
+    pub fn set_precision(&mut self, policy: PrecisionPolicy) {
+        self.precision = policy;
     }
 
     /// The manifest being built (token layout, sampling defaults, notes).
@@ -124,8 +135,10 @@ impl BundleWriter {
             role,
             graph,
             dim_ranges,
-            attributes,
+            mut attributes,
         } = entry;
+        let (graph, precision) = graph.with_precision(&self.precision)?;
+        precision.insert_into(&mut attributes);
         if self.manifest.graphs.contains_key(&role) {
             return Err(ExportError::Unsupported(format!(
                 "graph `{role}` added twice"

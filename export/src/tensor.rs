@@ -239,6 +239,29 @@ impl TensorData {
         TensorData::from_bytes(dtype, self.shape.clone(), data)
     }
 
+    /// Like [`to_float_dtype`](Self::to_float_dtype), but magnitudes past the target's largest
+    /// finite value become that value (float16's ±65504, bfloat16's ±3.39e38) instead of
+    /// ±infinity: `−f32::MAX` mask fills stay finite masks. Infinities and NaN are kept.
+    pub fn to_float_dtype_saturating(&self, dtype: DType) -> Result<TensorData> {
+        let limit = match dtype {
+            DType::F16 => f16::MAX.to_f32(),
+            DType::BF16 => bf16::MAX.to_f32(),
+            _ => return self.to_float_dtype(dtype),
+        };
+        let values: Vec<f32> = self
+            .to_f32_vec()?
+            .into_iter()
+            .map(|v| {
+                if v.is_finite() {
+                    v.clamp(-limit, limit)
+                } else {
+                    v
+                }
+            })
+            .collect();
+        TensorData::from_f32(self.shape.clone(), &values)?.to_float_dtype(dtype)
+    }
+
     /// The same bytes with a new shape of equal element count.
     pub fn reshape(self, shape: Vec<usize>) -> Result<TensorData> {
         if element_count(&shape) != Some(self.numel()) {
@@ -349,5 +372,21 @@ mod tests {
             TensorData::from_f32(vec![3], &[1.0, -2.5, 0.125]).unwrap()
         );
         assert!(TensorData::from_source(vec![4], Arc::new(Halves(vec![0; 6]))).is_err());
+    }
+
+    #[test]
+    fn saturates_to_the_largest_finite_value() {
+        let t = TensorData::from_f32(vec![3], &[-f32::MAX, 1e6, f32::INFINITY]).unwrap();
+        let h = t.to_float_dtype_saturating(DType::F16).unwrap();
+        assert_eq!(
+            h.to_f32_vec().unwrap(),
+            vec![-65504.0, 65504.0, f32::INFINITY]
+        );
+        let b = t
+            .to_float_dtype_saturating(DType::BF16)
+            .unwrap()
+            .to_f32_vec()
+            .unwrap();
+        assert!(b[0].is_finite() && b[0] < -3.3e38, "{b:?}");
     }
 }

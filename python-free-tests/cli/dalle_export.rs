@@ -503,3 +503,46 @@ fn check_reports_per_target_and_exits_1_when_a_node_would_not_run() {
         stderr(&o)
     );
 }
+
+#[test]
+fn precision_flags_reach_every_graph_and_bad_values_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo-int8");
+    let o = dalle_export(&["demo", "--precision", "fp16", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    for (role, g) in manifest["graphs"].as_object().unwrap() {
+        let p = &g["attributes"]["precision"];
+        assert_eq!(p["precision"], "fp16", "{role}: {p}");
+        assert_eq!(p["compute"], "float16", "{role}: {p}");
+    }
+    let o = dalle_export(&["demo", "--precision", "fp64", "-o", "x"]);
+    assert!(
+        stderr(&o).contains("unknown precision `fp64` (fp32, fp16, bf16, int8)"),
+        "{}",
+        stderr(&o)
+    );
+    let bad = dir.path().join("bad");
+    let o = dalle_export(&[
+        "demo",
+        "--precision",
+        "int8",
+        "--int8-block-size",
+        "24",
+        "-o",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("int8 block size 24"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!bad.exists());
+    let o = dalle_export(&["demo", "--int8-format", "gguf", "-o", "x"]);
+    assert!(
+        stderr(&o).contains("unknown int8 format `gguf`"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -49,3 +49,7 @@ mod vqgan;
 /// `dalle-export check`: exported bundles against the TensorRT / CUDA / CPU support tables,
 /// deliberately unsupported graphs named.
 mod compat;
+
+/// `--precision`: every family at fp32/fp16/bf16/int8 on the CPU provider: loads exactly where
+/// the manifest says, matches float32 within the stated tolerances where it runs.
+mod precision;

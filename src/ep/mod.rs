@@ -13,14 +13,17 @@
 //! Every provider is registered with `error_on_failure`: a provider that cannot be used is an
 //! error, never a silent fall-back to the CPU.
 
-pub mod libs;
 pub mod cache;
+pub mod libs;
 pub mod phases;
 pub mod profile;
 pub mod register;
 pub mod residency;
 
 use crate::error::{Error, Result};
+use dalle_bundle::attributes::precision::{
+    Precision, PrecisionAttributes, Provider as BundleProvider,
+};
 use dalle_bundle::io::decoder::KV_CACHE_ATTRIBUTE;
 use dalle_bundle::{DType, GraphRole, GraphSpec, KvCacheAttribute};
 use std::fmt;
@@ -76,6 +79,15 @@ impl ProviderKind {
             ProviderKind::Cpu => "cpu",
             ProviderKind::Cuda => "cuda",
             ProviderKind::TensorRt => "tensorrt",
+        }
+    }
+
+    /// The manifest's name for the provider (`precision.providers`).
+    pub fn bundle_provider(self) -> BundleProvider {
+        match self {
+            ProviderKind::Cpu => BundleProvider::Cpu,
+            ProviderKind::Cuda => BundleProvider::Cuda,
+            ProviderKind::TensorRt => BundleProvider::Tensorrt,
         }
     }
 
@@ -236,6 +248,7 @@ pub fn plan_for_phase(
     prefill_sequence: Option<u64>,
 ) -> Result<EpPlan> {
     check_suited(kind, role, spec)?;
+    refuse_unsuited(kind, role, spec)?;
     let cuda = CudaSettings {
         device_id: options.device_id,
     };
@@ -397,6 +410,25 @@ pub fn provider_for_graph(
 /// GroupQueryAttention is a contrib op TensorRT does not take, so on TensorRT each layer's
 /// attention runs on CUDA between TensorRT engines.
 pub fn provider_caveat(kind: ProviderKind, role: GraphRole, spec: &GraphSpec) -> Option<String> {
+    if let Ok(Some(p)) = PrecisionAttributes::from_spec(spec)
+        && p.suits(kind.bundle_provider()) == Some(false)
+        && kind != ProviderKind::Cpu
+    {
+        return Some(format!(
+            "graph `{role}` ({} precision) suits {}, not {kind}: ONNX Runtime runs the nodes {kind} \
+             has no kernel for on the CPU, with copies in between{}",
+            p.precision,
+            list(&p.providers),
+            if p.precision == Precision::Fp32
+                && kind == ProviderKind::Cuda
+                && role == GraphRole::Decoder
+            {
+                "; a float16/bfloat16 export (--precision fp16) has CUDA attention kernels"
+            } else {
+                ""
+            }
+        ));
+    }
     // A malformed layout is reported where the decoder is opened; here it is just not in place.
     let in_place = KvCacheAttribute::from_spec(spec).is_ok_and(|kv| kv.in_place());
     (role == GraphRole::Decoder && in_place && kind == ProviderKind::TensorRt).then(|| {
@@ -405,6 +437,39 @@ pub fn provider_caveat(kind: ProviderKind, role: GraphRole, spec: &GraphSpec) ->
          (--ep cuda runs it without the split)"
             .to_string()
     })
+}
+
+/// Refuses the CPU provider for a graph whose manifest says the CPU has no kernel for some of
+/// its nodes at their dtypes (a float16/bfloat16 export): ONNX Runtime would fail to create the
+/// session with a less helpful message. GPU mismatches are warnings ([`provider_caveat`]).
+pub fn refuse_unsuited(kind: ProviderKind, role: GraphRole, spec: &GraphSpec) -> Result<()> {
+    let precision = PrecisionAttributes::from_spec(spec)
+        .map_err(|e| crate::error::Error::InvalidInput(format!("graph `{role}`: {e}")))?;
+    match precision {
+        Some(p) if kind == ProviderKind::Cpu && p.suits(BundleProvider::Cpu) == Some(false) => {
+            Err(crate::error::Error::InvalidInput(format!(
+                "graph `{role}` was exported with --precision {}, which ONNX Runtime's CPU \
+                 provider has no kernels for ({}); it suits {}: run it with --ep {}, or export \
+                 with --precision fp32 or int8 for the CPU",
+                p.precision,
+                p.cpu_missing_kernels.join(", "),
+                list(&p.providers),
+                p.providers.first().map_or("cuda", |p| p.name())
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn list(providers: &[BundleProvider]) -> String {
+    if providers.is_empty() {
+        return "no provider".into();
+    }
+    providers
+        .iter()
+        .map(|p| p.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What `auto` chose, and why the better providers were passed over.
@@ -829,6 +894,51 @@ mod tests {
         .unwrap();
         assert_eq!(cpu.phases(), vec![DecoderPhase::All]);
         assert_eq!(cpu.memory.state, MemoryPlace::Host);
+    }
+
+    #[test]
+    fn graphs_the_cpu_has_no_kernels_for_are_refused_there_and_gpu_mismatches_warned() {
+        use dalle_bundle::attributes::precision::{Precision, PrecisionAttributes};
+        let mut spec = encoder_spec();
+        PrecisionAttributes {
+            precision: Precision::Bf16,
+            compute: DType::BF16,
+            kept_float32: vec![],
+            quantization: None,
+            providers: vec![BundleProvider::Cuda],
+            verified_on: vec![],
+            cpu_missing_kernels: vec!["Add(bfloat16)".into()],
+        }
+        .insert_into(&mut spec.attributes);
+        let err = plan_for_graph(
+            ProviderKind::Cpu,
+            &options(EpChoice::Cpu),
+            GraphRole::DvaeEncoder,
+            &spec,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--precision bf16")
+                && err.contains("Add(bfloat16)")
+                && err.contains("--ep cuda"),
+            "{err}"
+        );
+        assert!(
+            plan_for_graph(
+                ProviderKind::Cuda,
+                &options(EpChoice::Cuda),
+                GraphRole::DvaeEncoder,
+                &spec
+            )
+            .is_ok()
+        );
+        let note = provider_caveat(ProviderKind::TensorRt, GraphRole::DvaeEncoder, &spec).unwrap();
+        assert!(note.contains("suits cuda, not tensorrt"), "{note}");
+        assert_eq!(
+            provider_caveat(ProviderKind::Cuda, GraphRole::DvaeEncoder, &spec),
+            None
+        );
     }
 
     #[test]

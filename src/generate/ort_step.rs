@@ -54,6 +54,48 @@ struct StatePair {
     /// Dims after axis 0; `None` marks the past-length axis (only in growing states).
     dims: Vec<Option<usize>>,
     update: Update,
+    /// The manifest's dtype of the state (`--precision fp16` decoders keep float16 caches).
+    dtype: StateDType,
+}
+
+/// The element types a decoder state may have; the state is only ever zeroed and copied, so
+/// the runtime never converts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StateDType {
+    F32,
+    F16,
+    BF16,
+}
+
+impl StateDType {
+    fn of(d: DType) -> Option<StateDType> {
+        match d {
+            DType::F32 => Some(StateDType::F32),
+            DType::F16 => Some(StateDType::F16),
+            DType::BF16 => Some(StateDType::BF16),
+            _ => None,
+        }
+    }
+}
+
+/// Runs `$body` with `$t` bound to the Rust element type of a [`StateDType`].
+macro_rules! with_state_type {
+    ($dtype:expr, $t:ident => $body:expr) => {
+        match $dtype {
+            StateDType::F32 => {
+                type $t = f32;
+                $body
+            }
+            StateDType::F16 => {
+                type $t = half::f16;
+                $body
+            }
+            StateDType::BF16 => {
+                type $t = half::bf16;
+                $body
+            }
+        }
+    };
 }
 
 impl StatePair {
@@ -75,16 +117,16 @@ fn state_pairs(spec: &GraphSpec) -> Result<Vec<StatePair>> {
             .ok_or_else(|| {
                 Error::tensor(ROLE, name, "state input has no matching `present` output")
             })?;
-        if input.dtype != DType::F32 {
-            return Err(Error::tensor(
+        let dtype = StateDType::of(input.dtype).ok_or_else(|| {
+            Error::tensor(
                 ROLE,
                 name,
                 format!(
-                    "state is {}; this runtime handles float32 state",
+                    "state is {}; this runtime handles float32, float16 and bfloat16 state",
                     input.dtype
                 ),
-            ));
-        }
+            )
+        })?;
         let mut dims = vec![];
         for (axis, d) in input.dims.iter().enumerate().skip(1) {
             dims.push(match d {
@@ -124,6 +166,7 @@ fn state_pairs(spec: &GraphSpec) -> Result<Vec<StatePair>> {
             present,
             dims,
             update,
+            dtype,
         });
     }
     Ok(pairs)
@@ -381,15 +424,23 @@ impl OrtDecoder {
 
     /// A zeroed state buffer in the state's memory ([`StateMemory::allocate`]).
     fn allocate(&self, pair: &StatePair, shape: &[usize]) -> Result<DynValue> {
-        self.memory
-            .allocate(self.first_session()?, shape, &pair.past, true)
+        with_state_type!(pair.dtype, T => self.memory.allocate::<T>(
+            self.first_session()?,
+            shape,
+            &pair.past,
+            true
+        ))
     }
 
     /// A state buffer in the state's memory that is about to be overwritten whole (not zeroed
     /// on a device).
     fn allocate_uninit(&self, pair: &StatePair, shape: &[usize]) -> Result<DynValue> {
-        self.memory
-            .allocate(self.first_session()?, shape, &pair.past, false)
+        with_state_type!(pair.dtype, T => self.memory.allocate::<T>(
+            self.first_session()?,
+            shape,
+            &pair.past,
+            false
+        ))
     }
 
     fn first_session(&self) -> Result<&Session> {
@@ -499,7 +550,7 @@ impl OrtDecoder {
                     return Err(Error::tensor(
                         ROLE,
                         &pair.present,
-                        format!("is {other:?}; expected float32 {want:?}"),
+                        format!("is {other:?}; expected {:?} {want:?}", pair.dtype),
                     ));
                 }
             }
@@ -631,12 +682,24 @@ fn copy_pair(
             "a growing state cannot be copied row-wise",
         ));
     }
+    with_state_type!(pair.dtype, T => copy_rows_of::<T>(pair, s, lengths, src_rows, d, dst_rows))
+}
+
+/// [`copy_pair`] for one element type.
+fn copy_rows_of<T: ort::value::PrimitiveTensorElementType + Copy + std::fmt::Debug>(
+    pair: &StatePair,
+    s: &DynValue,
+    lengths: &[usize],
+    src_rows: &[usize],
+    d: &mut DynValue,
+    dst_rows: &[usize],
+) -> Result<()> {
     let (_, source) = s
-        .try_extract_tensor::<f32>()
-        .map_err(|e| Error::tensor(ROLE, &pair.past, format!("cannot read it as float: {e}")))?;
+        .try_extract_tensor::<T>()
+        .map_err(|e| Error::tensor(ROLE, &pair.past, format!("cannot read it: {e}")))?;
     let (_, target) = d
-        .try_extract_tensor_mut::<f32>()
-        .map_err(|e| Error::tensor(ROLE, &pair.past, format!("cannot write it as float: {e}")))?;
+        .try_extract_tensor_mut::<T>()
+        .map_err(|e| Error::tensor(ROLE, &pair.past, format!("cannot write it: {e}")))?;
     let row_len: usize = pair.dims.iter().flatten().product();
     let short = || Error::tensor(ROLE, &pair.past, "state buffer is too short");
     for (&sr, &dr) in src_rows.iter().zip(dst_rows) {
@@ -682,9 +745,11 @@ impl DecoderStep for OrtDecoder {
                 if pair.update != Update::Grow {
                     return self.allocate(pair, &shape);
                 }
-                Tensor::from_array(ArrayD::<f32>::zeros(IxDyn(&shape)))
-                    .map(|t| t.into_dyn())
-                    .map_err(|e| Error::ort(format!("graph `decoder`: empty `{}`", pair.past), e))
+                with_state_type!(pair.dtype, T => {
+                    Tensor::from_array(ArrayD::<T>::from_elem(IxDyn(&shape), T::default()))
+                        .map(|t| t.into_dyn())
+                })
+                .map_err(|e| Error::ort(format!("graph `decoder`: empty `{}`", pair.past), e))
             })
             .collect::<Result<_>>()?;
         Ok(OrtState {
@@ -705,13 +770,17 @@ impl DecoderStep for OrtDecoder {
             let shape = self.shape(pair, rows.len(), 0);
             if pair.update == Update::Grow {
                 let host = StateMemory::to_host(value, &pair.past)?;
-                let view = host.try_extract_array::<f32>().map_err(|e| {
-                    Error::tensor(ROLE, &pair.present, format!("cannot read it as float: {e}"))
-                })?;
-                let picked = Tensor::from_array(view.select(Axis(0), rows)).map_err(|e| {
-                    Error::ort(format!("graph `decoder`: copying `{}`", pair.past), e)
-                })?;
-                values.push(self.memory.to_state(picked.into_dyn(), &pair.past)?);
+                let picked = with_state_type!(pair.dtype, T => {
+                    let view = host.try_extract_array::<T>().map_err(|e| {
+                        Error::tensor(ROLE, &pair.present, format!("cannot read it: {e}"))
+                    })?;
+                    Tensor::from_array(view.select(Axis(0), rows))
+                        .map(|t| t.into_dyn())
+                        .map_err(|e| {
+                            Error::ort(format!("graph `decoder`: copying `{}`", pair.past), e)
+                        })?
+                });
+                values.push(self.memory.to_state(picked, &pair.past)?);
             } else if self.memory.moves_in_place() {
                 let mut fresh = self.allocate(pair, &shape)?;
                 copy_pair(pair, value, &state.lengths, rows, &mut fresh, &to)?;
@@ -720,7 +789,7 @@ impl DecoderStep for OrtDecoder {
                 // Device state: gather on the host, then one copy into a buffer made by the
                 // allocator (only those can be bound as in-place outputs).
                 let from = StateMemory::to_host(value, &pair.past)?;
-                let mut gathered = StateMemory::host_buffer(&shape, &pair.past)?;
+                let mut gathered = with_state_type!(pair.dtype, T => StateMemory::host_buffer::<T>(&shape, &pair.past))?;
                 copy_pair(pair, &from, &state.lengths, rows, &mut gathered, &to)?;
                 let mut fresh = self.allocate_uninit(pair, &shape)?;
                 StateMemory::write_back(&gathered, &mut fresh, &pair.past)?;

@@ -69,11 +69,11 @@ impl StateMemory {
         !self.through_host
     }
 
-    /// A float32 state buffer of `shape` in the state's memory, made by an allocator (only
+    /// A state buffer of element type `T` and `shape` in the state's memory, made by an allocator (only
     /// such values can be bound as outputs, which in-place states are). On the host it comes
     /// from `session`'s allocator (ONNX Runtime zeroes CPU allocations itself); on a device it
     /// is zeroed when `zeroed` (not when it is about to be overwritten whole).
-    pub(super) fn allocate(
+    pub(super) fn allocate<T: StateElement>(
         &self,
         session: &Session,
         shape: &[usize],
@@ -82,22 +82,21 @@ impl StateMemory {
     ) -> Result<DynValue> {
         let what = format!("allocating `{name}`");
         let Some(device) = &self.device else {
-            let t =
-                Tensor::<f32>::new(session.allocator(), shape.to_vec()).map_err(moving(&what))?;
+            let t = Tensor::<T>::new(session.allocator(), shape.to_vec()).map_err(moving(&what))?;
             return Ok(t.into_dyn());
         };
-        let mut t = Tensor::<f32>::new(device, shape.to_vec()).map_err(moving(&what))?;
+        let mut t = Tensor::<T>::new(device, shape.to_vec()).map_err(moving(&what))?;
         if zeroed && shape.iter().product::<usize>() > 0 {
-            let zeros =
-                Tensor::from_array(ArrayD::<f32>::zeros(IxDyn(shape))).map_err(moving(&what))?;
+            let zeros = Tensor::from_array(ArrayD::<T>::from_elem(IxDyn(shape), T::default()))
+                .map_err(moving(&what))?;
             zeros.copy_into(&mut t).map_err(moving(&what))?;
         }
         Ok(t.into_dyn())
     }
 
     /// A zeroed host buffer of `shape` for rows being moved into a device state.
-    pub(super) fn host_buffer(shape: &[usize], name: &str) -> Result<DynValue> {
-        Tensor::from_array(ArrayD::<f32>::zeros(IxDyn(shape)))
+    pub(super) fn host_buffer<T: StateElement>(shape: &[usize], name: &str) -> Result<DynValue> {
+        Tensor::from_array(ArrayD::<T>::from_elem(IxDyn(shape), T::default()))
             .map(|t| t.into_dyn())
             .map_err(moving(&format!("allocating a host copy of `{name}`")))
     }
@@ -173,4 +172,16 @@ impl Deref for OnHost<'_> {
             OnHost::Copy(v) => v,
         }
     }
+}
+
+/// An element type decoder state can have (float32, float16, bfloat16; see the manifest's
+/// state dtypes).
+pub(super) trait StateElement:
+    ort::value::PrimitiveTensorElementType + Clone + Default + std::fmt::Debug + 'static
+{
+}
+
+impl<T> StateElement for T where
+    T: ort::value::PrimitiveTensorElementType + Clone + Default + std::fmt::Debug + 'static
+{
 }

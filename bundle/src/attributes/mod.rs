@@ -15,11 +15,13 @@ use std::collections::BTreeMap;
 pub mod clip;
 pub mod decoder;
 pub mod dvae;
+pub mod precision;
 pub mod vqgan;
 
 pub use clip::{ClipImageAttributes, ClipTextAttributes, ClipTowerAttributes};
 pub use decoder::{DecoderAttributes, KvCacheAttribute, LogitsKind};
 pub use dvae::DvaeAttributes;
+pub use precision::{Precision, PrecisionAttributes, Provider, QuantFormat};
 pub use vqgan::{VqKindAttribute, VqganAttributes};
 
 /// A graph's attributes as stored in the manifest.

@@ -7,12 +7,14 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use dalle_bundle::attributes::precision::{Precision, QuantFormat};
 use dalle_bundle::{ModelFamily, Provenance};
 use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy, exporter_version};
 use dalle_export::compat;
 use dalle_export::families::dalle_pytorch::decoder::{DecoderOptions, KvCacheLayout, LogitsOutput};
 use dalle_export::families::openai_dvae::{self, DecoderConfig, EncoderConfig, Half};
 use dalle_export::families::{clip, dalle_pytorch};
+use dalle_export::graph::precision::{Int8Options, PrecisionPolicy};
 use dalle_export::graph::{check, proto_io, text};
 use indicatif::ProgressBar;
 use std::path::{Path, PathBuf};
@@ -50,6 +52,19 @@ struct OutArgs {
     /// Store initializers in `<graph>.onnx.data`: auto (for graphs over 64 MiB), always, never.
     #[arg(long, default_value = "auto")]
     external_data: ExternalDataPolicy,
+    /// Weights and compute of every graph: fp32, fp16 / bf16 (LayerNorm, Softmax and the
+    /// float inputs/outputs stay float32; KV state in the low type), or int8 (weight-only
+    /// quantized Linear weights; compute float32). The manifest records which providers each
+    /// graph suits
+    #[arg(long, default_value = "fp32", value_name = "PRECISION")]
+    precision: Precision,
+    /// How int8 stores matrices: matmul-nbits (com.microsoft.MatMulNBits, blockwise scales;
+    /// CPU and CUDA) or qdq (DequantizeLinear + MatMul, per-channel scales; TensorRT)
+    #[arg(long, default_value = "matmul-nbits", value_name = "FORMAT")]
+    int8_format: QuantFormat,
+    /// Inputs per scale for int8 matmul-nbits (a power of two, at least 16)
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    int8_block_size: usize,
 }
 
 #[derive(Subcommand)]
@@ -262,13 +277,16 @@ fn writer(out: &OutArgs, family: ModelFamily, notes: Vec<String>) -> Result<Bund
         sources: vec![],
         notes,
     };
-    Ok(BundleWriter::create(
-        &out.out,
-        family,
-        provenance,
-        out.force,
-        out.external_data,
-    )?)
+    let mut w = BundleWriter::create(&out.out, family, provenance, out.force, out.external_data)?;
+    w.set_precision(PrecisionPolicy {
+        precision: out.precision,
+        int8: Int8Options {
+            format: out.int8_format,
+            block_size: out.int8_block_size,
+            ..Int8Options::default()
+        },
+    });
+    Ok(w)
 }
 
 fn commit(writer: BundleWriter) -> Result<()> {

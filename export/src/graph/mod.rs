@@ -18,6 +18,7 @@
 pub mod check;
 pub mod op;
 pub mod ops;
+pub mod precision;
 pub mod proto_io;
 pub mod text;
 pub mod value;
@@ -49,14 +50,26 @@ enum ValueKind {
     NodeOutput,
 }
 
-#[derive(Debug)]
 struct NodeRecord {
+    /// The op itself, kept so that [`precision`] can wire it again with other dtypes.
+    op: Box<dyn Op>,
     name: String,
     op_type: &'static str,
     domain: &'static str,
     attributes: Vec<(&'static str, Attr)>,
     inputs: Vec<Option<Value>>,
     outputs: Vec<Value>,
+}
+
+impl std::fmt::Debug for NodeRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeRecord")
+            .field("name", &self.name)
+            .field("op_type", &self.op_type)
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Builds one ONNX graph. See the module docs for the naming and inference rules.
@@ -259,21 +272,21 @@ impl GraphBuilder {
     pub fn node(&mut self, op: impl Op, inputs: &[Value]) -> Result<Vec<Value>> {
         let inputs: Vec<Option<Value>> = inputs.iter().copied().map(Some).collect();
         let name = self.auto_name(op.op_type());
-        self.wire(name, &op, inputs)
+        self.wire(name, Box::new(op), inputs)
     }
 
     /// Like [`node`](Self::node) for single-output ops.
     pub fn node1(&mut self, op: impl Op, inputs: &[Value]) -> Result<Value> {
         let name = self.auto_name(op.op_type());
         let inputs = inputs.iter().copied().map(Some).collect();
-        let outs = self.wire(name.clone(), &op, inputs)?;
+        let outs = self.wire(name.clone(), Box::new(op), inputs)?;
         single(&name, outs)
     }
 
     /// Wires `op` with optional inputs (`None` = omitted, written as an empty name).
     pub fn node_opt(&mut self, op: impl Op, inputs: &[Option<Value>]) -> Result<Vec<Value>> {
         let name = self.auto_name(op.op_type());
-        self.wire(name, &op, inputs.to_vec())
+        self.wire(name, Box::new(op), inputs.to_vec())
     }
 
     /// Wires `op` under an explicit node name relative to the scope; a duplicate is an error.
@@ -285,7 +298,11 @@ impl GraphBuilder {
                 "a node with this name already exists",
             ));
         }
-        self.wire(full, &op, inputs.iter().copied().map(Some).collect())
+        self.wire(
+            full,
+            Box::new(op),
+            inputs.iter().copied().map(Some).collect(),
+        )
     }
 
     fn auto_name(&self, op_type: &str) -> String {
@@ -302,7 +319,7 @@ impl GraphBuilder {
     fn wire(
         &mut self,
         name: String,
-        op: &dyn Op,
+        op: Box<dyn Op>,
         inputs: Vec<Option<Value>>,
     ) -> Result<Vec<Value>> {
         let label = format!("{name} ({})", op.op_type());
@@ -358,10 +375,12 @@ impl GraphBuilder {
         let mut attributes = op.attributes();
         attributes.sort_by(|a, b| a.0.cmp(b.0));
         self.node_names.insert(name.clone());
+        let (op_type, domain) = (op.op_type(), op.domain());
         self.nodes.push(NodeRecord {
+            op,
             name,
-            op_type: op.op_type(),
-            domain: op.domain(),
+            op_type,
+            domain,
             attributes,
             inputs,
             outputs: outputs.clone(),
@@ -405,7 +424,7 @@ impl GraphBuilder {
             v
         } else {
             let id = self.scoped_name(&format!("outputs/{name}/Identity"));
-            let out = self.wire(id.clone(), &ops::Identity, vec![Some(v)])?;
+            let out = self.wire(id.clone(), Box::new(ops::Identity), vec![Some(v)])?;
             let out = single(&id, out)?;
             let old = self.values[out.index()].name.clone();
             if self.value_names.contains_key(name) {

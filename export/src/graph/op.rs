@@ -68,7 +68,7 @@ impl<'a> InferCtx<'a> {
 pub type OutputFact = (DType, Shape);
 
 /// An ONNX operator with typed attributes.
-pub trait Op {
+pub trait Op: 'static {
     /// ONNX op type (`"MatMul"`).
     fn op_type(&self) -> &'static str;
 
@@ -87,6 +87,14 @@ pub trait Op {
 
     /// Dtypes and shapes of the outputs, or a message saying which operand is wrong.
     fn infer(&self, ctx: &mut InferCtx<'_>) -> Result<Vec<OutputFact>, String>;
+
+    /// For ops whose attributes fix a float output dtype (`Cast`'s `to`, `ConstantOfShape`'s
+    /// `value`): the same op producing `to` where it produced `from`. `None` for every other op
+    /// (their output dtypes follow their inputs). The precision pass (`graph/precision.rs`)
+    /// calls it; an op added with such an attribute must implement it.
+    fn retyped(&self, _from: DType, _to: DType) -> Option<Box<dyn Op>> {
+        None
+    }
 }
 
 /// Checks that all listed inputs share one dtype, which must satisfy `allowed`.

@@ -164,6 +164,9 @@ impl Op for Cast {
     fn infer(&self, ctx: &mut InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
         Ok(vec![(self.to, ctx.shape(0)?.clone())])
     }
+    fn retyped(&self, from: DType, to: DType) -> Option<Box<dyn Op>> {
+        (self.to == from).then(|| Box::new(Cast { to }) as Box<dyn Op>)
+    }
 }
 
 /// Clamp to `[min, max]`; both bounds are optional scalar inputs of the input's type.

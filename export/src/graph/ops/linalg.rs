@@ -1,4 +1,5 @@
-//! Matrix products: `MatMul` (numpy semantics, batched with broadcasting) and `Gemm`.
+//! Matrix products: `MatMul` (numpy semantics, batched with broadcasting) and `Gemm`, and
+//! `DequantizeLinear` (per-axis int8 → float, the QDQ form of `--precision int8`).
 
 use crate::graph::op::{Attr, InferCtx, Op, OutputFact, same_dtype};
 use crate::graph::value::broadcast;
@@ -128,5 +129,45 @@ impl Op for Gemm {
             broadcast(&shape, &c.info.shape, ctx.namer)?;
         }
         Ok(vec![(dtype, shape)])
+    }
+}
+
+/// `(x − zero_point) · scale` per slice along `axis`, int8 `x` with one float32 scale per slice
+/// (`x_zero_point` omitted: 0, as TensorRT requires). Opset 13's per-axis form.
+/// <https://onnx.ai/onnx/operators/onnx__DequantizeLinear.html>
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DequantizeLinear {
+    pub axis: i64,
+}
+
+impl Op for DequantizeLinear {
+    fn op_type(&self) -> &'static str {
+        "DequantizeLinear"
+    }
+    fn attributes(&self) -> Vec<(&'static str, Attr)> {
+        vec![("axis", Attr::Int(self.axis))]
+    }
+    fn input_arity(&self) -> (usize, usize) {
+        (2, 2)
+    }
+    fn infer(&self, ctx: &mut InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
+        let x = ctx.input(0)?.info;
+        if x.dtype != DType::I8 {
+            return Err(format!("{} must be int8", x.describe()));
+        }
+        let scale = ctx.input(1)?.info;
+        if scale.dtype != DType::F32 {
+            return Err(format!("{} must be float", scale.describe()));
+        }
+        let axis = crate::graph::value::normalize_axis(self.axis, x.rank())?;
+        if scale.rank() != 1 || scale.shape.first() != x.shape.get(axis) {
+            return Err(format!(
+                "scale {} must have one entry per slice of axis {} of {}",
+                scale.describe(),
+                self.axis,
+                x.describe()
+            ));
+        }
+        Ok(vec![(DType::F32, x.shape.clone())])
     }
 }

@@ -594,6 +594,13 @@ impl Op for ConstantOfShape {
         };
         Ok(vec![(self.value.dtype(), shape)])
     }
+    fn retyped(&self, from: DType, to: DType) -> Option<Box<dyn Op>> {
+        if self.value.dtype() != from {
+            return None;
+        }
+        let value = self.value.to_float_dtype_saturating(to).ok()?;
+        Some(Box::new(ConstantOfShape { value }))
+    }
 }
 
 #[cfg(test)]
