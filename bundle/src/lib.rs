@@ -16,7 +16,7 @@ pub mod manifest;
 
 pub use attributes::{
     AttributeError, ClipImageAttributes, ClipTextAttributes, ClipTowerAttributes,
-    DecoderAttributes, DvaeAttributes, KvCacheAttribute, LogitsKind,
+    DecoderAttributes, DvaeAttributes, KvCacheAttribute, LogitsKind, MinDalleAttributes,
 };
 pub use dtype::{DType, Dim};
 pub use manifest::{

@@ -14,10 +14,12 @@ use std::collections::BTreeMap;
 pub mod clip;
 pub mod decoder;
 pub mod dvae;
+pub mod min_dalle;
 
 pub use clip::{ClipImageAttributes, ClipTextAttributes, ClipTowerAttributes};
 pub use decoder::{DecoderAttributes, KvCacheAttribute, LogitsKind};
 pub use dvae::DvaeAttributes;
+pub use min_dalle::MinDalleAttributes;
 
 /// A graph's attributes as stored in the manifest.
 pub type Attributes = BTreeMap<String, Value>;
