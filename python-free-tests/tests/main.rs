@@ -35,3 +35,7 @@ mod clip;
 
 /// Shape-world evaluator: detection, judging and caption parsing on the world's own renders.
 mod shapes;
+
+/// DALL·E mini/mega (min-dalle): encoder states, cross-attention K/V and teacher-forced decoder
+/// logits against min-dalle's modules; the bundle tokenizer against min-dalle's `TextTokenizer`.
+mod min_dalle;
