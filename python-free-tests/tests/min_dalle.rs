@@ -170,3 +170,105 @@ fn bundle_tokenizer_gives_min_dalle_ids() {
         assert_eq!(&want[1..want.len() - 1], &got[..], "prompt {p:?}");
     }
 }
+
+fn open_model(case: &Path, dir: &Path) -> (dalle::engine::OrtMinDalle, dalle::engine::RequestRules) {
+    let path = export(case, 4, &dir.join("b"));
+    python_free_tests::ort_env();
+    let options = dalle::EpOptions {
+        ep: dalle::EpChoice::Cpu,
+        ..dalle::EpOptions::default()
+    };
+    let b = dalle::Bundle::open(&path, options).unwrap();
+    let rules = dalle::engine::RequestRules::from_bundle(&b).unwrap();
+    (dalle::engine::OrtMinDalle::from_bundle(b, None).unwrap(), rules)
+}
+
+/// The prompt of the fixture's text rows, tokenized by the bundle's rules as a request is.
+fn fixture_prompt(case: &Path, rules: &dalle::engine::RequestRules) -> Vec<u32> {
+    let want: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(case.join("tokenizer.json")).unwrap()).unwrap();
+    let prompt = want["prompts"][1].as_str().unwrap().to_string();
+    rules
+        .validate(dalle::engine::Request::text(prompt))
+        .unwrap()
+        .text
+        .ids
+}
+
+#[test]
+fn runtime_model_teacher_forced_matches_min_dalle() {
+    use dalle::engine::ImageTokenModel;
+    let case = fixture("min_dalle_small");
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut model, rules) = open_model(&case, tmp.path());
+    let text = fixture_prompt(&case, &rules);
+    let want_text = read_npy(&case.join("text_tokens.npy")).i64();
+    let (cond, uncond) = dalle::engine::text_rows(model.attributes(), &text).unwrap();
+    assert_eq!(cond, want_text.index_axis(Axis(0), 1).iter().copied().collect::<Vec<_>>(), "conditional text row");
+    assert_eq!(uncond, want_text.index_axis(Axis(0), 0).iter().copied().collect::<Vec<_>>(), "unconditional text row");
+
+    let image_tokens = read_npy(&case.join("image_tokens.npy")).i64();
+    let want = read_npy(&case.join("logits.npy")).f32();
+    let codes = model.geometry().vocab;
+    let prompt = model.prefill(&text, &[], true).unwrap();
+    // A second, unguided candidate joins later at another position (per-row positions).
+    let slots = model.join(&prompt.prompt, &[0, 1]).unwrap();
+    let (c, u) = (slots[0], slots[1]);
+    let mut late = None;
+    let row = |i: usize, r: usize| {
+        want.index_axis(Axis(0), i)
+            .index_axis(Axis(0), r)
+            .slice_axis(Axis(0), ndarray::Slice::from(..codes))
+            .to_owned()
+            .into_dyn()
+    };
+    let as_array = |v: &[f32]| ArrayD::from_shape_vec(IxDyn(&[v.len()]), v.to_vec()).unwrap();
+    let mut err = 0f32;
+    for i in 0..256 {
+        err = err.max(assert_close(&format!("cond {i}"), &as_array(model.logits(c).unwrap()), &row(i, 1), ATOL));
+        err = err.max(assert_close(&format!("uncond {i}"), &as_array(model.logits(u).unwrap()), &row(i, 0), ATOL));
+        if let Some((l, start)) = late {
+            let got = as_array(model.logits(l).unwrap());
+            err = err.max(assert_close(&format!("late cond {i}"), &got, &row(i - start, 1), ATOL));
+        }
+        if i == 255 {
+            break;
+        }
+        let code = image_tokens[[i + 1]] as u32;
+        let mut feeds = vec![(c, code), (u, code)];
+        if let Some((l, start)) = late {
+            feeds.push((l, image_tokens[[i + 1 - start]] as u32));
+        }
+        model.step(&feeds).unwrap();
+        if i == 40 {
+            let s = model.join(&prompt.prompt, &[0]).unwrap();
+            // The joined row holds the prompt: its logits are position 0's.
+            late = Some((s[0], 41));
+        }
+    }
+    eprintln!("runtime model max |err| {err:.2e}");
+}
+
+#[test]
+fn greedy_generation_through_the_engine_matches_min_dalle() {
+    let case = fixture("min_dalle_small");
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, rules) = open_model(&case, tmp.path());
+    let want: Vec<u32> = read_npy(&case.join("greedy_tokens.npy"))
+        .i64()
+        .iter()
+        .map(|&t| t as u32)
+        .collect();
+    let text = fixture_prompt(&case, &rules);
+    let mut engine = dalle::engine::Engine::new(model, None);
+    let mut req = dalle::engine::Request::text("");
+    req.prompt = dalle::engine::PromptInput::Ids(text.into_iter().filter(|&t| t != 0).collect());
+    req.sampling.top_k = Some(1);
+    req.sampling.seed = Some(3);
+    // The bundle's default super-conditioning factor, 16.
+    let req = rules.validate(req).unwrap();
+    assert_eq!(req.params.cond_scale, 16.0);
+    let id = engine.admit(req).unwrap();
+    let done = engine.run_until_finished(id, &mut |_| {}).unwrap();
+    assert_eq!(done.tokens[0], want);
+}

@@ -2,7 +2,7 @@
 //! the runtime needs (start token, BOS/EOS/pad ids, text length) and its cache layout.
 
 use super::decoder::KvCacheAttribute;
-use super::{Attributes, Result, invalid, required_u64};
+use super::{AttributeError, Attributes, Result, invalid, required_u64};
 use crate::GraphSpec;
 use serde_json::json;
 
@@ -24,6 +24,16 @@ pub const START_TOKEN: &str = "start_token";
 pub const BOS_ID: &str = "bos_id";
 pub const EOS_ID: &str = "eos_id";
 pub const PAD_ID: &str = "pad_id";
+
+/// A required non-negative integer (token ids may be 0).
+fn required_id(a: &Attributes, name: &'static str) -> Result<u64> {
+    match a.get(name) {
+        None => Err(AttributeError::Missing { attribute: name }),
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| invalid(name, "a non-negative integer", v)),
+    }
+}
 
 /// What the runtime reads from a min-dalle decoder graph.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,10 +68,10 @@ impl MinDalleAttributes {
             image_length: required_u64(a, IMAGE_LENGTH)?,
             decoder_vocab: required_u64(a, DECODER_VOCAB)?,
             image_codes: required_u64(a, IMAGE_CODES)?,
-            start_token: required_u64(a, START_TOKEN)?,
-            bos_id: required_u64(a, BOS_ID)?,
-            eos_id: required_u64(a, EOS_ID)?,
-            pad_id: required_u64(a, PAD_ID)?,
+            start_token: required_id(a, START_TOKEN)?,
+            bos_id: required_id(a, BOS_ID)?,
+            eos_id: required_id(a, EOS_ID)?,
+            pad_id: required_id(a, PAD_ID)?,
             kv_cache: KvCacheAttribute::from_spec(spec)?,
         };
         if out.start_token >= out.decoder_vocab {

@@ -13,7 +13,7 @@ use super::{Global, open, progress};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use dalle::engine::{
-    self, Engine, ImageTokenModel, InitInput, OrtDallePytorch, PromptInput, Request, RequestRules,
+    self, Engine, ImageTokenModel, InitInput, OrtModel, PromptInput, Request, RequestRules,
     SamplingOverrides, ValidInit,
 };
 use dalle::ep::EpOptions;
@@ -239,7 +239,7 @@ pub fn run(g: &Global, options: EpOptions, mut args: GenerateArgs) -> Result<()>
             provenance.model_hash()
         );
     }
-    let (model, load) = OrtDallePytorch::from_bundle(bundle, None)?;
+    let (model, load) = OrtModel::from_bundle(bundle, None)?;
     let limit = model.max_rows();
     let max_rows = args.batch.map(|b| b.saturating_mul(rows_per));
     if let Some(rows) = max_rows
@@ -281,7 +281,7 @@ pub fn run(g: &Global, options: EpOptions, mut args: GenerateArgs) -> Result<()>
     let params = generation.request.params.clone();
     let rerank = match generation.request.rerank {
         Some(keep) => {
-            let bundle = engine.model_mut().codec_mut().bundle_mut();
+            let bundle = engine.model_mut().bundle_mut();
             let scores = dalle::clip::score(bundle, &prompt_text, generation.pixels.view())
                 .context("scoring the candidates with CLIP")?;
             Some(dalle::generate::Rerank { scores, keep })
