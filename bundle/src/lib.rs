@@ -17,6 +17,7 @@ pub mod manifest;
 pub use attributes::{
     AttributeError, ClipImageAttributes, ClipTextAttributes, ClipTowerAttributes,
     DecoderAttributes, DvaeAttributes, KvCacheAttribute, LogitsKind, MinDalleAttributes,
+    VqKindAttribute, VqganAttributes,
 };
 pub use dtype::{DType, Dim};
 pub use manifest::{

@@ -1,5 +1,5 @@
-//! Neural-network layers every family builds from: PyTorch's `Linear` and `LayerNorm`, the
-//! attention core and the GELU variants.
+//! Neural-network layers every family builds from: PyTorch's `Linear`, `LayerNorm` and
+//! `GroupNorm`, the attention core, swish and the GELU variants.
 //!
 //! They live here, one level above [`crate::graph`] (which knows ONNX ops, not layers), so that
 //! CLIP, DALLE-pytorch and the dVAEs spell each layer once. Each function only wires nodes on
@@ -8,7 +8,8 @@
 
 use crate::error::Result;
 use crate::graph::ops::{
-    Add, Erf, LayerNormalization, MatMul, Mul, Reshape, Sigmoid, Softmax, Tanh, Transpose, Where,
+    Add, Erf, InstanceNormalization, LayerNormalization, MatMul, Mul, Reshape, Shape, Sigmoid,
+    Softmax, Tanh, Transpose, Where,
 };
 use crate::graph::{GraphBuilder, Value};
 use dalle_bundle::DType;
@@ -32,6 +33,45 @@ pub fn layer_norm(
     epsilon: f32,
 ) -> Result<Value> {
     g.node1(LayerNormalization { axis: -1, epsilon }, &[x, weight, bias])
+}
+
+/// `nn.GroupNorm(groups, C, eps)` on `x` `[B, C, H, W]` with the checkpoint's `weight` and
+/// `bias` `[C]`. The one place group normalization is emitted: as
+/// `Reshape [B, groups, −1] → InstanceNormalization → Reshape back → ·weight + bias`, the form
+/// both ONNX Runtime's CUDA EP and TensorRT have kernels for (opset 18 has no usable
+/// `GroupNormalization`: its scale is per group, fixed only in opset 21).
+pub fn group_norm(
+    g: &mut GraphBuilder,
+    x: Value,
+    groups: usize,
+    weight: Value,
+    bias: Value,
+    epsilon: f32,
+) -> Result<Value> {
+    let shape = g.node1(
+        Shape {
+            start: None,
+            end: None,
+        },
+        &[x],
+    )?;
+    let grouped_shape = g.const_i64(&[0, groups as i64, -1])?;
+    let grouped = g.node1(Reshape, &[x, grouped_shape])?;
+    let ones = g.const_f32(vec![groups], &vec![1.0; groups])?;
+    let zeros = g.const_f32(vec![groups], &vec![0.0; groups])?;
+    let normed = g.node1(InstanceNormalization { epsilon }, &[grouped, ones, zeros])?;
+    let normed = g.node1(Reshape, &[normed, shape])?;
+    let per_channel = g.const_i64(&[-1, 1, 1])?;
+    let weight = g.node1(Reshape, &[weight, per_channel])?;
+    let bias = g.node1(Reshape, &[bias, per_channel])?;
+    let y = g.node1(Mul, &[normed, weight])?;
+    g.node1(Add, &[y, bias])
+}
+
+/// `x · σ(x)` (swish / SiLU).
+pub fn swish(g: &mut GraphBuilder, x: Value) -> Result<Value> {
+    let s = g.node1(Sigmoid, &[x])?;
+    g.node1(Mul, &[x, s])
 }
 
 /// How the attention scores are restricted.

@@ -39,3 +39,7 @@ mod shapes;
 /// DALL·E mini/mega (min-dalle): encoder states, cross-attention K/V and teacher-forced decoder
 /// logits against min-dalle's modules; the bundle tokenizer against min-dalle's `TextTokenizer`.
 mod min_dalle;
+
+/// VQGAN codecs: min-dalle's detokenizer and taming-transformers VQModel/GumbelVQ checkpoints
+/// against their reference packages.
+mod vqgan;

@@ -5,7 +5,8 @@
 //! them through its `from_spec`, so both sides agree on every key and value. Each struct lists
 //! what one graph carries: [`DvaeAttributes`] (both dVAE families, plus their own
 //! [`openai_dvae`]/[`discrete_vae`] descriptive extras), [`DecoderAttributes`] and the CLIP
-//! towers' [`ClipTextAttributes`]/[`ClipImageAttributes`]. Each graph's names and struct share
+//! towers' [`ClipTextAttributes`]/[`ClipImageAttributes`]; VQGAN image graphs add
+//! [`VqganAttributes`] to their [`DvaeAttributes`]. Each graph's names and struct share
 //! one file; the readers' checks are here.
 
 use serde_json::Value;
@@ -15,11 +16,13 @@ pub mod clip;
 pub mod decoder;
 pub mod dvae;
 pub mod min_dalle;
+pub mod vqgan;
 
 pub use clip::{ClipImageAttributes, ClipTextAttributes, ClipTowerAttributes};
 pub use decoder::{DecoderAttributes, KvCacheAttribute, LogitsKind};
 pub use dvae::DvaeAttributes;
 pub use min_dalle::MinDalleAttributes;
+pub use vqgan::{VqKindAttribute, VqganAttributes};
 
 /// A graph's attributes as stored in the manifest.
 pub type Attributes = BTreeMap<String, Value>;

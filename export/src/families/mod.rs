@@ -7,6 +7,7 @@ pub mod clip;
 pub mod dalle_pytorch;
 pub mod min_dalle;
 pub mod openai_dvae;
+pub mod vqgan;
 
 /// Where an export reports what it read (the CLI prints each line to stderr).
 pub type Progress = fn(&str);

@@ -1,5 +1,5 @@
 //! Neural-network ops: `Conv`, `ConvTranspose`, `MaxPool`, `Resize` (nearest upsampling),
-//! `Softmax`, `LayerNormalization`.
+//! `Softmax`, `LayerNormalization`, `InstanceNormalization`.
 
 use crate::graph::op::{Attr, InferCtx, Op, OutputFact, same_dtype};
 use crate::graph::value::normalize_axis;
@@ -460,6 +460,50 @@ impl Op for LayerNormalization {
                     "{} must have the normalized shape {}",
                     p.info.describe(),
                     format_dims(normalized)
+                ));
+            }
+        }
+        Ok(vec![(dtype, x)])
+    }
+}
+
+/// Instance normalization: each (batch, channel) slice of `[N, C, ...]` normalized over the
+/// remaining axes, then `· scale[C] + bias[C]` (opset 6). Group normalization is built on it
+/// (`crate::layers::group_norm`): CUDA and TensorRT both have kernels for it.
+/// <https://onnx.ai/onnx/operators/onnx__InstanceNormalization.html>
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InstanceNormalization {
+    pub epsilon: f32,
+}
+
+impl Op for InstanceNormalization {
+    fn op_type(&self) -> &'static str {
+        "InstanceNormalization"
+    }
+    fn attributes(&self) -> Vec<(&'static str, Attr)> {
+        vec![("epsilon", Attr::Float(self.epsilon))]
+    }
+    fn input_arity(&self) -> (usize, usize) {
+        (3, 3)
+    }
+    fn infer(&self, ctx: &mut InferCtx<'_>) -> Result<Vec<OutputFact>, String> {
+        let dtype = same_dtype(ctx, &[0, 1, 2], float, "a float type")?;
+        let x = ctx.shape(0)?.clone();
+        if x.len() < 3 {
+            return Err(format!(
+                "input {} must have rank >= 3 ([N, C, ...])",
+                format_dims(&x)
+            ));
+        }
+        for i in [1, 2] {
+            let p = ctx.input(i)?;
+            if p.info.shape.len() != 1
+                || matches!((&p.info.shape[0], &x[1]), (Dim::Fixed(a), Dim::Fixed(b)) if a != b)
+            {
+                return Err(format!(
+                    "{} must be 1-D of the channel count {}",
+                    p.info.describe(),
+                    x[1]
                 ));
             }
         }
