@@ -40,13 +40,19 @@ fn config(case_dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(case_dir.join("config.json")).unwrap()).unwrap()
 }
 
-fn outputs(s: &mut Session, inputs: Vec<(String, ort::value::DynValue)>) -> BTreeMap<String, ArrayD<f32>> {
+fn outputs(
+    s: &mut Session,
+    inputs: Vec<(String, ort::value::DynValue)>,
+) -> BTreeMap<String, ArrayD<f32>> {
     let names: Vec<String> = s.outputs().iter().map(|o| o.name().to_string()).collect();
     let out = s.run(inputs).unwrap();
     names
         .into_iter()
         .map(|n| {
-            let a = out[n.as_str()].try_extract_array::<f32>().unwrap().to_owned();
+            let a = out[n.as_str()]
+                .try_extract_array::<f32>()
+                .unwrap()
+                .to_owned();
             (n, a)
         })
         .collect()
@@ -56,7 +62,11 @@ fn outputs(s: &mut Session, inputs: Vec<(String, ort::value::DynValue)>) -> BTre
 fn parity(case_dir: &Path) -> (f32, f32) {
     let cfg = config(case_dir);
     let tmp = tempfile::tempdir().unwrap();
-    let bundle = export(case_dir, cfg["heads"].as_u64().unwrap() as usize, &tmp.path().join("b"));
+    let bundle = export(
+        case_dir,
+        cfg["heads"].as_u64().unwrap() as usize,
+        &tmp.path().join("b"),
+    );
     let manifest = Manifest::read_from_dir(&bundle).unwrap();
     let text = read_npy(&case_dir.join("text_tokens.npy")).i64();
     let want_states = read_npy(&case_dir.join("encoder_state.npy")).f32();
@@ -121,7 +131,12 @@ fn parity(case_dir: &Path) -> (f32, f32) {
             .slice_axis(Axis(1), ndarray::Slice::from(..codes))
             .to_owned()
             .into_dyn();
-        dec_err = dec_err.max(assert_close(&format!("logits at position {i}"), &got, &want, ATOL));
+        dec_err = dec_err.max(assert_close(
+            &format!("logits at position {i}"),
+            &got,
+            &want,
+            ATOL,
+        ));
         for (name, v) in past.iter_mut() {
             *v = out.remove(&dio::present_for(name).unwrap()).unwrap();
         }
@@ -171,7 +186,10 @@ fn bundle_tokenizer_gives_min_dalle_ids() {
     }
 }
 
-fn open_model(case: &Path, dir: &Path) -> (dalle::engine::OrtMinDalle, dalle::engine::RequestRules) {
+fn open_model(
+    case: &Path,
+    dir: &Path,
+) -> (dalle::engine::OrtMinDalle, dalle::engine::RequestRules) {
     let path = export(case, 4, &dir.join("b"));
     python_free_tests::ort_env();
     let options = dalle::EpOptions {
@@ -180,7 +198,10 @@ fn open_model(case: &Path, dir: &Path) -> (dalle::engine::OrtMinDalle, dalle::en
     };
     let b = dalle::Bundle::open(&path, options).unwrap();
     let rules = dalle::engine::RequestRules::from_bundle(&b).unwrap();
-    (dalle::engine::OrtMinDalle::from_bundle(b, None).unwrap(), rules)
+    (
+        dalle::engine::OrtMinDalle::from_bundle(b, None).unwrap(),
+        rules,
+    )
 }
 
 /// The prompt of the fixture's text rows, tokenized by the bundle's rules as a request is.
@@ -204,8 +225,24 @@ fn runtime_model_teacher_forced_matches_min_dalle() {
     let text = fixture_prompt(&case, &rules);
     let want_text = read_npy(&case.join("text_tokens.npy")).i64();
     let (cond, uncond) = dalle::engine::text_rows(model.attributes(), &text).unwrap();
-    assert_eq!(cond, want_text.index_axis(Axis(0), 1).iter().copied().collect::<Vec<_>>(), "conditional text row");
-    assert_eq!(uncond, want_text.index_axis(Axis(0), 0).iter().copied().collect::<Vec<_>>(), "unconditional text row");
+    assert_eq!(
+        cond,
+        want_text
+            .index_axis(Axis(0), 1)
+            .iter()
+            .copied()
+            .collect::<Vec<_>>(),
+        "conditional text row"
+    );
+    assert_eq!(
+        uncond,
+        want_text
+            .index_axis(Axis(0), 0)
+            .iter()
+            .copied()
+            .collect::<Vec<_>>(),
+        "unconditional text row"
+    );
 
     let image_tokens = read_npy(&case.join("image_tokens.npy")).i64();
     let want = read_npy(&case.join("logits.npy")).f32();
@@ -225,11 +262,26 @@ fn runtime_model_teacher_forced_matches_min_dalle() {
     let as_array = |v: &[f32]| ArrayD::from_shape_vec(IxDyn(&[v.len()]), v.to_vec()).unwrap();
     let mut err = 0f32;
     for i in 0..256 {
-        err = err.max(assert_close(&format!("cond {i}"), &as_array(model.logits(c).unwrap()), &row(i, 1), ATOL));
-        err = err.max(assert_close(&format!("uncond {i}"), &as_array(model.logits(u).unwrap()), &row(i, 0), ATOL));
+        err = err.max(assert_close(
+            &format!("cond {i}"),
+            &as_array(model.logits(c).unwrap()),
+            &row(i, 1),
+            ATOL,
+        ));
+        err = err.max(assert_close(
+            &format!("uncond {i}"),
+            &as_array(model.logits(u).unwrap()),
+            &row(i, 0),
+            ATOL,
+        ));
         if let Some((l, start)) = late {
             let got = as_array(model.logits(l).unwrap());
-            err = err.max(assert_close(&format!("late cond {i}"), &got, &row(i - start, 1), ATOL));
+            err = err.max(assert_close(
+                &format!("late cond {i}"),
+                &got,
+                &row(i - start, 1),
+                ATOL,
+            ));
         }
         if i == 255 {
             break;

@@ -259,3 +259,102 @@ impl ImageTokenModel for OrtMinDalle {
         super::dalle_pytorch::decode_grids(&mut self.bundle, grids, self.geometry.grid)
     }
 }
+
+/// min-dalle's seamless mode (`VQGanDetokenizer.forward(is_seamless=True)`): the token grids of
+/// `g²` candidates (`grid × grid` each, row-major) tiled into one `[1, g·grid, g·grid]` grid for
+/// one decode, candidate `k` at row block `k mod g`, column block `k div g` (min-dalle's order).
+pub fn seamless_tokens(tokens: &[Vec<u32>], grid: usize) -> Result<ndarray::Array3<i64>> {
+    let g = tokens.len().isqrt();
+    if g == 0 || g * g != tokens.len() {
+        return Err(Error::InvalidInput(format!(
+            "seamless tiling needs a square number of candidates, got {}",
+            tokens.len()
+        )));
+    }
+    if let Some(t) = tokens.iter().find(|t| t.len() != grid * grid) {
+        return Err(Error::InvalidInput(format!(
+            "seamless tiling: a candidate has {} tokens, not {grid}×{grid}",
+            t.len()
+        )));
+    }
+    let side = g * grid;
+    Ok(ndarray::Array3::from_shape_fn(
+        (1, side, side),
+        |(_, r, c)| {
+            let k = (c / grid) * g + r / grid;
+            i64::from(tokens[k][(r % grid) * grid + c % grid])
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seamless_tiles_as_min_dalle() {
+        // min-dalle: z.view([g, g, 16, 16]).flatten(1, 2).transpose(1, 0).flatten(1, 2), here
+        // with 2×2 grids of g = 2: candidate k holds 10k + cell.
+        let tokens: Vec<Vec<u32>> = (0..4)
+            .map(|k| (0..4).map(|c| 10 * k + c).collect())
+            .collect();
+        let t = seamless_tokens(&tokens, 2).unwrap();
+        let rows: Vec<Vec<i64>> = t
+            .outer_iter()
+            .next()
+            .unwrap()
+            .outer_iter()
+            .map(|r| r.to_vec())
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                vec![0, 1, 20, 21],
+                vec![2, 3, 22, 23],
+                vec![10, 11, 30, 31],
+                vec![12, 13, 32, 33],
+            ]
+        );
+        assert!(seamless_tokens(&tokens[..3], 2).is_err());
+    }
+
+    #[test]
+    fn text_rows_follow_min_dalle() {
+        let a = MinDalleAttributes {
+            layers: 1,
+            heads: 1,
+            head_dim: 8,
+            dim: 8,
+            glu_dim: 8,
+            text_length: 5,
+            image_length: 4,
+            decoder_vocab: 5,
+            image_codes: 4,
+            start_token: 3,
+            bos_id: 0,
+            eos_id: 2,
+            pad_id: 1,
+            kv_cache: dalle_bundle::KvCacheAttribute::Concat,
+        };
+        let rows = |t: &[u32]| text_rows(&a, t).unwrap();
+        assert_eq!(
+            rows(&[7, 8, 0, 0]),
+            (vec![0, 7, 8, 2, 1], vec![0, 2, 1, 1, 1])
+        );
+        // text_length − 2 ids: </s> still fits.
+        assert_eq!(
+            rows(&[7, 8, 9, 0]),
+            (vec![0, 7, 8, 9, 2], vec![0, 2, 1, 1, 1])
+        );
+        // text_length − 1 ids: min-dalle's [:64] drops </s>, and the unconditional row takes
+        // the last kept id.
+        assert_eq!(
+            rows(&[7, 8, 9, 6]),
+            (vec![0, 7, 8, 9, 6], vec![0, 6, 1, 1, 1])
+        );
+        assert_eq!(
+            rows(&[0, 0, 0, 0]),
+            (vec![0, 2, 1, 1, 1], vec![0, 2, 1, 1, 1])
+        );
+    }
+}

@@ -41,9 +41,9 @@ pub use batch::{BatchPrompt, SlotBatch};
 pub use dalle_pytorch::{
     BundleCodec, DallePytorch, ImageCodec, LoadTimings, OrtDallePytorch, batch_max,
 };
-pub use min_dalle::{OrtMinDalle, text_rows};
-pub use ort_model::OrtModel;
+pub use min_dalle::{OrtMinDalle, seamless_tokens, text_rows};
 pub use model::{ImageGeometry, ImageTokenModel, Prefill, Slot, StepCost};
+pub use ort_model::OrtModel;
 pub use request::{
     InitInput, MAX_CANDIDATES, PromptInput, Request, RequestError, RequestRules, SamplingOverrides,
     TextTokens, ValidInit, ValidatedRequest, default_init_rows, random_seed,

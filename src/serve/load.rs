@@ -50,11 +50,7 @@ pub fn load(dir: &Path, options: EpOptions, settings: &Settings) -> Result<Loade
             .session(GraphRole::DvaeEncoder)?;
     }
     if rules.clip {
-        clip::score(
-            engine.model_mut().bundle_mut(),
-            "warm-up",
-            pixels.view(),
-        )?;
+        clip::score(engine.model_mut().bundle_mut(), "warm-up", pixels.view())?;
     }
     let warm = Request {
         prompt: PromptInput::Ids(vec![]),

@@ -21,9 +21,7 @@ use super::error::ApiError;
 use super::job::{Job, JobEvent, JobTimings, ms};
 use super::metrics::Metrics;
 use super::state::{ModelInfo, Phase, Shared};
-use crate::engine::{
-    Engine, EngineError, Event, ImageTokenModel, OrtModel, RequestId, ValidInit,
-};
+use crate::engine::{Engine, EngineError, Event, ImageTokenModel, OrtModel, RequestId, ValidInit};
 use image::RgbImage;
 use ndarray::Axis;
 use std::collections::BTreeMap;

@@ -114,6 +114,10 @@ enum Command {
         /// `merges.txt`.
         #[arg(long, value_name = "FILE")]
         merges: Option<PathBuf>,
+        /// `detoker.pt`, the VQGAN image decoder (default: `DIR/detoker.pt` when present; without
+        /// it the bundle makes image tokens only)
+        #[arg(long, value_name = "FILE")]
+        detoker: Option<PathBuf>,
         /// Attention heads (not in the files; default: width / 64, as mini and mega)
         #[arg(long, value_name = "N")]
         heads: Option<usize>,
@@ -228,6 +232,7 @@ fn run(command: Command) -> Result<()> {
             decoder,
             vocab,
             merges,
+            detoker,
             heads,
             start_token,
             out,
@@ -241,11 +246,19 @@ fn run(command: Command) -> Result<()> {
                     .with_context(|| format!("give --model DIR or --{name} FILE"))
             };
             let files = min_dalle::ModelFiles {
-                encoder: pick(encoder, files.as_ref().map(|f| f.encoder.clone()), "encoder")?,
-                decoder: pick(decoder, files.as_ref().map(|f| f.decoder.clone()), "decoder")?,
+                encoder: pick(
+                    encoder,
+                    files.as_ref().map(|f| f.encoder.clone()),
+                    "encoder",
+                )?,
+                decoder: pick(
+                    decoder,
+                    files.as_ref().map(|f| f.decoder.clone()),
+                    "decoder",
+                )?,
                 vocab: pick(vocab, files.as_ref().map(|f| f.vocab.clone()), "vocab")?,
                 merges: pick(merges, files.as_ref().map(|f| f.merges.clone()), "merges")?,
-                detoker: files.as_mut().and_then(|f| f.detoker.take()),
+                detoker: detoker.or(files.as_mut().and_then(|f| f.detoker.take())),
             };
             let mut writer = writer(&out, ModelFamily::MinDalle, vec![])?;
             min_dalle::add_to_bundle(

@@ -1,6 +1,7 @@
 //! The one way a min-dalle model goes into a bundle, shared by `dalle-export min-dalle` and the
-//! tests: provenance, the tokenizer, the token layout and sampling defaults, and the
-//! `text_encoder`, `cross_kv` and `decoder` graphs.
+//! tests: provenance, the tokenizer, the token layout and sampling defaults, the
+//! `text_encoder`, `cross_kv` and `decoder` graphs, and (when `detoker.pt` is given) the VQGAN
+//! image decoder as the bundle's `dvae_decoder` (family `vqgan`).
 //!
 //! The start token: min-dalle (since commit `6ae7458`, "fix cuda bug") feeds `2**14 − 1` =
 //! 16383, a real VQGAN code; dalle-mini was trained with `decoder_start_token_id` 16384, the
@@ -136,9 +137,8 @@ pub fn add_to_bundle(writer: &mut BundleWriter, options: BundleOptions) -> Resul
     ];
     let vocab_bytes = read(&files.vocab)?;
     let merges_bytes = read(&files.merges)?;
-    let merges = String::from_utf8(merges_bytes).map_err(|_| {
-        ExportError::Weights(format!("{}: not UTF-8", files.merges.display()))
-    })?;
+    let merges = String::from_utf8(merges_bytes)
+        .map_err(|_| ExportError::Weights(format!("{}: not UTF-8", files.merges.display())))?;
     let vocab = Vocabulary::parse(&vocab_bytes, &merges)
         .map_err(|m| ExportError::Weights(format!("{}: {m}", files.vocab.display())))?;
     let mut model = super::load(&files.encoder, &files.decoder)?;
@@ -226,5 +226,24 @@ pub fn add_to_bundle(writer: &mut BundleWriter, options: BundleOptions) -> Resul
         dim_ranges: ranges,
         attributes,
     })?;
+    if let Some(detoker) = &files.detoker {
+        let entry = crate::families::vqgan::min_dalle_decoder_entry(detoker)?;
+        let codes = dalle_bundle::DvaeAttributes::from_attributes(&entry.attributes)
+            .map(|a| a.vocab_size)
+            .unwrap_or(0);
+        if codes < cfg.image_codes as u64 {
+            return Err(ExportError::Weights(format!(
+                "{} decodes {codes} codes, but the decoder samples {}: not this model's VQGAN",
+                detoker.display(),
+                cfg.image_codes
+            )));
+        }
+        writer
+            .manifest_mut()
+            .provenance
+            .sources
+            .push(source_file("detokenizer", detoker)?);
+        writer.add_graph(entry)?;
+    }
     Ok(())
 }

@@ -50,7 +50,11 @@ fn shape2(w: &Weights, name: &str) -> Result<(usize, usize)> {
         None => Err(ExportError::Weights(format!(
             "{}: missing tensor `{name}`: not a min-dalle {} file",
             w.source(),
-            if name == names::LM_HEAD { "decoder" } else { "encoder/decoder" }
+            if name == names::LM_HEAD {
+                "decoder"
+            } else {
+                "encoder/decoder"
+            }
         ))),
     }
 }

@@ -27,8 +27,8 @@ use crate::dims;
 use crate::error::{ExportError, Result};
 use crate::families::dalle_pytorch::decoder::gqa_lengths;
 use crate::families::dalle_pytorch::positions::positions_per_row;
-use crate::graph::ops::{Add, Gather, GroupQueryAttention, Slice, Squeeze};
 use crate::graph::GraphBuilder;
+use crate::graph::ops::{Add, Gather, GroupQueryAttention, Slice, Squeeze};
 use crate::layers;
 use crate::tensor::TensorData;
 use crate::weights::Weights;
@@ -130,7 +130,13 @@ pub fn build(cfg: &MinDalleConfig, w: &mut Weights) -> Result<GraphBuilder> {
             let x = g.node1(Add, &[x, a])?;
 
             let cattn = names::layer(i, names::ENCODER_ATTN);
-            let hs = norm(g, &mut t, x, &names::layer(i, names::PRE_ENCODER_ATTN_LN), dim)?;
+            let hs = norm(
+                g,
+                &mut t,
+                x,
+                &names::layer(i, names::PRE_ENCODER_ATTN_LN),
+                dim,
+            )?;
             let qw = proj(g, &mut t, &cattn, "q", dim)?;
             let ow = proj(g, &mut t, &cattn, "out", dim)?;
             let q = layers::linear(g, hs, qw, None)?;
@@ -139,7 +145,13 @@ pub fn build(cfg: &MinDalleConfig, w: &mut Weights) -> Result<GraphBuilder> {
             let c = norm(g, &mut t, c, &names::layer(i, names::ENCODER_ATTN_LN), dim)?;
             let x = g.node1(Add, &[x, c])?;
 
-            let glu = glu_weights(g, &mut t, &names::layer(i, names::GLU), dim, cfg.decoder_glu)?;
+            let glu = glu_weights(
+                g,
+                &mut t,
+                &names::layer(i, names::GLU),
+                dim,
+                cfg.decoder_glu,
+            )?;
             let f = layers::glu(g, x, glu, LAYER_NORM_EPS)?;
             g.node1(Add, &[x, f])
         })?;
@@ -158,11 +170,7 @@ pub fn build(cfg: &MinDalleConfig, w: &mut Weights) -> Result<GraphBuilder> {
         )?;
         layers::linear(g, hs, rows, None)
     })?;
-    g.output_as(
-        dio::IMAGE_LOGITS,
-        logits,
-        dims![d::BATCH, cfg.image_codes],
-    )?;
+    g.output_as(dio::IMAGE_LOGITS, logits, dims![d::BATCH, cfg.image_codes])?;
     for (i, (k, v)) in presents.into_iter().enumerate() {
         g.output_as(&dio::present_name(i, KvKind::Key), k, kv.clone())?;
         g.output_as(&dio::present_name(i, KvKind::Value), v, kv.clone())?;

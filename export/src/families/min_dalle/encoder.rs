@@ -66,7 +66,13 @@ pub fn glu_weights(
 }
 
 /// One `{k,q,v,out}_proj` weight `[dim, dim]` of attention module `prefix`.
-pub fn proj(g: &mut GraphBuilder, t: &mut Take, prefix: &str, which: &str, dim: usize) -> Result<Value> {
+pub fn proj(
+    g: &mut GraphBuilder,
+    t: &mut Take,
+    prefix: &str,
+    which: &str,
+    dim: usize,
+) -> Result<Value> {
     t.tensor(g, &format!("{prefix}.{which}_proj.weight"), &[dim, dim])
 }
 
@@ -123,16 +129,18 @@ pub fn build(cfg: &MinDalleConfig, w: &mut Weights, pad_id: i64) -> Result<Graph
             let a = attend(g, cfg, (q, kt, v), bias, ow)?;
             let a = norm(g, &mut t, a, &names::layer(i, names::SELF_ATTN_LN), dim)?;
             let x = g.node1(Add, &[x, a])?;
-            let glu = glu_weights(g, &mut t, &names::layer(i, names::GLU), dim, cfg.encoder_glu)?;
+            let glu = glu_weights(
+                g,
+                &mut t,
+                &names::layer(i, names::GLU),
+                dim,
+                cfg.encoder_glu,
+            )?;
             let f = layers::glu(g, x, glu, LAYER_NORM_EPS)?;
             g.node1(Add, &[x, f])
         })?;
     }
     let out = norm(&mut g, &mut t, x, names::FINAL_LN, dim)?;
-    g.output_as(
-        io::ENCODER_HIDDEN_STATES,
-        out,
-        dims![d::BATCH, t_len, dim],
-    )?;
+    g.output_as(io::ENCODER_HIDDEN_STATES, out, dims![d::BATCH, t_len, dim])?;
     Ok(g)
 }

@@ -33,7 +33,13 @@ pub fn layer(i: usize, rest: &str) -> String {
 /// Number of layers: one more than the largest `layers.{i}.` index.
 pub fn layer_count<'a>(names: impl Iterator<Item = &'a str>) -> usize {
     names
-        .filter_map(|n| n.strip_prefix("layers.")?.split('.').next()?.parse::<usize>().ok())
+        .filter_map(|n| {
+            n.strip_prefix("layers.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
         .max()
         .map_or(0, |m| m + 1)
 }

@@ -17,10 +17,12 @@ pub struct Model {
 
 /// Reads one `torch.save(state_dict)` file (no classes allowed in its pickle).
 fn read_state_dict(path: &Path) -> Result<Weights> {
-    let root = read_pytorch(path, &ClassAllowList::default())
-        .map_err(|e| crate::error::ExportError::from(e).context(format!("reading {}", path.display())))?;
-    let tensors = tensor_dict(&root)
-        .map_err(|e| crate::error::ExportError::from(e).context(format!("reading {}", path.display())))?;
+    let root = read_pytorch(path, &ClassAllowList::default()).map_err(|e| {
+        crate::error::ExportError::from(e).context(format!("reading {}", path.display()))
+    })?;
+    let tensors = tensor_dict(&root).map_err(|e| {
+        crate::error::ExportError::from(e).context(format!("reading {}", path.display()))
+    })?;
     Ok(Weights::new(path.display().to_string(), tensors))
 }
 
