@@ -324,3 +324,75 @@ fn greedy_generation_through_the_engine_matches_min_dalle() {
     let done = engine.run_until_finished(id, &mut |_| {}).unwrap();
     assert_eq!(done.tokens[0], want);
 }
+
+/// Exports `dir` (heads 4) and returns the error text.
+fn export_error(dir: &Path) -> String {
+    let out = dir.join("out");
+    let mut w = test_writer(&out, ModelFamily::MinDalle);
+    let files = match min_dalle::ModelFiles::from_dir(dir) {
+        Ok(f) => f,
+        Err(e) => return e.to_string(),
+    };
+    let e = min_dalle::add_to_bundle(
+        &mut w,
+        min_dalle::BundleOptions {
+            files,
+            heads: Some(4),
+            start_token: None,
+            progress: dalle_export::families::quiet,
+        },
+    )
+    .err()
+    .expect("the export should fail");
+    format!("{e:#}")
+}
+
+#[test]
+fn wrong_files_are_clear_errors() {
+    let case = fixture("min_dalle_small");
+    let copy = |names: &[(&str, &str)]| {
+        let d = tempfile::tempdir().unwrap();
+        for (from, to) in names {
+            std::fs::copy(case.join(from), d.path().join(to)).unwrap();
+        }
+        d
+    };
+    let all = [
+        ("encoder.pt", "encoder.pt"),
+        ("decoder.pt", "decoder.pt"),
+        ("vocab.json", "vocab.json"),
+        ("merges.txt", "merges.txt"),
+    ];
+    let d = copy(&[all[0], all[1], all[2]]);
+    let e = export_error(d.path());
+    assert!(e.contains("no merges.txt"), "{e}");
+
+    let d = copy(&[
+        all[0],
+        all[1],
+        all[2],
+        all[3],
+        ("encoder.pt", "encoder_mini.pt"),
+    ]);
+    let e = export_error(d.path());
+    assert!(e.contains("both encoder.pt and encoder_mini.pt"), "{e}");
+
+    let d = copy(&[("decoder.pt", "encoder.pt"), all[1], all[2], all[3]]);
+    let e = export_error(d.path());
+    assert!(e.contains("not this model's vocabulary"), "{e}");
+
+    let d = copy(&all);
+    std::fs::write(d.path().join("vocab.json"), br#"{"<s>": 0, "</s>": 2}"#).unwrap();
+    let e = export_error(d.path());
+    assert!(e.contains("no `<unk>`"), "{e}");
+
+    let d = copy(&all);
+    std::fs::write(d.path().join("merges.txt"), "#version: 0.2\na b c\n").unwrap();
+    let e = export_error(d.path());
+    assert!(e.contains("not two tokens"), "{e}");
+
+    let d = copy(&all);
+    std::fs::write(d.path().join("decoder.pt"), b"not a checkpoint").unwrap();
+    let e = export_error(d.path());
+    assert!(e.contains("decoder.pt"), "{e}");
+}
