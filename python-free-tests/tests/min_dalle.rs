@@ -342,8 +342,7 @@ fn export_error(dir: &Path) -> String {
             progress: dalle_export::families::quiet,
         },
     )
-    .err()
-    .expect("the export should fail");
+    .expect_err("the export should fail");
     format!("{e:#}")
 }
 
