@@ -153,6 +153,7 @@ fn encoder_states_and_teacher_forced_logits_match_min_dalle() {
 /// Mini's real shapes (12 layers × 1024, 16 heads, vocabularies 50264 / 16385): generate the
 /// fixture first (about 1.7 GB, not committed):
 /// `/work/venv/bin/python tools/fixtures/min_dalle_fixtures.py --shape mini --out target/min_dalle_mini`
+/// (2026-12-02: encoder max |error| 5.5e-6, decoder logits 8.3e-6 over 256 positions × 2 rows.)
 #[test]
 #[ignore]
 fn min_dalle_mini_shapes_match_reference() {
