@@ -161,6 +161,41 @@ pub mod decoder {
     }
 }
 
+/// DALL·E mini/mega (min-dalle): `text_encoder.onnx`, `cross_kv.onnx` and the decoder step
+/// (`decoder.onnx`, whose `input_ids`, `past_key_values.*`, `present.*`, `cache_length` and
+/// `image_logits` are named as in [`decoder`]).
+///
+/// The decoder's cross-attention keys/values depend only on the prompt, so `cross_kv` computes
+/// them once per prompt and the decoder takes them as **constant state**: inputs named
+/// `cross_*` with no `present` output, set once per row and fed unchanged every step.
+pub mod min_dalle {
+    /// Text encoder input: i64 `[batch, text_length]` BART ids, padded with the pad id.
+    pub const INPUT_IDS: &str = "input_ids";
+    /// Text encoder output, `cross_kv` input: f32 `[batch, text_length, dim]`.
+    pub const ENCODER_HIDDEN_STATES: &str = "encoder_hidden_states";
+    /// `cross_kv` output, decoder input: f32 `[batch, 1, 1, text_length]`, 0 where the text
+    /// token is not padding and −1e12 where it is (min-dalle's `(1 − mask) · −1e12`).
+    pub const CROSS_ATTENTION_BIAS: &str = "cross_attention_bias";
+    /// Prefix of every constant-state input of the decoder.
+    pub const CONSTANT_STATE_PREFIX: &str = "cross_";
+
+    /// `cross_key_values.{layer}.key`: f32 `[batch, heads, head_dim, text_length]`, the
+    /// encoder-attention keys **transposed** (ready for `q · kᵀ`).
+    pub fn cross_key_name(layer: usize) -> String {
+        format!("cross_key_values.{layer}.key")
+    }
+
+    /// `cross_key_values.{layer}.value`: f32 `[batch, heads, text_length, head_dim]`.
+    pub fn cross_value_name(layer: usize) -> String {
+        format!("cross_key_values.{layer}.value")
+    }
+
+    /// Whether a decoder input is constant state (see the module docs).
+    pub fn is_constant_state(name: &str) -> bool {
+        name.starts_with(CONSTANT_STATE_PREFIX)
+    }
+}
+
 /// The CLIP graphs (`clip_text.onnx`, `clip_image.onnx`).
 pub mod clip {
     /// i64 `[batch, context_length]`.

@@ -18,7 +18,7 @@ mod validate;
 
 pub use attributes::{
     AttributeError, ClipImageAttributes, ClipTextAttributes, ClipTowerAttributes,
-    DecoderAttributes, DvaeAttributes, KvCacheAttribute, LogitsKind, Precision,
+    DecoderAttributes, DvaeAttributes, KvCacheAttribute, LogitsKind, MinDalleAttributes, Precision,
     PrecisionAttributes, Provider, QuantFormat, VqKindAttribute, VqganAttributes,
 };
 pub use dtype::{DType, Dim};

@@ -30,6 +30,9 @@ pub enum ModelFamily {
     Clip,
     /// A seeded random model made by `dalle-export demo` (no trained weights).
     RandomDemo,
+    /// DALL·E mini/mega in kuprel/min-dalle's files (`encoder.pt`, `decoder.pt`, `detoker.pt`,
+    /// `vocab.json`, `merges.txt`).
+    MinDalle,
 }
 
 impl fmt::Display for ModelFamily {
@@ -39,6 +42,7 @@ impl fmt::Display for ModelFamily {
             ModelFamily::DallePytorch => "dalle-pytorch",
             ModelFamily::Clip => "clip",
             ModelFamily::RandomDemo => "random-demo",
+            ModelFamily::MinDalle => "min-dalle",
         };
         f.write_str(s)
     }
@@ -53,11 +57,17 @@ pub enum GraphRole {
     Decoder,
     ClipText,
     ClipImage,
+    /// min-dalle's BART text encoder (`io::min_dalle`).
+    TextEncoder,
+    /// The decoder's cross-attention keys/values from the encoder states, once per prompt.
+    CrossKv,
 }
 
 impl GraphRole {
     /// Every role, in pipeline order.
-    pub const ALL: [GraphRole; 5] = [
+    pub const ALL: [GraphRole; 7] = [
+        GraphRole::TextEncoder,
+        GraphRole::CrossKv,
         GraphRole::Decoder,
         GraphRole::DvaeEncoder,
         GraphRole::DvaeDecoder,
@@ -73,6 +83,8 @@ impl GraphRole {
             GraphRole::Decoder => "decoder",
             GraphRole::ClipText => "clip_text",
             GraphRole::ClipImage => "clip_image",
+            GraphRole::TextEncoder => "text_encoder",
+            GraphRole::CrossKv => "cross_kv",
         }
     }
 

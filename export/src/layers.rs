@@ -208,3 +208,42 @@ pub fn gelu_tanh(g: &mut GraphBuilder, x: Value) -> Result<Value> {
     let h = g.node1(Mul, &[x, half])?;
     g.node1(Mul, &[h, t])
 }
+
+/// `[B, S, H·dh]` → `[B, H, S, dh]`: the heads apart (`transpose_kt` gives `[B, H, dh, S]`).
+pub fn split_heads(
+    g: &mut GraphBuilder,
+    x: Value,
+    heads: i64,
+    head_dim: i64,
+    transpose_kt: bool,
+) -> Result<Value> {
+    let shape = g.const_i64(&[0, 0, heads, head_dim])?;
+    let x = g.node1(Reshape, &[x, shape])?;
+    let perm = if transpose_kt {
+        vec![0, 2, 3, 1]
+    } else {
+        vec![0, 2, 1, 3]
+    };
+    g.node1(Transpose { perm }, &[x])
+}
+
+/// Initializers of a gated feed-forward block (dalle-mini's `GLU`, no biases on the Linears).
+#[derive(Clone, Copy, Debug)]
+pub struct GluWeights {
+    pub ln0: (Value, Value),
+    pub fc0: Value,
+    pub fc1: Value,
+    pub ln1: (Value, Value),
+    pub fc2: Value,
+}
+
+/// `fc2(ln1(gelu(fc0(ln0 x)) · fc1(ln0 x)))` with the exact GELU (min-dalle's `GLU`).
+pub fn glu(g: &mut GraphBuilder, x: Value, w: GluWeights, epsilon: f32) -> Result<Value> {
+    let z = layer_norm(g, x, w.ln0.0, w.ln0.1, epsilon)?;
+    let a = linear(g, z, w.fc0, None)?;
+    let a = gelu(g, a)?;
+    let b = linear(g, z, w.fc1, None)?;
+    let h = g.node1(Mul, &[a, b])?;
+    let h = layer_norm(g, h, w.ln1.0, w.ln1.1, epsilon)?;
+    linear(g, h, w.fc2, None)
+}

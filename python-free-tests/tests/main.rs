@@ -42,6 +42,10 @@ mod group_norm;
 /// Hostile numbers, names and files: hyperparameters and manifest numbers past their limits,
 /// corrupted tensor names, stale staging folders and `--force` recovery give clean errors.
 mod hostile;
+/// DALL·E mini/mega (min-dalle): encoder states, cross-attention K/V and teacher-forced decoder
+/// logits against min-dalle's modules; the bundle tokenizer against min-dalle's `TextTokenizer`.
+mod min_dalle;
+
 /// VQGAN codecs: min-dalle's detokenizer and taming-transformers VQModel/GumbelVQ checkpoints
 /// against their reference packages.
 mod vqgan;

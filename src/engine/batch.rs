@@ -102,6 +102,16 @@ impl<D: DecoderStep> SlotBatch<D> {
 
     /// Runs `ids` (`[rows, sequence]`, every row the same length) from an empty state.
     pub fn prefill(&mut self, ids: Array2<i64>) -> Result<BatchPrompt<D::State>> {
+        self.prefill_with(ids, |_, _| Ok(()))
+    }
+
+    /// [`SlotBatch::prefill`] after `init` has set up the empty state (e.g. its constant
+    /// per-row inputs).
+    pub fn prefill_with(
+        &mut self,
+        ids: Array2<i64>,
+        init: impl FnOnce(&mut D, &mut D::State) -> Result<()>,
+    ) -> Result<BatchPrompt<D::State>> {
         let rows = ids.nrows();
         let mut state = match self.pool.iter().position(|s| s.rows() == rows) {
             Some(i) => {
@@ -112,6 +122,7 @@ impl<D: DecoderStep> SlotBatch<D> {
             }
             None => self.decoder.empty_state(rows)?,
         };
+        init(&mut self.decoder, &mut state)?;
         let mut logits = Array2::zeros((0, 0));
         self.decoder.step(ids.view(), &mut state, &mut logits)?;
         Ok(BatchPrompt { state, logits })

@@ -83,18 +83,27 @@ impl ImageCodec for BundleCodec {
     }
 
     fn decode(&mut self, grids: &[Vec<u32>], grid: usize) -> Result<Array4<f32>> {
-        let flat: Vec<i64> = grids.iter().flatten().map(|&c| i64::from(c)).collect();
-        let all = Array3::from_shape_vec((grids.len(), grid, grid), flat)
-            .map_err(|e| Error::InvalidInput(format!("image tokens: {e}")))?;
-        let chunk = batch_max(&self.bundle, GraphRole::DvaeDecoder)?.unwrap_or(grids.len().max(1));
-        let mut parts = vec![];
-        for part in all.axis_chunks_iter(Axis(0), chunk) {
-            parts.push(dvae::decode_pixels(&mut self.bundle, &part.to_owned())?);
-        }
-        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-        concatenate(Axis(0), &views)
-            .map_err(|e| Error::InvalidInput(format!("decoded pixels: {e}")))
+        decode_grids(&mut self.bundle, grids, grid)
     }
+}
+
+/// Pixels `[n, 3, H, W]` of complete `grid × grid` token grids through the bundle's
+/// `dvae_decoder` graph, in batches its manifest range allows.
+pub(crate) fn decode_grids(
+    bundle: &mut Bundle,
+    grids: &[Vec<u32>],
+    grid: usize,
+) -> Result<Array4<f32>> {
+    let flat: Vec<i64> = grids.iter().flatten().map(|&c| i64::from(c)).collect();
+    let all = Array3::from_shape_vec((grids.len(), grid, grid), flat)
+        .map_err(|e| Error::InvalidInput(format!("image tokens: {e}")))?;
+    let chunk = batch_max(bundle, GraphRole::DvaeDecoder)?.unwrap_or(grids.len().max(1));
+    let mut parts = vec![];
+    for part in all.axis_chunks_iter(Axis(0), chunk) {
+        parts.push(dvae::decode_pixels(bundle, &part.to_owned())?);
+    }
+    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+    concatenate(Axis(0), &views).map_err(|e| Error::InvalidInput(format!("decoded pixels: {e}")))
 }
 
 /// A DALLE-pytorch model: see the module docs.

@@ -20,12 +20,17 @@
 //! its logits and its own stream, a request gives the same images whatever shares its batch.
 //!
 //! The engine is family-neutral: it deals in text ids and image codes through
-//! [`ImageTokenModel`]; [`DallePytorch`] is the unified-vocabulary implementation.
+//! [`ImageTokenModel`]; [`DallePytorch`] is the unified-vocabulary implementation,
+//! [`OrtMinDalle`] the encoder-decoder one (DALL·E mini/mega: text encoder and cross-attention
+//! keys/values once at admission, kept per row as decoder state); [`OrtModel`] opens whichever
+//! a bundle holds.
 //! [`generate`] is the whole-request convenience ("admit, step until done, decode").
 
 mod batch;
 mod dalle_pytorch;
+mod min_dalle;
 mod model;
+mod ort_model;
 mod request;
 mod run;
 
@@ -36,7 +41,9 @@ pub use batch::{BatchPrompt, SlotBatch};
 pub use dalle_pytorch::{
     BundleCodec, DallePytorch, ImageCodec, LoadTimings, OrtDallePytorch, batch_max,
 };
+pub use min_dalle::{OrtMinDalle, seamless_tokens, text_rows};
 pub use model::{ImageGeometry, ImageTokenModel, Prefill, Slot, StepCost};
+pub use ort_model::OrtModel;
 pub use request::{
     InitInput, MAX_CANDIDATES, PromptInput, Request, RequestError, RequestRules, SamplingOverrides,
     TextTokens, ValidInit, ValidatedRequest, default_init_rows, random_seed,
@@ -265,7 +272,8 @@ impl<M: ImageTokenModel> Engine<M> {
             }
             .into());
         }
-        let sampler = ImageTokenSampler::for_vocab(&request.params, g.vocab, g.total_vocab)?;
+        let sampler = ImageTokenSampler::for_vocab(&request.params, g.vocab, g.total_vocab)?
+            .with_guidance(self.model.guidance());
         let t = Instant::now();
         let prime = match &request.init {
             None => vec![],

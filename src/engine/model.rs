@@ -8,6 +8,7 @@
 //! occupied slot with one image code, read each slot's logits, free slots.
 
 use crate::error::Result;
+use crate::sampling::Guidance;
 use image::RgbImage;
 use ndarray::Array4;
 use std::time::Duration;
@@ -64,6 +65,11 @@ pub trait ImageTokenModel {
 
     /// The most rows one decoder call may hold (the graph's batch range).
     fn max_rows(&self) -> usize;
+
+    /// How guided rows are combined ([`Guidance::Cfg`] unless the model family says otherwise).
+    fn guidance(&self) -> Guidance {
+        Guidance::Cfg
+    }
 
     /// Runs the prompt (`text`: tokenizer ids, 0 = padding; `prime`: image codes fixed at the
     /// start) once, with an unconditional row after it when `guided`.

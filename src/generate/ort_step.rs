@@ -12,6 +12,11 @@
 //! already seen as `cache_length`. Any other fixed-size state (the shift-token windows of an
 //! in-place graph) is *replaced*: its present is a new value of the same shape every call.
 //!
+//! Inputs named `cross_*` ([`is_constant_state`]) are *constant* state: per-row values with no
+//! `present` output, set once per row by the caller ([`OrtDecoder::set_constant_rows`]; min-dalle's
+//! cross-attention keys/values, computed once per prompt) and fed unchanged every call; they
+//! are bound once per state like the in-place caches and copied whole when rows move.
+//!
 //! `cache_length` is i64 `[batch]` (one length per row: rows of one state may sit at different
 //! positions) in current bundles, or `[1]` in bundles exported before per-row positions (every
 //! row at the same position; the engine then groups rows as for a concatenated cache).
@@ -27,6 +32,7 @@ use dalle_bundle::io::decoder::{
     present_for,
 };
 use dalle_bundle::io::dims::{BATCH, PAST_SEQUENCE};
+use dalle_bundle::io::min_dalle::is_constant_state;
 use dalle_bundle::{DType, Dim, GraphRole, GraphSpec, TokenLayout};
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, IxDyn};
 use ort::session::{IoBinding, Session};
@@ -44,6 +50,8 @@ enum Update {
     InPlace,
     /// Fixed size, replaced by a new present of the same shape.
     Replace,
+    /// Fixed size, set by the caller, never written by the graph (no present).
+    Constant,
 }
 
 /// One state input and the output that replaces it.
@@ -102,6 +110,11 @@ impl StatePair {
     fn in_place(&self) -> bool {
         self.update == Update::InPlace
     }
+
+    /// Bound once per state (in-place caches and constant state).
+    fn bound_once(&self) -> bool {
+        matches!(self.update, Update::InPlace | Update::Constant)
+    }
 }
 
 /// The state pairs of a decoder graph, from its manifest entry (in manifest order).
@@ -110,13 +123,22 @@ fn state_pairs(spec: &GraphSpec) -> Result<Vec<StatePair>> {
         .map_err(|e| Error::tensor(ROLE, KV_CACHE_ATTRIBUTE, e.to_string()))?
         .in_place();
     let mut pairs = vec![];
-    for input in spec.inputs.iter().filter(|t| t.name.starts_with("past_")) {
+    let states = spec
+        .inputs
+        .iter()
+        .filter(|t| t.name.starts_with("past_") || is_constant_state(&t.name));
+    for input in states {
         let name = &input.name;
-        let present = present_for(name)
-            .filter(|p| spec.output(p).is_some())
-            .ok_or_else(|| {
-                Error::tensor(ROLE, name, "state input has no matching `present` output")
-            })?;
+        let constant = is_constant_state(name);
+        let present = if constant {
+            String::new()
+        } else {
+            present_for(name)
+                .filter(|p| spec.output(p).is_some())
+                .ok_or_else(|| {
+                    Error::tensor(ROLE, name, "state input has no matching `present` output")
+                })?
+        };
         let dtype = StateDType::of(input.dtype).ok_or_else(|| {
             Error::tensor(
                 ROLE,
@@ -155,6 +177,14 @@ fn state_pairs(spec: &GraphSpec) -> Result<Vec<StatePair>> {
             ));
         }
         let update = match growing {
+            1 if constant => {
+                return Err(Error::tensor(
+                    ROLE,
+                    name,
+                    format!("constant state cannot have a `{PAST_SEQUENCE}` axis"),
+                ));
+            }
+            _ if constant => Update::Constant,
             1 => Update::Grow,
             _ if in_place_layout && name.starts_with("past_key_values.") => Update::InPlace,
             _ if in_place_layout => Update::Replace,
@@ -411,6 +441,55 @@ impl OrtDecoder {
         &self.phases
     }
 
+    /// Writes rows `rows` of constant state input `name` (see the module docs): `data` holds
+    /// them one after the other, each the input's shape without the batch axis.
+    pub fn set_constant_rows(
+        &self,
+        state: &mut OrtState,
+        name: &str,
+        rows: &[usize],
+        data: &[f32],
+    ) -> Result<()> {
+        Self::check_rows(state, rows, "set_constant_rows")?;
+        let (pair, value) = self
+            .pairs
+            .iter()
+            .zip(state.values.iter_mut())
+            .find(|(p, _)| p.past == name && p.update == Update::Constant)
+            .ok_or_else(|| Error::tensor(ROLE, name, "is not a constant state input"))?;
+        let row_len: usize = pair.dims.iter().flatten().product();
+        if Some(data.len()) != row_len.checked_mul(rows.len()) {
+            return Err(Error::tensor(
+                ROLE,
+                name,
+                format!(
+                    "{} values given for {} rows of {row_len}",
+                    data.len(),
+                    rows.len()
+                ),
+            ));
+        }
+        let (_, target) = value
+            .try_extract_tensor_mut::<f32>()
+            .map_err(|e| Error::tensor(ROLE, name, format!("cannot write it as float: {e}")))?;
+        for (&r, chunk) in rows.iter().zip(data.chunks_exact(row_len.max(1))) {
+            let to = target
+                .get_mut(r * row_len..(r + 1) * row_len)
+                .ok_or_else(|| Error::tensor(ROLE, name, "state buffer is too short"))?;
+            to.copy_from_slice(chunk);
+        }
+        Ok(())
+    }
+
+    /// Names of the constant state inputs.
+    pub fn constant_inputs(&self) -> Vec<&str> {
+        self.pairs
+            .iter()
+            .filter(|p| p.update == Update::Constant)
+            .map(|p| p.past.as_str())
+            .collect()
+    }
+
     /// Names of the state inputs, in the order the state holds them.
     pub fn state_inputs(&self) -> Vec<&str> {
         self.pairs.iter().map(|p| p.past.as_str()).collect()
@@ -479,12 +558,15 @@ impl OrtDecoder {
         }
         let rebind_in_place = *bound_state != Some(state.id);
         for (pair, value) in self.pairs.iter().zip(state.values.iter_mut()) {
-            if pair.in_place() && !rebind_in_place {
+            if pair.bound_once() && !rebind_in_place {
                 continue;
             }
             binding
                 .bind_input(pair.past.as_str(), &*value)
                 .map_err(|e| err(&pair.past, e))?;
+            if pair.update == Update::Constant {
+                continue;
+            }
             if pair.in_place() {
                 // The same buffer as the past: the graph writes the new tokens into it.
                 binding
@@ -533,6 +615,9 @@ impl OrtDecoder {
 
         let total = state.past_length() + sequence;
         for (pair, slot) in self.pairs.iter().zip(state.values.iter_mut()) {
+            if pair.update == Update::Constant {
+                continue;
+            }
             let value = outputs
                 .remove(pair.present.as_str())
                 .ok_or_else(|| Error::tensor(ROLE, &pair.present, "missing from the outputs"))?;

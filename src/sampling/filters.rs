@@ -145,9 +145,40 @@ pub fn cfg_combine(cond: &[f32], uncond: &[f32], scale: f32, out: &mut [f32]) {
     }
 }
 
+/// min-dalle's super-conditioning: `out = uncond · (1 − factor) + cond · factor`
+/// (`DalleBartDecoder.sample_tokens`). Algebraically the same as [`cfg_combine`] with
+/// `scale = factor` (`u + (c − u)·f = u·(1 − f) + c·f`); spelled min-dalle's way so that the
+/// rounding matches min-dalle's too (the two spellings differ by a few ulps of the logits ×
+/// factor).
+pub fn supercondition_combine(cond: &[f32], uncond: &[f32], factor: f32, out: &mut [f32]) {
+    let keep = 1.0 - factor;
+    for ((o, &c), &u) in out.iter_mut().zip(cond).zip(uncond) {
+        *o = u * keep + c * factor;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn supercondition_is_cfg_by_algebra() {
+        let cond = [0.5f32, -1.25, 3.0, 0.0];
+        let uncond = [0.25f32, 1.0, -2.0, 4.0];
+        let (mut a, mut b) = ([0f32; 4], [0f32; 4]);
+        for f in [1.0f32, 3.0, 16.0, 32.0] {
+            supercondition_combine(&cond, &uncond, f, &mut a);
+            cfg_combine(&cond, &uncond, f, &mut b);
+            for ((&x, &y), (&c, &u)) in a.iter().zip(&b).zip(cond.iter().zip(&uncond)) {
+                // min-dalle's own formula, in f64.
+                let want = f64::from(u) * (1.0 - f64::from(f)) + f64::from(c) * f64::from(f);
+                assert!((f64::from(x) - want).abs() < 1e-5, "{x} vs {want}");
+                assert!((x - y).abs() <= 1e-5 * f, "{x} vs {y}");
+            }
+        }
+        supercondition_combine(&cond, &uncond, 1.0, &mut a);
+        assert_eq!(a, cond, "factor 1 is the conditional row");
+    }
 
     const NEG: f32 = f32::NEG_INFINITY;
 

@@ -8,6 +8,9 @@
 //! 1. Only image codes can be drawn: the result is an image *code* `0..image_vocab_size`.
 //! 2. **Classifier-free guidance** ([`cfg_combine`]) when `cond_scale != 1`:
 //!    `uncond + (cond - uncond) * cond_scale`, from two independent rows (never a shared cache).
+//!    Models that were trained and released with min-dalle's spelling of the same formula
+//!    (DALL·E mini/mega) use [`Guidance::Supercondition`], [`supercondition_combine`]:
+//!    `uncond · (1 − f) + cond · f`, equal by algebra, rounded as min-dalle rounds.
 //! 3. The [`FilterChain`]: [`Temperature`] → [`TopK`] → [`TopP`] (Hugging Face order; top-k is
 //!    invariant to temperature, top-p is not).
 //! 4. One draw by inverse CDF over the softmax of what is left ([`Sampler`]), using the
@@ -27,11 +30,23 @@
 mod filters;
 mod sampler;
 
-pub use filters::{FilterChain, LogitsFilter, Temperature, TopK, TopP, cfg_combine};
+pub use filters::{
+    FilterChain, LogitsFilter, Temperature, TopK, TopP, cfg_combine, supercondition_combine,
+};
 pub use sampler::{CandidateRng, ImageTokenSampler, SampleScratch, Sampler};
 
 use crate::error::{Error, Result};
 use serde::Serialize;
+
+/// How a guided candidate's two rows are combined (the formula; the scale is `cond_scale`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Guidance {
+    /// [`cfg_combine`]: `uncond + (cond − uncond) · scale` (DALLE-pytorch).
+    #[default]
+    Cfg,
+    /// [`supercondition_combine`]: `uncond · (1 − f) + cond · f` (min-dalle).
+    Supercondition,
+}
 
 /// Sampling settings, checked by [`SamplingParams::validate`].
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -1,8 +1,10 @@
 //! The seeded draw ([`Sampler`], [`CandidateRng`]) and the whole per-row pipeline
 //! ([`ImageTokenSampler`]: image range → CFG → filters → draw).
 
-use super::SamplingParams;
-use super::filters::{FilterChain, LogitsFilter, Temperature, TopK, TopP, cfg_combine};
+use super::filters::{
+    FilterChain, LogitsFilter, Temperature, TopK, TopP, cfg_combine, supercondition_combine,
+};
+use super::{Guidance, SamplingParams};
 use crate::error::{Error, Result};
 use dalle_bundle::TokenLayout;
 use rand_chacha::ChaCha20Rng;
@@ -105,6 +107,7 @@ pub struct SampleScratch {
 pub struct ImageTokenSampler {
     image_vocab: usize,
     cond_scale: Option<f32>,
+    guidance: Guidance,
     chain: FilterChain,
     sampler: Sampler,
     /// The fused path's settings (`None` when top-p is on: the chain runs instead).
@@ -172,10 +175,17 @@ impl ImageTokenSampler {
         Ok(ImageTokenSampler {
             image_vocab,
             cond_scale: params.guided().then_some(params.cond_scale as f32),
+            guidance: Guidance::Cfg,
             chain,
             sampler: Sampler,
             fused: top_p.is_none().then_some(Fused { temperature, top_k }),
         })
+    }
+
+    /// Combines guided rows with `guidance`'s formula (default [`Guidance::Cfg`]).
+    pub fn with_guidance(mut self, guidance: Guidance) -> ImageTokenSampler {
+        self.guidance = guidance;
+        self
     }
 
     /// Whether rows come in (conditional, unconditional) pairs.
@@ -231,7 +241,12 @@ impl ImageTokenSampler {
             (Some(scale), Some(uncond)) => {
                 let uncond = self.image_part(uncond, "unconditional")?;
                 logits.resize(self.image_vocab, 0.0);
-                cfg_combine(cond, uncond, scale, logits);
+                match self.guidance {
+                    Guidance::Cfg => cfg_combine(cond, uncond, scale, logits),
+                    Guidance::Supercondition => {
+                        supercondition_combine(cond, uncond, scale, logits);
+                    }
+                }
             }
             (Some(_), None) => {
                 return Err(Error::InvalidInput(

@@ -7,7 +7,7 @@
 use super::state::{ModelInfo, Settings};
 use super::worker::Loaded;
 use crate::engine::{
-    Engine, EngineError, ImageTokenModel, OrtDallePytorch, PromptInput, Request, RequestRules,
+    Engine, EngineError, ImageTokenModel, OrtModel, PromptInput, Request, RequestRules,
     SamplingOverrides,
 };
 use crate::ep::EpOptions;
@@ -38,7 +38,7 @@ pub fn load(dir: &Path, options: EpOptions, settings: &Settings) -> Result<Loade
     bundle.manifest().graph(GraphRole::Decoder)?;
     let mut rules = RequestRules::from_bundle(&bundle)?;
     rules.max_candidates = settings.max_candidates;
-    let (model, _) = OrtDallePytorch::from_bundle(bundle, None)?;
+    let (model, _) = OrtModel::from_bundle(bundle, None)?;
     let mut engine = Engine::new(model, settings.max_batch_rows);
     let g = engine.model().geometry();
     let pixels = engine.model_mut().decode_images(&[vec![0; g.tokens()]])?;
@@ -46,16 +46,11 @@ pub fn load(dir: &Path, options: EpOptions, settings: &Settings) -> Result<Loade
     if rules.image_encoder {
         engine
             .model_mut()
-            .codec_mut()
             .bundle_mut()
             .session(GraphRole::DvaeEncoder)?;
     }
     if rules.clip {
-        clip::score(
-            engine.model_mut().codec_mut().bundle_mut(),
-            "warm-up",
-            pixels.view(),
-        )?;
+        clip::score(engine.model_mut().bundle_mut(), "warm-up", pixels.view())?;
     }
     let warm = Request {
         prompt: PromptInput::Ids(vec![]),

@@ -21,9 +21,7 @@ use super::error::ApiError;
 use super::job::{Job, JobEvent, JobTimings, ms};
 use super::metrics::Metrics;
 use super::state::{ModelInfo, Phase, Shared};
-use crate::engine::{
-    Engine, EngineError, Event, ImageTokenModel, OrtDallePytorch, RequestId, ValidInit,
-};
+use crate::engine::{Engine, EngineError, Event, ImageTokenModel, OrtModel, RequestId, ValidInit};
 use image::RgbImage;
 use ndarray::Axis;
 use std::collections::BTreeMap;
@@ -34,7 +32,7 @@ use std::time::{Duration, Instant};
 
 /// A loaded model: the engine and what the handlers need to know about it.
 pub struct Loaded {
-    pub engine: Engine<OrtDallePytorch>,
+    pub engine: Engine<OrtModel>,
     pub info: Arc<ModelInfo>,
 }
 
@@ -102,7 +100,7 @@ fn rows_per(job: &Job) -> usize {
 struct Worker {
     shared: Arc<Shared>,
     loader: Loader,
-    engine: Option<Engine<OrtDallePytorch>>,
+    engine: Option<Engine<OrtModel>>,
     running: BTreeMap<RequestId, Running>,
     last_load: Option<Instant>,
 }
@@ -539,13 +537,13 @@ type Returned = (usize, usize, RgbImage, Option<f32>);
 /// The images of a finished request, in the order returned: every candidate, or the CLIP-best
 /// `keep` in score order.
 fn images(
-    engine: &mut Engine<OrtDallePytorch>,
+    engine: &mut Engine<OrtModel>,
     f: &crate::engine::Finished,
     job: &Job,
 ) -> Result<Vec<Returned>, crate::Error> {
     let pixels = engine.model_mut().decode_images(&f.tokens)?;
     let (order, scores) = if job.rerank {
-        let bundle = engine.model_mut().codec_mut().bundle_mut();
+        let bundle = engine.model_mut().bundle_mut();
         let scores = crate::clip::score(bundle, &f.request.text.prompt, pixels.view())?;
         let mut order = crate::clip::ranking(&scores);
         order.truncate(job.keep);

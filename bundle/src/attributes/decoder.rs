@@ -100,7 +100,7 @@ impl KvCacheAttribute {
         matches!(self, KvCacheAttribute::InPlace { .. })
     }
 
-    fn write(self, a: &mut Attributes) {
+    pub(crate) fn write(self, a: &mut Attributes) {
         match self {
             KvCacheAttribute::Concat => {
                 a.insert(KV_CACHE_ATTRIBUTE.into(), json!(KV_CONCAT));

@@ -15,12 +15,14 @@ use std::collections::BTreeMap;
 pub mod clip;
 pub mod decoder;
 pub mod dvae;
+pub mod min_dalle;
 pub mod precision;
 pub mod vqgan;
 
 pub use clip::{ClipImageAttributes, ClipTextAttributes, ClipTowerAttributes};
 pub use decoder::{DecoderAttributes, KvCacheAttribute, LogitsKind};
 pub use dvae::DvaeAttributes;
+pub use min_dalle::MinDalleAttributes;
 pub use precision::{Precision, PrecisionAttributes, Provider, QuantFormat};
 pub use vqgan::{VqKindAttribute, VqganAttributes};
 

@@ -13,7 +13,7 @@ use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy, exporter_ver
 use dalle_export::compat;
 use dalle_export::families::dalle_pytorch::decoder::{DecoderOptions, KvCacheLayout, LogitsOutput};
 use dalle_export::families::openai_dvae::{self, DecoderConfig, EncoderConfig, Half};
-use dalle_export::families::{clip, dalle_pytorch};
+use dalle_export::families::{clip, dalle_pytorch, min_dalle};
 use dalle_export::graph::precision::{Int8Options, PrecisionPolicy};
 use dalle_export::graph::{check, proto_io, text};
 use indicatif::ProgressBar;
@@ -115,6 +115,39 @@ enum Command {
         /// CPU provider, whose kernel is the float32 one; not for CUDA/TensorRT float32)
         #[arg(long, value_enum, default_value_t = KvCacheArg::Concat)]
         kv_cache: KvCacheArg,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// DALL·E mini/mega in min-dalle's files: text encoder, cross-attention K/V, decoder step,
+    /// tokenizer. Sizes (mini, mega or any other) are read from the weights.
+    MinDalle {
+        /// Directory with `encoder.pt`, `decoder.pt`, `vocab.json`, `merges.txt` (`_mini`
+        /// suffixes accepted); the flags below name files one by one instead.
+        #[arg(long, value_name = "DIR", required_unless_present_all = ["encoder", "decoder", "vocab", "merges"])]
+        model: Option<PathBuf>,
+        /// `encoder.pt` (a `torch.save`d state dict).
+        #[arg(long, value_name = "FILE")]
+        encoder: Option<PathBuf>,
+        /// `decoder.pt`.
+        #[arg(long, value_name = "FILE")]
+        decoder: Option<PathBuf>,
+        /// `vocab.json`.
+        #[arg(long, value_name = "FILE")]
+        vocab: Option<PathBuf>,
+        /// `merges.txt`.
+        #[arg(long, value_name = "FILE")]
+        merges: Option<PathBuf>,
+        /// `detoker.pt`, the VQGAN image decoder (default: `DIR/detoker.pt` when present; without
+        /// it the bundle makes image tokens only)
+        #[arg(long, value_name = "FILE")]
+        detoker: Option<PathBuf>,
+        /// Attention heads (not in the files; default: width / 64, as mini and mega)
+        #[arg(long, value_name = "N")]
+        heads: Option<usize>,
+        /// Decoder id fed at position 0 (default: the last code, min-dalle's 16383; dalle-mini's
+        /// training used 16384)
+        #[arg(long, value_name = "ID")]
+        start_token: Option<usize>,
         #[command(flatten)]
         out: OutArgs,
     },
@@ -245,6 +278,52 @@ fn run(command: Command) -> Result<()> {
                         logits: logits.into(),
                         kv_cache: kv_cache.into(),
                     },
+                    progress: print,
+                },
+            )?;
+            commit(writer)
+        }
+        Command::MinDalle {
+            model,
+            encoder,
+            decoder,
+            vocab,
+            merges,
+            detoker,
+            heads,
+            start_token,
+            out,
+        } => {
+            let mut files = match &model {
+                Some(dir) => Some(min_dalle::ModelFiles::from_dir(dir)?),
+                None => None,
+            };
+            let pick = |flag: Option<PathBuf>, from_dir: Option<PathBuf>, name: &str| {
+                flag.or(from_dir)
+                    .with_context(|| format!("give --model DIR or --{name} FILE"))
+            };
+            let files = min_dalle::ModelFiles {
+                encoder: pick(
+                    encoder,
+                    files.as_ref().map(|f| f.encoder.clone()),
+                    "encoder",
+                )?,
+                decoder: pick(
+                    decoder,
+                    files.as_ref().map(|f| f.decoder.clone()),
+                    "decoder",
+                )?,
+                vocab: pick(vocab, files.as_ref().map(|f| f.vocab.clone()), "vocab")?,
+                merges: pick(merges, files.as_ref().map(|f| f.merges.clone()), "merges")?,
+                detoker: detoker.or(files.as_mut().and_then(|f| f.detoker.take())),
+            };
+            let mut writer = writer(&out, ModelFamily::MinDalle, vec![])?;
+            min_dalle::add_to_bundle(
+                &mut writer,
+                min_dalle::BundleOptions {
+                    files,
+                    heads,
+                    start_token,
                     progress: print,
                 },
             )?;

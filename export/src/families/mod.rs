@@ -5,6 +5,7 @@
 
 pub mod clip;
 pub mod dalle_pytorch;
+pub mod min_dalle;
 pub mod openai_dvae;
 pub mod vqgan;
 

@@ -9,8 +9,11 @@
 //! - [`load_tokenizer_json`]: a user-supplied HF `tokenizer.json` (`--tokenizer FILE`, for
 //!   checkpoints trained with DALLE-pytorch's `HugTokenizer`), checked to be a JSON object with
 //!   a `model` object. The runtime does the full parse.
+//! - [`min_dalle::tokenizer_json`]: min-dalle's `TextTokenizer` from its `vocab.json` and
+//!   `merges.txt` (emoji names, lower-casing, ASCII only, BPE with the `Ġ` word prefix).
 
 pub mod clip;
+pub mod min_dalle;
 
 use std::path::{Path, PathBuf};
 

@@ -13,7 +13,7 @@ use super::{Global, open, progress};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use dalle::engine::{
-    self, Engine, ImageTokenModel, InitInput, OrtDallePytorch, PromptInput, Request, RequestRules,
+    self, Engine, ImageTokenModel, InitInput, OrtModel, PromptInput, Request, RequestRules,
     SamplingOverrides, ValidInit,
 };
 use dalle::ep::EpOptions;
@@ -86,6 +86,18 @@ pub struct GenerateArgs {
         help_heading = "Sampling"
     )]
     seed: Option<Seed>,
+    /// G×G candidates (min-dalle's `grid_size`): the same as -n G²
+    #[arg(
+        long,
+        value_name = "G",
+        conflicts_with = "candidates",
+        help_heading = "Sampling"
+    )]
+    grid_size: Option<usize>,
+    /// Also decode the candidates' tokens tiled into one image, `seamless.png` (min-dalle's
+    /// `is_seamless`; needs a square number of candidates and an output folder)
+    #[arg(long, help_heading = "Output")]
+    seamless: bool,
     /// Candidates run at once, B in [1, N] (default: all, within the decoder's batch range);
     /// results do not depend on it
     #[arg(long, value_name = "B", help_heading = "Sampling")]
@@ -175,6 +187,13 @@ pub fn run(g: &Global, options: EpOptions, mut args: GenerateArgs) -> Result<()>
         }
     }
     let prompt_text = args.prompt.clone().unwrap_or_default();
+    if let Some(g) = args.grid_size {
+        args.candidates = Some(
+            g.checked_mul(g)
+                .filter(|&n| n > 0)
+                .with_context(|| format!("--grid-size {g}: must be in [1, 32]"))?,
+        );
+    }
     let candidates = args.candidates.unwrap_or(1);
 
     let mut bundle = open(&args.bundle.model, options)?;
@@ -240,7 +259,7 @@ pub fn run(g: &Global, options: EpOptions, mut args: GenerateArgs) -> Result<()>
             provenance.model_hash()
         );
     }
-    let (model, load) = OrtDallePytorch::from_bundle(bundle, None)?;
+    let (model, load) = OrtModel::from_bundle(bundle, None)?;
     let limit = model.max_rows();
     let max_rows = args.batch.map(|b| b.saturating_mul(rows_per));
     if let Some(rows) = max_rows
@@ -282,7 +301,7 @@ pub fn run(g: &Global, options: EpOptions, mut args: GenerateArgs) -> Result<()>
     let params = generation.request.params.clone();
     let rerank = match generation.request.rerank {
         Some(keep) => {
-            let bundle = engine.model_mut().codec_mut().bundle_mut();
+            let bundle = engine.model_mut().bundle_mut();
             let scores = dalle::clip::score(bundle, &prompt_text, generation.pixels.view())
                 .context("scoring the candidates with CLIP")?;
             Some(dalle::generate::Rerank { scores, keep })
@@ -300,7 +319,20 @@ pub fn run(g: &Global, options: EpOptions, mut args: GenerateArgs) -> Result<()>
         provenance: Some(&provenance),
         only,
     };
-    let files = dalle::generate::write_run(&dest, &generation, &record)?;
+    let mut files = dalle::generate::write_run(&dest, &generation, &record)?;
+    if args.seamless {
+        let Destination::Dir(dir) = &dest else {
+            anyhow::bail!("--seamless writes seamless.png into an output folder, not -o FILE.png");
+        };
+        let tiles = engine::seamless_tokens(&generation.tokens, rules.geometry.grid)?;
+        let image = dalle::dvae::decode(engine.model_mut().bundle_mut(), &tiles)?;
+        let path = dir.join("seamless.png");
+        if let Some(img) = image.first() {
+            img.save(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            files.push(path);
+        }
+    }
     if let Some(r) = &rerank {
         for (rank, i) in dalle::clip::ranking(&r.scores).into_iter().enumerate() {
             println!("clip rank {rank}: candidate {i} score {:.4}", r.scores[i]);

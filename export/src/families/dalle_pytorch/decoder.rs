@@ -461,7 +461,7 @@ fn rotary_shape(w: &Weights, cfg: &DalleConfig) -> Result<Vec<usize>> {
 
 /// `GroupQueryAttention`'s lengths from per-row positions: `seqlens_k` = `cache_length + S − 1`
 /// `[B]`, `total_sequence_length` = `max(cache_length) + S` scalar (both int32).
-fn gqa_lengths(g: &mut GraphBuilder, p: &Positions) -> Result<GqaLengths> {
+pub(crate) fn gqa_lengths(g: &mut GraphBuilder, p: &Positions) -> Result<GqaLengths> {
     let row_total = p.row_total.ok_or_else(|| {
         ExportError::node("kv_lengths", "the in-place cache needs per-row positions")
     })?;
