@@ -35,3 +35,7 @@ mod clip;
 
 /// Shape-world evaluator: detection, judging and caption parsing on the world's own renders.
 mod shapes;
+
+/// Fuzz corpus replay on stable: every committed fuzz input and seeded mutants through the
+/// libFuzzer targets' own functions, in a child under a memory cap (`fuzz/README.md`).
+mod fuzz_replay;
