@@ -19,7 +19,11 @@ fi
 nice -n 19 cargo +nightly fuzz build -O --debug-assertions
 bin="target/x86_64-unknown-linux-gnu/release"
 mkdir -p logs
-export TMPDIR="${TMPDIR:-/dev/shm}"
+# Scratch files (one folder per fuzzing process; libFuzzer's exit leaves them behind), removed
+# at the end.
+export TMPDIR="/dev/shm/dalle-fuzz-campaign-$$"
+mkdir -p "$TMPDIR"
+trap 'rm -rf "$TMPDIR"' EXIT
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t"
     cp -n "seeds/$t"/* "corpus/$t/" 2>/dev/null || true
