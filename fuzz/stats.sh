@@ -9,12 +9,12 @@ echo "|---|---|---|---|---|---|---|---|---|"
 for log in logs/*.log; do
     t="$(basename "$log" .log)"
     line="$(grep -E '^#[0-9]+: cov:' "$log" | tail -1 || true)"
-    artifacts="$(find "artifacts/$t" -type f 2>/dev/null | wc -l)"
+    artifacts="$(find "artifacts/$t" -type f 2>/dev/null | wc -l || true)"
     if [ -z "$line" ]; then
         echo "| $t | - | - | - | - | - | - | - | $artifacts |"
         continue
     fi
-    get() { sed -E "s/.* $1 ([^ ]+).*/\1/" <<<"$line"; }
+    get() { sed -E "s|.* $1 ([^ ]+).*|\1|" <<<"$line"; }
     execs="$(sed -E 's/^#([0-9]+):.*/\1/' <<<"$line")"
     echo "| $t | $(get time: | tr -d s) | $execs | $(get exec/s:) | $(get cov:) | $(get ft:) | $(get corp:) | $(get oom/timeout/crash:) | $artifacts |"
 done

@@ -79,9 +79,9 @@ impl TextTokenizer {
                 message: "file does not exist".to_string(),
             });
         }
-        let mut inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+        let mut inner = load_hf_tokenizer(path).map_err(|message| Error::Tokenizer {
             path: path.to_path_buf(),
-            message: format!("cannot parse: {e}"),
+            message,
         })?;
         // Truncation and padding are done here (and reported), not by the file's settings.
         inner
@@ -264,6 +264,20 @@ impl TextTokenizer {
     }
 }
 
+/// Parses a Hugging Face `tokenizer.json`; the error is a message for [`Error::Tokenizer`].
+///
+/// `tokenizers` 0.23 panics (`expect("Helper")`) on a JSON syntax error inside the `decoder`
+/// entry (found by the `tokenizer` fuzz target; reproducer `{"decoder": x}`), so the syntax is
+/// checked first, and any other panic of the parser becomes an error too.
+pub(crate) fn load_hf_tokenizer(path: &Path) -> std::result::Result<tokenizers::Tokenizer, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+        .map_err(|e| format!("cannot parse: {e}"))?;
+    std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&bytes))
+        .map_err(|_| "cannot parse: the tokenizers library panicked on this file".to_string())?
+        .map_err(|e| format!("cannot parse: {e}"))
+}
+
 /// Whether the tokenizer is the CLIP BPE of `bpe_simple_vocab_16e6`.
 fn is_clip_bpe(tokenizer: &tokenizers::Tokenizer) -> bool {
     tokenizer.get_vocab_size(true) == 49408
@@ -348,6 +362,10 @@ mod tests {
             "{err}"
         );
         std::fs::write(&missing, b"{\"model\": 1}").unwrap();
+        let err = TextTokenizer::open(&missing).err().unwrap().to_string();
+        assert!(err.contains("cannot parse"), "{err}");
+        // A syntax error inside `decoder` made tokenizers 0.23 panic (`tokenizer` fuzz target).
+        std::fs::write(&missing, b"{\"decoder\": x}").unwrap();
         let err = TextTokenizer::open(&missing).err().unwrap().to_string();
         assert!(err.contains("cannot parse"), "{err}");
     }
