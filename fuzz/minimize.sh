@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # After a campaign: merges the inputs of fuzz/corpus/<target>/ that add coverage into
-# fuzz/seeds/<target>/ (libFuzzer -merge=1: the committed corpus grows only by what is new, and
-# files over 64 KiB are left out to keep it small), for every target or those named.
+# fuzz/seeds/<target>/, for every target or those named. libFuzzer's -set_cover_merge=1 keeps
+# the fewest inputs covering every new edge (-use_counters=0: hit counts do not count) and
+# files over 4 KiB are left out, so the committed corpus stays small and grows only by what is
+# new.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 targets=("$@")
@@ -14,8 +16,8 @@ mkdir -p "$TMPDIR"
 trap 'rm -rf "$TMPDIR"' EXIT
 for t in "${targets[@]}"; do
     small="$(mktemp -d -p /tmp)"
-    find "corpus/$t" -type f -size -64k -exec cp {} "$small/" \;
-    nice -n 19 "$bin/$t" -merge=1 -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=30 \
+    find "corpus/$t" -type f -size -4k -exec cp {} "$small/" \;
+    nice -n 19 "$bin/$t" -set_cover_merge=1 -use_counters=0 -artifact_prefix="$small/" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=30 \
         "seeds/$t" "$small" 2>&1 | grep -E '^MERGE-OUTER: [0-9]+ new files' || true
     rm -rf "$small"
 done

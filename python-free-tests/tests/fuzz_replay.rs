@@ -9,7 +9,9 @@
 //! child's last stderr line names the input.
 //!
 //! `fuzz/regressions/<target>/` holds reproducers of known reader bugs that other branches are
-//! fixing; [`known_regressions`] is ignored until they land (run it with `--ignored`).
+//! fixing; [`known_regressions`] is ignored until they land (run it with `--ignored`). Seeded
+//! mutants easily hit those bugs again, so for a target with open reproducers the default test
+//! replays its seeds alone and [`known_regressions`] adds the mutants.
 
 use python_free_tests::fuzz_targets::Target;
 use std::io::Read;
@@ -47,6 +49,7 @@ fn replay(target: Target, args: &[&str], inputs: &Path) -> Result<String, String
         .arg(target.name())
         .args(args)
         .arg(inputs)
+        .env("RUST_BACKTRACE", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -74,8 +77,13 @@ fn replay(target: Target, args: &[&str], inputs: &Path) -> Result<String, String
         let _ = out.read_to_string(&mut stdout);
     }
     let stderr = reader.join().unwrap_or_default();
-    let tail: Vec<&str> = stderr.lines().rev().take(12).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    // From the last input's name on: the input and what happened to it.
+    let lines: Vec<&str> = stderr.lines().collect();
+    let from = lines
+        .iter()
+        .rposition(|l| l.starts_with("input "))
+        .unwrap_or(0);
+    let tail: Vec<&str> = lines.iter().skip(from).take(12).copied().collect();
     match status {
         Some(s) if s.success() => Ok(stdout),
         Some(s) => Err(format!(
@@ -93,18 +101,44 @@ fn replay(target: Target, args: &[&str], inputs: &Path) -> Result<String, String
     }
 }
 
+/// The known-bug reproducers of `target` (files of `fuzz/regressions/<target>/`).
+fn known_bugs(target: Target) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(fuzz_dir("regressions", target)) else {
+        return vec![];
+    };
+    let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+    files.retain(|f| f.is_file());
+    files.sort();
+    files
+}
+
+/// Replays the seeds of `target`, with mutants unless it has open known bugs.
 fn replay_seeds(target: Target) {
+    let mutants = if known_bugs(target).is_empty() {
+        MUTATIONS
+    } else {
+        eprintln!(
+            "{}: known bugs open (fuzz/regressions/): seeds only, mutants in known_regressions",
+            target.name()
+        );
+        0
+    };
+    if let Err(e) = replay_seeds_with(target, mutants) {
+        panic!("{e}");
+    }
+}
+
+fn replay_seeds_with(target: Target, mutants: u64) -> Result<(), String> {
     let dir = fuzz_dir("seeds", target);
     let count = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .count();
     assert!(count > 0, "{} has no seeds", dir.display());
-    let mutations = MUTATIONS.to_string();
+    let mutants = mutants.to_string();
     let seed = SEED.to_string();
-    match replay(target, &["--mutations", &mutations, "--seed", &seed], &dir) {
-        Ok(out) => eprint!("{out}"),
-        Err(e) => panic!("{e}"),
-    }
+    let out = replay(target, &["--mutations", &mutants, "--seed", &seed], &dir)?;
+    eprint!("{out}");
+    Ok(())
 }
 
 #[test]
@@ -166,30 +200,32 @@ fn every_target_is_replayed() {
 }
 
 /// Reproducers of known reader bugs (memory-limit crashes, panics) that the `hostile-readers`
-/// and `hostile-checks` branches fix; each file runs in its own child so every one is reported.
+/// and `hostile-checks` branches fix, each in its own child so every one is reported, and the
+/// seeded mutants of the targets that have them.
 #[test]
 #[ignore = "known reader bugs fixed on other branches; enable when they are merged"]
 fn known_regressions() {
     let mut failures = vec![];
     let mut total = 0;
     for target in Target::ALL {
-        let dir = fuzz_dir("regressions", target);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+        let files = known_bugs(target);
+        if files.is_empty() {
             continue;
-        };
-        let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
-        files.retain(|f| f.is_file() && f.extension().is_none_or(|e| e != "md"));
-        files.sort();
+        }
         for file in files {
             total += 1;
             if let Err(e) = replay(target, &[], &file) {
                 failures.push(e);
             }
         }
+        total += 1;
+        if let Err(e) = replay_seeds_with(target, MUTATIONS) {
+            failures.push(e);
+        }
     }
     assert!(
         failures.is_empty(),
-        "{} of {total} known regressions still fail:\n\n{}",
+        "{} of {total} known-regression runs still fail:\n\n{}",
         failures.len(),
         failures.join("\n\n")
     );
