@@ -79,9 +79,9 @@ impl TextTokenizer {
                 message: "file does not exist".to_string(),
             });
         }
-        let mut inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+        let mut inner = load_hf_tokenizer(path).map_err(|message| Error::Tokenizer {
             path: path.to_path_buf(),
-            message: format!("cannot parse: {e}"),
+            message,
         })?;
         // Truncation and padding are done here (and reported), not by the file's settings.
         inner
@@ -230,14 +230,52 @@ impl TextTokenizer {
         })
     }
 
-    /// Text of `ids` (padding 0 and special tokens skipped), for logs and debugging.
+    /// Text of `ids` (padding 0, special tokens and ids outside the vocabulary skipped), for
+    /// logs and debugging.
+    ///
+    /// `tokenizers` 0.23's `Strip` decoder (the CLIP file's last step) panics on an empty text,
+    /// so no ids left gives `""` without calling it, and a decoder that panics on a hostile
+    /// file's tokens is an error, not a crash.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        let ids: Vec<u32> = ids.iter().copied().filter(|&id| id != 0).collect();
-        self.inner.decode(&ids, true).map_err(|e| Error::Tokenizer {
+        let special: std::collections::HashSet<u32> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .collect();
+        let ids: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|&id| id != 0 && !special.contains(&id) && self.inner.id_to_token(id).is_some())
+            .collect();
+        if ids.is_empty() {
+            return Ok(String::new());
+        }
+        let failed = |message: String| Error::Tokenizer {
             path: self.path.clone(),
-            message: format!("cannot decode: {e}"),
-        })
+            message,
+        };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.inner.decode(&ids, true)
+        }))
+        .map_err(|_| failed("the file's decoder panicked on these ids".to_string()))?
+        .map_err(|e| failed(format!("cannot decode: {e}")))
     }
+}
+
+/// Parses a Hugging Face `tokenizer.json`; the error is a message for [`Error::Tokenizer`].
+///
+/// `tokenizers` 0.23 panics (`expect("Helper")`) on a JSON syntax error inside the `decoder`
+/// entry (found by the `tokenizer` fuzz target; reproducer `{"decoder": x}`), so the syntax is
+/// checked first, and any other panic of the parser becomes an error too.
+pub(crate) fn load_hf_tokenizer(path: &Path) -> std::result::Result<tokenizers::Tokenizer, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+        .map_err(|e| format!("cannot parse: {e}"))?;
+    std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&bytes))
+        .map_err(|_| "cannot parse: the tokenizers library panicked on this file".to_string())?
+        .map_err(|e| format!("cannot parse: {e}"))
 }
 
 /// Whether the tokenizer is the CLIP BPE of `bpe_simple_vocab_16e6`.
@@ -303,6 +341,10 @@ mod tests {
         assert!(tok.encode("a cat", 8).unwrap().dropped.is_empty());
         let e = tok.encode(" \n ", 3).unwrap();
         assert_eq!((e.ids, e.token_count), (vec![0, 0, 0], 0));
+        // All padding or special tokens: nothing reaches the file's decoder (whose `Strip`
+        // step panics on an empty text; found by the `prompt` fuzz target).
+        assert_eq!(tok.decode(&[0, 0, 0]).unwrap(), "");
+        assert_eq!(tok.decode(&[0, 49406, 49407, 60000]).unwrap(), "");
         assert_eq!(
             tok.decode(&tok.encode("a photo of a cat", 8).unwrap().ids)
                 .unwrap(),
@@ -320,6 +362,10 @@ mod tests {
             "{err}"
         );
         std::fs::write(&missing, b"{\"model\": 1}").unwrap();
+        let err = TextTokenizer::open(&missing).err().unwrap().to_string();
+        assert!(err.contains("cannot parse"), "{err}");
+        // A syntax error inside `decoder` made tokenizers 0.23 panic (`tokenizer` fuzz target).
+        std::fs::write(&missing, b"{\"decoder\": x}").unwrap();
         let err = TextTokenizer::open(&missing).err().unwrap().to_string();
         assert!(err.contains("cannot parse"), "{err}");
     }

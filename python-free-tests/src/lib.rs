@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod fuzz_targets;
+
 use ndarray::{ArrayD, IxDyn};
 use ort::environment::Environment;
 use ort::session::Session;

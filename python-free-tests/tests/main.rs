@@ -57,3 +57,7 @@ mod compat;
 /// `--precision`: every family at fp32/fp16/bf16/int8 on the CPU provider: loads exactly where
 /// the manifest says, matches float32 within the stated tolerances where it runs.
 mod precision;
+
+/// Fuzz corpus replay on stable: every committed fuzz input and seeded mutants through the
+/// libFuzzer targets' own functions, in a child under a memory cap (`fuzz/README.md`).
+mod fuzz_replay;

@@ -57,8 +57,7 @@ impl ClipTokenizer {
         if !path.is_file() {
             return Err(err("file does not exist".into()));
         }
-        let mut inner = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|e| err(format!("cannot parse: {e}")))?;
+        let mut inner = crate::tokenizer::load_hf_tokenizer(&path).map_err(err)?;
         inner
             .with_truncation(None)
             .map_err(|e| err(format!("cannot disable truncation: {e}")))?
