@@ -79,8 +79,9 @@ fn read<T: ndarray_npy::ReadableElement>(
     if !std::fs::metadata(path).map_err(io)?.is_file() {
         return Err(npy_error(path, "not a regular file".into()));
     }
-    let file = File::open(path).map_err(io)?;
+    let mut file = File::open(path).map_err(io)?;
     let file_len = file.metadata().map_err(io)?.len();
+    check_header_length(path, &mut file, file_len)?;
     let mut reader = Counting {
         inner: BufReader::new(file),
         read: 0,
@@ -93,6 +94,56 @@ fn read<T: ndarray_npy::ReadableElement>(
     let mut file = reader.inner.into_inner();
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     Ok(ArrayD::<T>::read_npy(BufReader::new(file)))
+}
+
+/// The largest `.npy` header read (numpy's own reader refuses headers over 10,000 bytes by
+/// default; token arrays need under 200).
+pub const MAX_HEADER_BYTES: u64 = 65_536;
+
+/// The header length field (u16 in format 1, u32 in 2 and 3) is checked against the file and
+/// [`MAX_HEADER_BYTES`] before `ndarray-npy` allocates a buffer of that length. Leaves `file`
+/// at its start. Files too short or without the magic are left to the parser's own errors.
+fn check_header_length(path: &Path, file: &mut File, file_len: u64) -> Result<()> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut prefix = [0u8; 12];
+    let mut got = 0;
+    while got < prefix.len() {
+        let n = file.read(&mut prefix[got..]).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    if got < 10 || &prefix[..6] != b"\x93NUMPY" {
+        return Ok(());
+    }
+    let (fixed, claimed) = match prefix[6] {
+        1 => (10u64, u64::from(u16::from_le_bytes([prefix[8], prefix[9]]))),
+        _ if got == 12 => (
+            12u64,
+            u64::from(u32::from_le_bytes([
+                prefix[8], prefix[9], prefix[10], prefix[11],
+            ])),
+        ),
+        _ => return Ok(()),
+    };
+    if claimed > MAX_HEADER_BYTES {
+        return Err(npy_error(
+            path,
+            format!("the header claims {claimed} bytes; the limit is {MAX_HEADER_BYTES} bytes"),
+        ));
+    }
+    if fixed + claimed > file_len {
+        return Err(npy_error(
+            path,
+            format!("the header claims {claimed} bytes, past the end of the {file_len}-byte file"),
+        ));
+    }
+    Ok(())
 }
 
 /// The header's shape × element size must be exactly the bytes after the header; the error
@@ -237,6 +288,31 @@ mod tests {
             let msg = read_tokens(Path::new("/dev/zero")).unwrap_err().to_string();
             assert!(msg.contains("not a regular file"), "{msg}");
         }
+    }
+
+    /// Issue 13 (found by the `npy` fuzz campaign): a format-2 header whose length field
+    /// claims 4 GiB is refused before `ndarray-npy` allocates it; so is one past the file.
+    #[test]
+    fn header_lengths_are_checked_before_they_allocate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.npy");
+        let mut bytes = b"\x93NUMPY\x02\x00".to_vec();
+        bytes.extend_from_slice(&0xffff_fff0u32.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let msg = read_tokens(&path).unwrap_err().to_string();
+        assert!(
+            msg.contains("the header claims 4294967280 bytes; the limit is 65536 bytes"),
+            "{msg}"
+        );
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&600u16.to_le_bytes());
+        bytes.extend_from_slice(b"{'descr'");
+        std::fs::write(&path, &bytes).unwrap();
+        let msg = read_tokens(&path).unwrap_err().to_string();
+        assert!(
+            msg.contains("the header claims 600 bytes, past the end of the 18-byte file"),
+            "{msg}"
+        );
     }
 
     #[test]
