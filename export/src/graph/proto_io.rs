@@ -223,21 +223,7 @@ pub fn write_model(
             data_path = Some(p);
         }
     }
-    let bytes = model.encode_to_vec();
-    if bytes.len() as u64 >= 2 * 1024 * 1024 * 1024 {
-        return Err(ExportError::Unsupported(format!(
-            "{}: the model is {} bytes, over protobuf's 2 GB limit; write it with external data",
-            path.display(),
-            bytes.len()
-        )));
-    }
-    write_file(path, &bytes)?;
-    Ok(WrittenModel {
-        model_path: path.to_path_buf(),
-        data_path,
-        model_bytes: bytes.len() as u64,
-        data_bytes,
-    })
+    write_model_file(path, &model, data_path, data_bytes)
 }
 
 /// Writes a [`FinishedModel`] to `path`, streaming initializers of at least the threshold to
@@ -298,21 +284,7 @@ pub fn write_finished(
         f.sync_all().map_err(|e| ExportError::io(&p, e))?;
         data_path = Some(p);
     }
-    let bytes = model.encode_to_vec();
-    if bytes.len() as u64 >= 2 * 1024 * 1024 * 1024 {
-        return Err(ExportError::Unsupported(format!(
-            "{}: the model is {} bytes, over protobuf's 2 GB limit; write it with external data",
-            path.display(),
-            bytes.len()
-        )));
-    }
-    write_file(path, &bytes)?;
-    Ok(WrittenModel {
-        model_path: path.to_path_buf(),
-        data_path,
-        model_bytes: bytes.len() as u64,
-        data_bytes: offset,
-    })
+    write_model_file(path, &model, data_path, offset)
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -392,6 +364,31 @@ pub fn load_external_data(model: &mut proto::ModelProto, model_path: &Path) -> R
         t.data_location = None;
     }
     Ok(())
+}
+
+/// Writes the `.onnx` file itself (protobuf's 2 GB limit checked first), once any external data
+/// is written: the last step of [`write_model`] and [`write_finished`].
+fn write_model_file(
+    path: &Path,
+    model: &proto::ModelProto,
+    data_path: Option<PathBuf>,
+    data_bytes: u64,
+) -> Result<WrittenModel> {
+    let bytes = model.encode_to_vec();
+    if bytes.len() as u64 >= 2 * 1024 * 1024 * 1024 {
+        return Err(ExportError::Unsupported(format!(
+            "{}: the model is {} bytes, over protobuf's 2 GB limit; write it with external data",
+            path.display(),
+            bytes.len()
+        )));
+    }
+    write_file(path, &bytes)?;
+    Ok(WrittenModel {
+        model_path: path.to_path_buf(),
+        data_path,
+        model_bytes: bytes.len() as u64,
+        data_bytes,
+    })
 }
 
 #[cfg(test)]
