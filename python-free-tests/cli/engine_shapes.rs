@@ -438,10 +438,16 @@ fn generate_writes_previews_every_k_tokens() {
     );
     for c in 0..3 {
         let final_image = rgb(&prev.join(format!("candidate_{c:02}.png")));
-        assert_eq!(final_image, rgb(&plain.join(format!("candidate_{c:02}.png"))));
+        assert_eq!(
+            final_image,
+            rgb(&plain.join(format!("candidate_{c:02}.png")))
+        );
         let last = rgb(&prev.join(format!("preview_{c:02}_64.png")));
         assert_eq!(last.dimensions(), (32, 32));
-        assert_eq!(last, final_image, "candidate {c}: the last preview is the image");
+        assert_eq!(
+            last, final_image,
+            "candidate {c}: the last preview is the image"
+        );
         for k in 1..=3 {
             let p = rgb(&prev.join(format!("preview_{c:02}_{}.png", 16 * k)));
             assert_eq!(p.dimensions(), (32, 32));

@@ -185,11 +185,19 @@ fn previews_every_k_tokens_of_each_candidate_and_the_seamless_tiling() {
         let last = png(&out.join(format!("preview_{c:02}_256.png")));
         let final_image = png(&out.join(format!("candidate_{c:02}.png")));
         assert_eq!(last.shape(), [side, side, 3]);
-        assert_eq!(last, final_image, "candidate {c}: the last preview is the image");
+        assert_eq!(
+            last, final_image,
+            "candidate {c}: the last preview is the image"
+        );
         for k in 1..=3 {
             let p = png(&out.join(format!("preview_{c:02}_{:03}.png", 64 * k)));
             assert_eq!(p.shape(), [side, side, 3]);
-            assert_ne!(p, final_image, "candidate {c}: preview at {} tokens", 64 * k);
+            assert_ne!(
+                p,
+                final_image,
+                "candidate {c}: preview at {} tokens",
+                64 * k
+            );
         }
     }
     let seamless = png(&out.join("seamless.png"));
@@ -202,6 +210,18 @@ fn previews_every_k_tokens_of_each_candidate_and_the_seamless_tiling() {
 
 #[test]
 fn preview_bounds_are_clear_errors() {
+    let help = Command::new(env!("CARGO_BIN_EXE_dalle-ort"))
+        .args(["generate", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for name in [
+        "--preview-every <K>",
+        "preview_NN_TTT.png",
+        "preview_seamless_TTT.png",
+    ] {
+        assert!(help.contains(name), "generate --help names {name}:\n{help}");
+    }
     let tmp = tempfile::tempdir().unwrap();
     for (args, msg) in [
         (

@@ -58,8 +58,8 @@ pub fn generate_observed<M: ImageTokenModel>(
     let started = Instant::now();
     let batch = engine.candidates_at_once(&request).min(request.candidates);
     let id = engine.admit(request)?;
-    let finished =
-        engine.run_until_finished_observed(id, progress, &mut |e, events| observe(e, id, events))?;
+    let finished = engine
+        .run_until_finished_observed(id, progress, &mut |e, events| observe(e, id, events))?;
     let t = Instant::now();
     let pixels = engine.model_mut().decode_images(&finished.tokens)?;
     let decode = t.elapsed();

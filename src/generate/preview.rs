@@ -188,7 +188,9 @@ impl Previews {
                 let grids = (0..self.plan.candidates)
                     .map(|c| engine.preview_tokens(id, c, FILL))
                     .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| Error::InvalidInput("engine: the request is not running".into()))?;
+                    .ok_or_else(|| {
+                        Error::InvalidInput("engine: the request is not running".into())
+                    })?;
                 self.seamless_written += 1;
                 let n = self.seamless_written * every;
                 self.save_seamless(engine, &grids, self.plan.primed + n)?;
@@ -207,7 +209,9 @@ impl Previews {
             if !self.plan.previews_candidate(c) {
                 continue;
             }
-            let pixels = engine.model_mut().decode_images(std::slice::from_ref(grid))?;
+            let pixels = engine
+                .model_mut()
+                .decode_images(std::slice::from_ref(grid))?;
             self.save(&pixels, &self.plan.candidate_file(c, self.plan.tokens))?;
         }
         if self.plan.seamless {

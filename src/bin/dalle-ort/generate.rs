@@ -18,9 +18,7 @@ use dalle::engine::{
     SamplingOverrides, ValidInit,
 };
 use dalle::ep::EpOptions;
-use dalle::generate::{
-    Destination, ImageParameters, PreviewPlan, Previews, PromptInfo, RunRecord,
-};
+use dalle::generate::{Destination, ImageParameters, PreviewPlan, Previews, PromptInfo, RunRecord};
 use dalle::preprocess;
 use dalle_bundle::GraphRole;
 use std::path::PathBuf;
