@@ -48,7 +48,7 @@ fn prompt() -> String {
 
 /// `dalle-ort --ep cpu generate --model BUNDLE PROMPT --top-k 1 --seed 1 EXTRA -o OUT`.
 fn generate(out: &Path, extra: &[&str]) -> Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_dalle-ort"))
+    Command::new(env!("CARGO_BIN_EXE_dalle-ort"))
         .args(["--ep", "cpu", "generate", "--model"])
         .arg(bundle())
         .arg(prompt())
@@ -57,8 +57,7 @@ fn generate(out: &Path, extra: &[&str]) -> Output {
         .arg("-o")
         .arg(out)
         .output()
-        .unwrap();
-    o
+        .unwrap()
 }
 
 fn ok(o: &Output) {

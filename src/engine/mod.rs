@@ -48,7 +48,7 @@ pub use request::{
     InitInput, MAX_CANDIDATES, PromptInput, Request, RequestError, RequestRules, SamplingOverrides,
     TextTokens, ValidInit, ValidatedRequest, default_init_rows, random_seed,
 };
-pub use run::{Generation, Timings, generate, generate_observed};
+pub use run::{Generation, RequestObserver, Timings, generate, generate_observed};
 
 use crate::error::Error;
 use crate::generate::LoopTimings;
@@ -100,6 +100,10 @@ pub enum Event {
     /// cancelled (its rows have left).
     RequestFinished { request: RequestId, cancelled: bool },
 }
+
+/// What [`Engine::run_until_finished_observed`] calls after every step: the engine and the
+/// step's events.
+pub type StepObserver<'a, M> = dyn FnMut(&mut Engine<M>, &[Event]) -> Result<(), EngineError> + 'a;
 
 /// Engine-wide counters, for metrics and benches.
 #[derive(Clone, Debug, Default)]
@@ -690,7 +694,7 @@ impl<M: ImageTokenModel> Engine<M> {
         &mut self,
         id: RequestId,
         progress: &mut dyn FnMut(usize),
-        observe: &mut dyn FnMut(&mut Self, &[Event]) -> Result<(), EngineError>,
+        observe: &mut StepObserver<'_, M>,
     ) -> Result<Finished, EngineError> {
         loop {
             let events = self.step()?;

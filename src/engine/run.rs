@@ -8,6 +8,11 @@ use crate::generate::LoopTimings;
 use ndarray::Array4;
 use std::time::{Duration, Instant};
 
+/// What [`generate_observed`] calls after every step: the engine, the request's id and the
+/// step's events.
+pub type RequestObserver<'a, M> =
+    dyn FnMut(&mut Engine<M>, RequestId, &[Event]) -> Result<(), EngineError> + 'a;
+
 /// The whole run's timings.
 #[derive(Clone, Debug, Default)]
 pub struct Timings {
@@ -53,7 +58,7 @@ pub fn generate_observed<M: ImageTokenModel>(
     engine: &mut Engine<M>,
     request: ValidatedRequest,
     progress: &mut dyn FnMut(usize),
-    observe: &mut dyn FnMut(&mut Engine<M>, RequestId, &[Event]) -> Result<(), EngineError>,
+    observe: &mut RequestObserver<'_, M>,
 ) -> Result<Generation, EngineError> {
     let started = Instant::now();
     let batch = engine.candidates_at_once(&request).min(request.candidates);

@@ -171,7 +171,7 @@ impl Previews {
             };
             *n += 1;
             let n = *n;
-            if n % every != 0 || n >= last || !self.plan.previews_candidate(candidate) {
+            if !n.is_multiple_of(every) || n >= last || !self.plan.previews_candidate(candidate) {
                 continue;
             }
             let pixels = engine.preview(id, candidate, FILL)?.ok_or_else(|| {
@@ -202,7 +202,7 @@ impl Previews {
     /// After the run, with every candidate's finished tokens: the previews at the last token
     /// (when K divides the tokens sampled), each candidate decoded alone.
     pub fn finish(&mut self, engine: &mut Engine<OrtModel>, tokens: &[Vec<u32>]) -> Result<()> {
-        if self.plan.sampled() % self.plan.every != 0 {
+        if !self.plan.sampled().is_multiple_of(self.plan.every) {
             return Ok(());
         }
         for (c, grid) in tokens.iter().enumerate() {
