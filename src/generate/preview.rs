@@ -11,7 +11,8 @@
 //! Unsampled cells take the codebook's last code ([`FILL`]), as min-dalle's progressive
 //! outputs and the server's partial images do. A candidate's preview at its last token is
 //! written after the run from its finished tokens (the engine has let the request go by then),
-//! decoded alone like every preview: it is the final image.
+//! decoded alone like every preview: it is the final image. With `--rerank` every candidate
+//! gets previews (the ranking comes at the end); with `--from` only the candidate kept.
 
 use super::output::index_width;
 use crate::engine::{Engine, EngineError, Event, ImageTokenModel, OrtModel, RequestId};
