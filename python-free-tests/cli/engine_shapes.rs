@@ -360,3 +360,144 @@ fn shapes_eval_and_generate_sample_alike() {
         "the manifest's default top-k"
     );
 }
+
+/// The file names in `dir` starting with `prefix`, sorted.
+fn names(dir: &Path, prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    v.sort();
+    v
+}
+
+fn rgb(path: &Path) -> image::RgbImage {
+    image::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_rgb8()
+}
+
+/// `generate --preview-every K` on the shipped model (8×8 tokens, 32×32 px): per candidate a
+/// preview every K sampled tokens, also for a candidate that runs after the others finished
+/// (`--batch 2` of 3); the last previews are the final images; with an init image the names
+/// count the primed tokens too; K that does not divide the count stops before the end; the
+/// previews do not change the images.
+#[test]
+fn generate_writes_previews_every_k_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = export(dir.path(), KvCacheLayout::InPlace);
+    let bundle = bundle.to_str().unwrap().to_string();
+    let exe = env!("CARGO_BIN_EXE_dalle-ort");
+    let out = |name: &str| dir.path().join(name);
+    let base = [
+        "--ep",
+        "cpu",
+        "generate",
+        "--model",
+        &bundle,
+        "a large red circle on the left",
+        "--top-k",
+        "16",
+        "--seed",
+        "4",
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    };
+    let run_with = |extra: &[&str]| {
+        let args = with(extra);
+        run(exe, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    let plain = out("plain");
+    run_with(&["-n", "3", "--batch", "2", "-o", plain.to_str().unwrap()]);
+    let prev = out("previews");
+    let stdout = run_with(&[
+        "-n",
+        "3",
+        "--batch",
+        "2",
+        "--preview-every",
+        "16",
+        "-o",
+        prev.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("wrote 12 previews"), "{stdout}");
+    let want: Vec<String> = (0..3)
+        .flat_map(|c| (1..=4).map(move |k| format!("preview_{c:02}_{}.png", 16 * k)))
+        .collect();
+    assert_eq!(names(&prev, "preview_"), want);
+    assert_eq!(
+        candidate_tokens(&prev.join("generation.json")),
+        candidate_tokens(&plain.join("generation.json")),
+        "previews do not change the run"
+    );
+    for c in 0..3 {
+        let final_image = rgb(&prev.join(format!("candidate_{c:02}.png")));
+        assert_eq!(
+            final_image,
+            rgb(&plain.join(format!("candidate_{c:02}.png")))
+        );
+        let last = rgb(&prev.join(format!("preview_{c:02}_64.png")));
+        assert_eq!(last.dimensions(), (32, 32));
+        assert_eq!(
+            last, final_image,
+            "candidate {c}: the last preview is the image"
+        );
+        for k in 1..=3 {
+            let p = rgb(&prev.join(format!("preview_{c:02}_{}.png", 16 * k)));
+            assert_eq!(p.dimensions(), (32, 32));
+        }
+    }
+
+    // Primed with 3 token rows (24 tokens): 40 sampled, previews at 20 and 40 sampled.
+    let init = plain.join("candidate_00.png");
+    let primed = out("primed");
+    run_with(&[
+        "--init-image",
+        init.to_str().unwrap(),
+        "--init-rows",
+        "3",
+        "--preview-every",
+        "20",
+        "-o",
+        primed.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        names(&primed, "preview_"),
+        ["preview_00_44.png", "preview_00_64.png"]
+    );
+    assert_eq!(
+        rgb(&primed.join("preview_00_64.png")),
+        rgb(&primed.join("candidate_00.png"))
+    );
+    let args = with(&[
+        "--init-image",
+        init.to_str().unwrap(),
+        "--init-rows",
+        "3",
+        "--preview-every",
+        "41",
+        "-o",
+        out("never").to_str().unwrap(),
+    ]);
+    let o = Command::new(exe).args(&args).output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("each image samples only 40 tokens (64 in its grid, 24 primed)"),
+        "{err}"
+    );
+
+    // K = 24 does not divide 64: previews at 24 and 48, none at the end.
+    let uneven = out("uneven");
+    run_with(&["--preview-every", "24", "-o", uneven.to_str().unwrap()]);
+    assert_eq!(
+        names(&uneven, "preview_"),
+        ["preview_00_24.png", "preview_00_48.png"]
+    );
+}

@@ -4,7 +4,8 @@
 //! event by event, disconnects cancelling rows (seen in `/metrics`), a full queue answering 429,
 //! SIGTERM draining in-flight requests and exiting 0, a seeded request byte-identical alone and
 //! admitted into a busy batch, concurrent clients, auth and environment-variable configuration,
-//! and an engine failure answered with 500 while the server lives on.
+//! and an engine failure answered with 500 while the server lives on; and stream previews on a
+//! min-dalle bundle (`fixtures/min_dalle_small` + `fixtures/min_dalle_pipeline`'s detokenizer).
 //!
 //! Each test starts its own server on a port the OS picks (`--port 0`; the server prints its
 //! address). `--step-delay-ms` (hidden, testing only) slows steps where a test needs requests to
@@ -47,6 +48,18 @@ fn bundle() -> &'static Path {
                 ..Default::default()
             },
         );
+        (dir, path)
+    });
+    path
+}
+
+/// The min-dalle bundle, exported once per test process.
+fn min_dalle_bundle() -> &'static Path {
+    static BUNDLE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, path) = BUNDLE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures = repo().join("python-free-tests/fixtures");
+        let path = export_bundle::export_min_dalle(&fixtures, &dir.path().join("min-dalle"));
         (dir, path)
     });
     path
@@ -917,4 +930,64 @@ async fn an_engine_failure_is_a_500_and_the_server_recovers() {
         metric(&text, "dalle_requests_failed_total{reason=\"internal\"}"),
         1.0
     );
+}
+
+/// `stream: true, partial_images: 2` on a min-dalle bundle (16×16 codes → 64×64 px): per image
+/// two partial images (decodable PNGs of the model's size, in order), then the completed
+/// image, byte-identical to the same request without streaming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_streams_min_dalle_partial_images_then_completed_ones() {
+    let bundle = min_dalle_bundle().to_str().unwrap().to_string();
+    let s = Server::start_with(&["--model", &bundle, "--port", "0"], &[], false);
+    let c = client();
+    let req = json!({"prompt": "An OIL Painting of a CITY at Night", "n": 2, "seed": 5,
+                     "top_k": 8, "response_format": "b64_json"});
+    let (st, plain) = post_json(&c, s.url("/v1/images/generations"), &req).await;
+    assert_eq!(st, 200, "{plain}");
+    let mut streamed = req.clone();
+    streamed["stream"] = json!(true);
+    streamed["partial_images"] = json!(2);
+    let r = c
+        .post(s.url("/v1/images/generations"))
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap();
+    let events = sse_events(r).await;
+    let png64 = |item: &Value| {
+        let bytes = b64(item["b64_json"].as_str().expect("b64_json"));
+        let img = image::load_from_memory(&bytes).unwrap();
+        assert_eq!((img.width(), img.height()), (64, 64));
+        bytes
+    };
+    let mut partials = [vec![], vec![]];
+    let mut completed = vec![];
+    for (name, data) in &events {
+        assert_eq!(data["type"], name.as_str());
+        assert_eq!(data["size"], "64x64");
+        match name.as_str() {
+            "image_generation.partial_image" => {
+                let i = data["image_index"].as_u64().unwrap() as usize;
+                assert!(completed.is_empty(), "partials come before the images");
+                partials[i].push(data["partial_image_index"].as_u64().unwrap());
+                png64(data);
+            }
+            "image_generation.completed" => {
+                // The request's image tokens: 2 images of 16×16.
+                assert_eq!(data["usage"]["output_tokens"], 512);
+                completed.push(data.clone());
+            }
+            other => panic!("unexpected event {other}: {data}"),
+        }
+    }
+    assert_eq!(partials, [vec![0, 1], vec![0, 1]]);
+    assert_eq!(completed.len(), 2);
+    for (i, done) in completed.iter().enumerate() {
+        assert_eq!(done["image_index"], i);
+        assert_eq!(
+            png64(done),
+            png64(&plain["data"][i]),
+            "streamed and plain images are the same bytes"
+        );
+    }
 }

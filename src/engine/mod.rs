@@ -48,7 +48,7 @@ pub use request::{
     InitInput, MAX_CANDIDATES, PromptInput, Request, RequestError, RequestRules, SamplingOverrides,
     TextTokens, ValidInit, ValidatedRequest, default_init_rows, random_seed,
 };
-pub use run::{Generation, Timings, generate};
+pub use run::{Generation, RequestObserver, Timings, generate, generate_observed};
 
 use crate::error::Error;
 use crate::generate::LoopTimings;
@@ -100,6 +100,10 @@ pub enum Event {
     /// cancelled (its rows have left).
     RequestFinished { request: RequestId, cancelled: bool },
 }
+
+/// What [`Engine::run_until_finished_observed`] calls after every step: the engine and the
+/// step's events.
+pub type StepObserver<'a, M> = dyn FnMut(&mut Engine<M>, &[Event]) -> Result<(), EngineError> + 'a;
 
 /// Engine-wide counters, for metrics and benches.
 #[derive(Clone, Debug, Default)]
@@ -380,13 +384,19 @@ impl<M: ImageTokenModel> Engine<M> {
         candidate: usize,
         fill: u32,
     ) -> Result<Option<ndarray::Array4<f32>>, EngineError> {
-        let g = self.model.geometry();
-        let Some(tokens) = self.partial_tokens(id, candidate) else {
+        let Some(grid) = self.preview_tokens(id, candidate, fill) else {
             return Ok(None);
         };
-        let mut grid = tokens.to_vec();
-        grid.resize(g.tokens(), fill.min(g.vocab.saturating_sub(1) as u32));
         Ok(Some(self.model.decode_images(&[grid])?))
+    }
+
+    /// The grid [`Engine::preview`] decodes: the candidate's tokens so far, the rest `fill`
+    /// (clamped to the codebook's last code). `None` if not running.
+    pub fn preview_tokens(&self, id: RequestId, candidate: usize, fill: u32) -> Option<Vec<u32>> {
+        let g = self.model.geometry();
+        let mut grid = self.partial_tokens(id, candidate)?.to_vec();
+        grid.resize(g.tokens(), fill.min(g.vocab.saturating_sub(1) as u32));
+        Some(grid)
     }
 
     /// Starts waiting candidates in arrival order while rows allow (a request at the head that
@@ -674,8 +684,21 @@ impl<M: ImageTokenModel> Engine<M> {
         id: RequestId,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Finished, EngineError> {
+        self.run_until_finished_observed(id, progress, &mut |_, _| Ok(()))
+    }
+
+    /// [`Engine::run_until_finished`], calling `observe` with the engine and every step's
+    /// events before the next step (previews: [`Engine::preview`] still sees the candidates
+    /// that have tokens left; a request is gone from it after its last token).
+    pub fn run_until_finished_observed(
+        &mut self,
+        id: RequestId,
+        progress: &mut dyn FnMut(usize),
+        observe: &mut StepObserver<'_, M>,
+    ) -> Result<Finished, EngineError> {
         loop {
             let events = self.step()?;
+            observe(self, &events)?;
             let mut sampled = 0;
             let mut done = None;
             for e in &events {

@@ -3,10 +3,15 @@
 
 use super::model::ImageTokenModel;
 use super::request::ValidatedRequest;
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, Event, RequestId};
 use crate::generate::LoopTimings;
 use ndarray::Array4;
 use std::time::{Duration, Instant};
+
+/// What [`generate_observed`] calls after every step: the engine, the request's id and the
+/// step's events.
+pub type RequestObserver<'a, M> =
+    dyn FnMut(&mut Engine<M>, RequestId, &[Event]) -> Result<(), EngineError> + 'a;
 
 /// The whole run's timings.
 #[derive(Clone, Debug, Default)]
@@ -44,10 +49,22 @@ pub fn generate<M: ImageTokenModel>(
     request: ValidatedRequest,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Generation, EngineError> {
+    generate_observed(engine, request, progress, &mut |_, _, _| Ok(()))
+}
+
+/// [`generate`], calling `observe` with the engine, the request's id and each step's events
+/// (`dalle-ort generate --preview-every`).
+pub fn generate_observed<M: ImageTokenModel>(
+    engine: &mut Engine<M>,
+    request: ValidatedRequest,
+    progress: &mut dyn FnMut(usize),
+    observe: &mut RequestObserver<'_, M>,
+) -> Result<Generation, EngineError> {
     let started = Instant::now();
     let batch = engine.candidates_at_once(&request).min(request.candidates);
     let id = engine.admit(request)?;
-    let finished = engine.run_until_finished(id, progress)?;
+    let finished = engine
+        .run_until_finished_observed(id, progress, &mut |e, events| observe(e, id, events))?;
     let t = Instant::now();
     let pixels = engine.model_mut().decode_images(&finished.tokens)?;
     let decode = t.elapsed();

@@ -1,7 +1,8 @@
 //! The decoder side of generation: the [`DecoderStep`] trait the engine's row batches drive,
 //! its ONNX Runtime implementation ([`OrtDecoder`]), DALLE-pytorch's unified input ids
 //! ([`ids`]), and writing the results ([`write_run`]: PNGs with their [`ImageParameters`], grid,
-//! sidecar with [`Provenance`]). The loop itself is the engine's ([`crate::engine`]).
+//! sidecar with [`Provenance`]; progressive [`Previews`]). The loop itself is the engine's
+//! ([`crate::engine`]).
 //!
 //! # State handling (why IoBinding, and what it costs)
 //!
@@ -47,6 +48,7 @@ pub mod ids;
 mod ort_step;
 mod output;
 mod parameters;
+mod preview;
 mod provenance;
 mod state_memory;
 mod step;
@@ -63,6 +65,7 @@ pub use output::{
     ranked_file, write, write_reranked, write_run,
 };
 pub use parameters::ImageParameters;
+pub use preview::{FILL as PREVIEW_FILL, PreviewPlan, Previews};
 pub use provenance::{
     Provenance, Threads, manifest_sha256, onnxruntime_build, onnxruntime_version, rfc3339,
 };

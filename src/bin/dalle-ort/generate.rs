@@ -6,7 +6,8 @@
 //! with the bundle's tokenizer; `--text-ids` bypasses it (bundles without a tokenizer, tests).
 //! `--from IMAGE.png` takes prompt, seed and settings from a PNG's `parameters` chunk and makes
 //! that image again. The output is checked before sampling: a non-empty folder or an existing
-//! file is refused unless `--force`.
+//! file is refused unless `--force`. `--preview-every K` writes progressive previews as the
+//! steps go ([`Previews`]).
 
 use super::runtime::{Seed, parse_seed};
 use super::{Global, open, progress};
@@ -17,7 +18,7 @@ use dalle::engine::{
     SamplingOverrides, ValidInit,
 };
 use dalle::ep::EpOptions;
-use dalle::generate::{Destination, ImageParameters, PromptInfo, RunRecord};
+use dalle::generate::{Destination, ImageParameters, PreviewPlan, Previews, PromptInfo, RunRecord};
 use dalle::preprocess;
 use dalle_bundle::GraphRole;
 use std::path::PathBuf;
@@ -98,6 +99,13 @@ pub struct GenerateArgs {
     /// `is_seamless`; needs a square number of candidates and an output folder)
     #[arg(long, help_heading = "Output")]
     seamless: bool,
+    /// Progressive previews: every K sampled tokens, also write each candidate's partial image
+    /// (unsampled cells take the codebook's last code, as min-dalle's and `serve`'s previews)
+    /// as `preview_NN_TTT.png` (candidate NN, TTT tokens in its grid) and, with --seamless,
+    /// the tiled image as `preview_seamless_TTT.png`. K in [1, tokens sampled per image]; when
+    /// K divides that count the last previews are the final images. Needs an output folder
+    #[arg(long, value_name = "K", help_heading = "Output")]
+    preview_every: Option<usize>,
     /// Candidates run at once, B in [1, N] (default: all, within the decoder's batch range);
     /// results do not depend on it
     #[arg(long, value_name = "B", help_heading = "Sampling")]
@@ -247,6 +255,21 @@ pub fn run(g: &Global, options: EpOptions, mut args: GenerateArgs) -> Result<()>
         (None, None) => candidates,
     };
     dest.check(args.force, kept)?;
+    let out_dir = match &dest {
+        Destination::Dir(dir) => Some(dir.clone()),
+        Destination::File(_) => None,
+    };
+    if args.seamless {
+        if out_dir.is_none() {
+            bail!("--seamless writes seamless.png into an output folder, not -o FILE.png");
+        }
+        if candidates.isqrt().pow(2) != candidates {
+            bail!(
+                "--seamless tiles the candidates as a square: give --grid-size G (or -n G²), \
+                 not -n {candidates}"
+            );
+        }
+    }
     let rows_per = if request.params.guided() { 2 } else { 1 };
 
     let provenance = super::load_with_provenance(g, &mut bundle, started)?;
@@ -279,6 +302,23 @@ pub fn run(g: &Global, options: EpOptions, mut args: GenerateArgs) -> Result<()>
         Some(ValidInit::Codes(c)) => c.len(),
         None => 0,
     };
+    let mut previews = match args.preview_every {
+        Some(k) => {
+            let Some(dir) = &out_dir else {
+                bail!("--preview-every writes previews into an output folder, not -o FILE.png");
+            };
+            let plan = PreviewPlan::new(
+                k,
+                rules.geometry.tokens(),
+                primed,
+                candidates,
+                only,
+                args.seamless,
+            )?;
+            Some(Previews::new(plan, dir)?)
+        }
+        None => None,
+    };
     let total = (candidates * rules.geometry.tokens().saturating_sub(primed)) as u64;
     let bar = progress::bar(total, "tokens");
     let info = PromptInfo {
@@ -294,8 +334,20 @@ pub fn run(g: &Global, options: EpOptions, mut args: GenerateArgs) -> Result<()>
         .as_ref()
         .and_then(ValidInit::rows)
         .map(|r| r as u64);
-    let mut generation = engine::generate(&mut engine, request, &mut |n| bar.inc(n as u64))
-        .with_context(|| format!("generating {prompt_text:?}"))?;
+    let mut generation = engine::generate_observed(
+        &mut engine,
+        request,
+        &mut |n| bar.inc(n as u64),
+        &mut |engine, id, events| match previews.as_mut() {
+            Some(p) => p.observe(engine, id, events),
+            None => Ok(()),
+        },
+    )
+    .with_context(|| format!("generating {prompt_text:?}"))?;
+    if let Some(p) = previews.as_mut() {
+        p.finish(&mut engine, &generation.tokens)
+            .context("writing the last previews")?;
+    }
     generation.timings.load = load.sessions;
     bar.finish_and_clear();
     let params = generation.request.params.clone();
@@ -320,16 +372,13 @@ pub fn run(g: &Global, options: EpOptions, mut args: GenerateArgs) -> Result<()>
         only,
     };
     let mut files = dalle::generate::write_run(&dest, &generation, &record)?;
-    if args.seamless {
-        let Destination::Dir(dir) = &dest else {
-            anyhow::bail!("--seamless writes seamless.png into an output folder, not -o FILE.png");
-        };
+    if let (true, Some(dir)) = (args.seamless, &out_dir) {
         let tiles = engine::seamless_tokens(&generation.tokens, rules.geometry.grid)?;
         let image = dalle::dvae::decode(engine.model_mut().bundle_mut(), &tiles)?;
         let path = dir.join("seamless.png");
         if let Some(img) = image.first() {
-            img.save(&path)
-                .with_context(|| format!("writing {}", path.display()))?;
+            // Atomically and never through a symlink, as every output file.
+            dalle::pngtext::save(img, &path, None)?;
             files.push(path);
         }
     }
@@ -340,6 +389,13 @@ pub fn run(g: &Global, options: EpOptions, mut args: GenerateArgs) -> Result<()>
     }
     for f in &files {
         println!("wrote {}", f.display());
+    }
+    if let (Some(p), Some(dir)) = (&previews, &out_dir) {
+        println!(
+            "wrote {} previews (preview_*.png) in {}",
+            p.written().len(),
+            dir.display()
+        );
     }
     let t = &generation.timings;
     let s = &t.sampling;
