@@ -110,7 +110,11 @@ fn parity(case_dir: &Path) -> (f32, f32) {
             (t.name.clone(), ArrayD::zeros(IxDyn(&shape)))
         })
         .collect();
-    let codes = want_logits.shape()[2].min(cfg["image_vocab"].as_u64().unwrap() as usize);
+    // The graph returns the logits of the codes min-dalle samples from: its `sample_tokens`
+    // keeps `[:, :2**14]` (mega's decoder has 16415 + 1 outputs, mini's 16384 + 1).
+    let codes = want_logits.shape()[2]
+        .min(cfg["image_vocab"].as_u64().unwrap() as usize)
+        .min(1 << 14);
     let mut dec_err = 0f32;
     for i in 0..256 {
         let ids = ArrayD::from_elem(IxDyn(&[2, 1]), image_tokens[[i]]);
