@@ -423,11 +423,13 @@ fn errors(got: &[f32], want: &[f32], float: bool) -> (f32, f32) {
 ///
 /// Derivation. float16 rounds each stored weight and activation with relative error ≤ 2⁻¹¹
 /// (4.9e-4), and LayerNorm, Softmax and the outputs stay float32, so an output is off by a few
-/// of those roundings: observed 2e-4..6e-4 on every graph; the bound 2e-3 is four roundings.
+/// of those roundings: observed 2e-4..6e-4 on every graph (min-dalle's three, whose constant
+/// cross-attention state is float16 too: 3.3e-4..4.4e-4); the bound 2e-3 is four roundings.
 /// int8 rounds each weight to within half a step of max|w|/127 (per block of 32 for
 /// MatMulNBits, per output channel for QDQ: coarser), i.e. ≤ 0.4% of the block's largest
 /// weight, while activations stay float32; summed over K inputs the errors partly cancel:
-/// observed 7e-3..8e-3 (MatMulNBits) and 9e-3..1.4e-2 (QDQ); the bound 3e-2 is twice the
+/// observed 7e-3..8e-3 (MatMulNBits) and 9e-3..1.4e-2 (QDQ) (min-dalle's decoder, where only
+/// `lm_head` is large enough to quantize: 4.9e-3 and 7.1e-3); the bound 3e-2 is twice the
 /// worst. Convolutions are not quantized (the dVAEs are unchanged at int8: error 0). Tokens
 /// (the dVAE encoder's argmax) flip only where two logits are closer than the error: none
 /// observed; the bound allows 2%.
