@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # DALL·E mini end to end on this CPU, side by side in one run: ours (dalle-export min-dalle
 # --kv-cache each of KV_CACHES + dalle-ort generate, ONNX Runtime CPU) against min-dalle's own
-# `generate_images` (benches/min_dalle_torch.py) on the same mini-shaped weights (12 layers x 1024, 16 heads,
-# GLU 2730, vocabularies 50264 / 16385, random; the released VQGAN geometry, random), fp32,
-# top-k 256, super-conditioning 16, grid 1x1 and 2x2; and the read-bandwidth floor of the
-# decoder's weights (benches/bandwidth.py). Prints JSON lines and the machine load; the table
+# `generate_images` (benches/min_dalle_torch.py) on the same mini-shaped weights (12 layers x
+# 1024, 16 heads, GLU 2730, vocabularies 50264 / 16385, random; the released VQGAN geometry,
+# random), fp32, top-k 256, super-conditioning 16, grid 1x1 and 2x2; and the read-bandwidth
+# floor of the decoder's weights (benches/bandwidth.py). Prints JSON lines and the machine load; the table
 # in benches/RESULTS-min-dalle.md is written from them by hand.
 #
 #   benches/min_dalle.sh
@@ -14,7 +14,7 @@
 # missing), GRIDS (default "1 2"), RUNS (default 1), KV_CACHES: the decoder cache layouts ours
 # is exported and run with, each named in its JSON lines (default "in-place", the CPU's fastest
 # and what RESULTS-min-dalle.md's end-to-end table measured; "in-place concat" runs both side by
-# side).
+# side), REFERENCE (default 1; 0 skips min-dalle's side, for comparing our layouts alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-/work/venv/bin/python}
@@ -22,6 +22,7 @@ MODEL=${MODEL:-target/min_dalle_mini}
 GRIDS=${GRIDS:-1 2}
 RUNS=${RUNS:-1}
 KV_CACHES=${KV_CACHES:-in-place}
+REFERENCE=${REFERENCE:-1}
 PROMPT="a photo of an avocado armchair"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -58,7 +59,9 @@ print(json.dumps({"side": "ours", "kv_cache": sys.argv[4], "grid": int(sys.argv[
                   "decode_ms": t["decode_ms"]}))
 PY
         done
-        "$PYTHON" benches/min_dalle_torch.py --model "$MODEL" --grid "$g" --runs 1 --prompt "$PROMPT"
+        if [[ $REFERENCE != 0 ]]; then
+            "$PYTHON" benches/min_dalle_torch.py --model "$MODEL" --grid "$g" --runs 1 --prompt "$PROMPT"
+        fi
     done
 done
 echo "{\"load_after\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
