@@ -477,6 +477,50 @@ fn runtime_model_runs_fp16_and_int8_bundles() {
     }
 }
 
+/// Constant state given with the wrong shape, dtype or name is an error naming the input, and
+/// leaves the state as it was.
+#[test]
+fn wrong_constant_state_is_a_clear_error() {
+    use dalle::generate::{DecoderStep, OrtDecoder};
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = export(
+        &fixture("min_dalle_small"),
+        4,
+        KvCacheLayout::Concat,
+        &tmp.path().join("b"),
+    );
+    let manifest = Manifest::read_from_dir(&bundle).unwrap();
+    let spec = manifest.graph(GraphRole::Decoder).unwrap();
+    let session = session_from_file(&bundle.join(&spec.file));
+    let layout = manifest.token_layout.clone().unwrap();
+    let mut dec = OrtDecoder::new(session, spec, &layout).unwrap();
+    let mut state = dec.empty_state(2).unwrap();
+    let key = io::cross_key_name(0);
+    let value = |shape: &[usize]| f32_input(ArrayD::zeros(IxDyn(shape)));
+    // one row for a two-row state
+    let e = dec
+        .set_constant(&mut state, &key, value(&[1, 4, 8, 64]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&key) && e.contains("[2, 4, 8, 64]"), "{e}");
+    // float16 for a float32 input
+    let f16 = ort::value::Tensor::from_array((vec![2usize, 4, 8, 64], vec![half::f16::ZERO; 4096]))
+        .unwrap()
+        .into_dyn();
+    let e = dec
+        .set_constant(&mut state, &key, f16)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("F32"), "{e}");
+    let e = dec
+        .set_constant(&mut state, "past_key_values.0.key", value(&[2, 4, 0, 8]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is not a constant state input"), "{e}");
+    dec.set_constant(&mut state, &key, value(&[2, 4, 8, 64]))
+        .unwrap();
+}
+
 /// Exports `dir` (heads 4) and returns the error text.
 fn export_error(dir: &Path) -> String {
     let out = dir.join("out");
