@@ -165,8 +165,12 @@ impl Bundle {
         Ok(options)
     }
 
-    /// The prompt length a decoder prefill feeds (BOS + text), if the bundle has a layout.
+    /// The prompt length a decoder prefill feeds (BOS + text), if the bundle has a layout; a
+    /// min-dalle decoder's prefill is its start token alone (the text goes to its encoder).
     fn prefill_sequence(&self) -> Option<u64> {
+        if self.manifest.family == dalle_bundle::ModelFamily::MinDalle {
+            return Some(1);
+        }
         self.manifest
             .token_layout
             .as_ref()

@@ -141,11 +141,16 @@ pub mod decoder {
         format!("present_shift.{layer}.{}", branch.suffix())
     }
 
-    /// Whether `name` is a state input (`past_*`) or output (`present.*`, `present_*`): the
-    /// tensors whose dtype follows the graph's compute precision (float16 caches in a float16
-    /// decoder), unlike every other float input and output, which stays float32.
+    /// Whether `name` is a state input (`past_*`) or output (`present.*`, `present_*`), or
+    /// constant state (min-dalle's `cross_*`, [`super::min_dalle::is_constant_state`]: the
+    /// decoder's inputs and the `cross_kv` outputs that fill them): the tensors whose dtype
+    /// follows the graph's compute precision (float16 caches in a float16 decoder), unlike every
+    /// other float input and output, which stays float32.
     pub fn is_state(name: &str) -> bool {
-        present_for(name).is_some() || name.starts_with("present.") || name.starts_with("present_")
+        present_for(name).is_some()
+            || name.starts_with("present.")
+            || name.starts_with("present_")
+            || super::min_dalle::is_constant_state(name)
     }
 
     /// The output that carries state input `past` to the next call:
@@ -167,7 +172,10 @@ pub mod decoder {
 ///
 /// The decoder's cross-attention keys/values depend only on the prompt, so `cross_kv` computes
 /// them once per prompt and the decoder takes them as **constant state**: inputs named
-/// `cross_*` with no `present` output, set once per row and fed unchanged every step.
+/// `cross_*` with no `present` output, set once per row and fed unchanged every step. Like the
+/// KV state they are stored in the graphs' compute type (float16 in a `--precision fp16`
+/// bundle, on both sides: `cross_kv`'s outputs and the decoder's inputs); the `f32` below is
+/// their float32 bundles' type.
 pub mod min_dalle {
     /// Text encoder input: i64 `[batch, text_length]` BART ids, padded with the pad id.
     pub const INPUT_IDS: &str = "input_ids";
@@ -230,5 +238,27 @@ mod tests {
             assert_eq!(present_for(&past), Some(present));
         }
         assert_eq!(present_for("input_ids"), None);
+    }
+
+    #[test]
+    fn constant_state_is_state_for_precision() {
+        use super::min_dalle::{CROSS_ATTENTION_BIAS, cross_key_name, cross_value_name};
+        for name in [
+            cross_key_name(0),
+            cross_value_name(3),
+            CROSS_ATTENTION_BIAS.to_string(),
+            past_name(1, KvKind::Key),
+            present_name(1, KvKind::Value),
+        ] {
+            assert!(is_state(&name), "{name}");
+        }
+        for name in [
+            INPUT_IDS,
+            IMAGE_LOGITS,
+            CACHE_LENGTH,
+            "encoder_hidden_states",
+        ] {
+            assert!(!is_state(name), "{name}");
+        }
     }
 }

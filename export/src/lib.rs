@@ -8,7 +8,8 @@
 //! - [`checkpoint`]: PyTorch (zip + restricted pickle) and safetensors readers that never
 //!   execute anything.
 //! - [`layers`]: the neural-network layers every family shares (linear, layer norm, attention
-//!   core, GELU variants).
+//!   core, GELU variants); [`kv_cache`]: the decoder cache layouts and the attention step over
+//!   each.
 //! - [`bundle_writer`]: atomic bundle directories with `manifest.json`; [`staging`]: moving
 //!   them into place (`--force` swaps) and cleaning up after killed exports.
 //! - [`compat`]: `dalle-export check`, every node against an execution provider's support tables
@@ -25,6 +26,7 @@ pub mod compat;
 pub mod error;
 pub mod families;
 pub mod graph;
+pub mod kv_cache;
 pub mod layers;
 pub mod proto;
 pub mod staging;

@@ -546,3 +546,45 @@ fn precision_flags_reach_every_graph_and_bad_values_are_clear_errors() {
         stderr(&o)
     );
 }
+
+/// `dalle-export min-dalle --kv-cache`: the default is `concat` (as `dalle-pytorch`'s), the
+/// manifest says the layout as DALLE-pytorch's does; an unknown layout is a usage error.
+#[test]
+fn min_dalle_kv_cache_flag_defaults_to_concat_and_is_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixture("min_dalle_small");
+    let model = model.to_str().unwrap();
+    let decoder = |out: &Path| {
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+        m["graphs"]["decoder"]["attributes"].clone()
+    };
+    for (flag, layout, per_row) in [
+        (None, "concat", false),
+        (Some("in-place"), "in-place", true),
+    ] {
+        let out = tmp.path().join(layout);
+        let mut args = vec!["min-dalle", "--model", model, "--heads", "4"];
+        if let Some(f) = flag {
+            args.extend(["--kv-cache", f]);
+        }
+        args.extend(["-o", out.to_str().unwrap()]);
+        let o = dalle_export(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let a = decoder(&out);
+        assert_eq!(a["kv_cache"], layout, "{a}");
+        assert_eq!(a["per_row_positions"], per_row, "{a}");
+        assert_eq!(a.get("kv_capacity").is_some(), per_row, "{a}");
+    }
+    let o = dalle_export(&[
+        "min-dalle",
+        "--model",
+        model,
+        "--kv-cache",
+        "sideways",
+        "-o",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("sideways"), "{}", stderr(&o));
+}

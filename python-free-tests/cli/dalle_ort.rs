@@ -707,3 +707,118 @@ fn info_prints_the_tensorrt_plan() {
         "{out}"
     );
 }
+
+/// min-dalle's small fixture exported with `kv_cache` (`dalle-export min-dalle --heads 4
+/// --kv-cache …`).
+fn min_dalle_bundle(dir: &Path, kv_cache: KvCacheLayout) -> PathBuf {
+    use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy};
+    use dalle_export::families::{min_dalle, quiet};
+    let prov = dalle_bundle::Provenance {
+        exporter: "test".into(),
+        sources: vec![],
+        notes: vec![],
+    };
+    let out = dir.join(format!("min-dalle-{}", kv_cache.name()));
+    let mut w = BundleWriter::create(
+        &out,
+        dalle_bundle::ModelFamily::MinDalle,
+        prov,
+        false,
+        ExternalDataPolicy::default(),
+    )
+    .unwrap();
+    let files = repo().join("python-free-tests/fixtures/min_dalle_small");
+    min_dalle::add_to_bundle(
+        &mut w,
+        min_dalle::BundleOptions {
+            files: min_dalle::ModelFiles::from_dir(&files).unwrap(),
+            heads: Some(4),
+            start_token: None,
+            kv_cache,
+            progress: quiet,
+        },
+    )
+    .unwrap();
+    w.commit().unwrap()
+}
+
+/// `dalle-ort info --ep tensorrt` on min-dalle bundles: the concat layout is planned on TensorRT
+/// — the text encoder and `cross_kv` with their own profiles, the decoder as prefill (the start
+/// token alone) and decode sessions whose profiles include the constant cross-attention state,
+/// which lives on the device with the caches, bound once per prompt state — before the CPU
+/// build says TensorRT is not there; the float32 in-place layout is refused on TensorRT, naming
+/// `--kv-cache concat`, and planned on the CPU under `auto`.
+#[test]
+fn info_prints_the_tensorrt_plan_of_min_dalle_bundles() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache_home = dir.path().join("xdg");
+    let info = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dalle-ort"))
+            .args(args)
+            .env("XDG_CACHE_HOME", &cache_home)
+            .output()
+            .unwrap()
+    };
+    let concat = min_dalle_bundle(dir.path(), KvCacheLayout::Concat);
+    let o = info(&[
+        "--ep",
+        "tensorrt",
+        "info",
+        "--model",
+        concat.to_str().unwrap(),
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(1), "the CPU build has no TensorRT");
+    assert!(stderr(&o).contains("setup-ort.sh --gpu"), "{}", stderr(&o));
+    for line in [
+        "graph text_encoder on tensorrt: 1 session(s): all",
+        "graph cross_kv on tensorrt: 1 session(s): all",
+        "graph decoder on tensorrt: 2 session(s): prefill, decode",
+        "attr kv_cache = \"concat\"",
+        "attr per_row_positions = false",
+        "memory: state (past_*/present_*): cuda:0",
+        "memory: constant state (cross_*): cuda:0, the cross_kv graph's outputs bound there",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in\n{out}");
+    }
+    for prefix in [
+        "text_encoder",
+        "cross_kv",
+        "decoder_prefill",
+        "decoder_decode",
+    ] {
+        assert!(
+            out.contains(&format!("trt_engine_cache_prefix={prefix} ")),
+            "{out}"
+        );
+    }
+    let prefill = out.split("session prefill:").nth(1).unwrap();
+    let opt = prefill.split("trt_profile_opt_shapes=").nth(1).unwrap();
+    assert!(opt.starts_with("input_ids:2x1,"), "{out}");
+    assert!(
+        opt.split_whitespace()
+            .next()
+            .unwrap()
+            .contains("cross_attention_bias:2x1x1x64"),
+        "{out}"
+    );
+
+    let in_place = min_dalle_bundle(dir.path(), KvCacheLayout::InPlace);
+    let in_place = in_place.to_str().unwrap();
+    let o = info(&["--ep", "tensorrt", "info", "--model", in_place]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("--kv-cache in-place in float32")
+            && stderr(&o).contains("--kv-cache concat"),
+        "{}",
+        stderr(&o)
+    );
+    let o = info(&["--ep", "auto", "info", "--model", in_place]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        out.contains("graph decoder on cpu: 1 session(s): all")
+            && out.contains("memory: constant state (cross_*): host"),
+        "{out}"
+    );
+}

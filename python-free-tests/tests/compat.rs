@@ -10,7 +10,7 @@ use dalle_export::dims;
 use dalle_export::families::dalle_pytorch::decoder::{DecoderOptions, KvCacheLayout, LogitsOutput};
 use dalle_export::families::dalle_pytorch::discrete_vae;
 use dalle_export::families::openai_dvae::{self, Half};
-use dalle_export::families::{clip, dalle_pytorch, quiet};
+use dalle_export::families::{clip, dalle_pytorch, min_dalle, quiet};
 use dalle_export::graph::GraphBuilder;
 use dalle_export::graph::ops::{ArgMax, Cast, Equal, Reshape, Shape, Where};
 use python_free_tests::{fixture, test_writer};
@@ -306,4 +306,56 @@ fn bool_where_fails_cuda_only() {
 fn a_missing_bundle_is_an_error() {
     let e = compat::check_path(Path::new("/nonexistent/bundle"), Target::Cpu).unwrap_err();
     assert!(e.to_string().contains("not a bundle directory"), "{e}");
+}
+
+/// A min-dalle bundle (the small fixture: text encoder, cross_kv, decoder) in `kv_cache`.
+fn min_dalle_bundle(kv_cache: KvCacheLayout, out: &Path) -> PathBuf {
+    let mut w = test_writer(out, ModelFamily::MinDalle);
+    min_dalle::add_to_bundle(
+        &mut w,
+        min_dalle::BundleOptions {
+            files: min_dalle::ModelFiles::from_dir(&fixture("min_dalle_small")).unwrap(),
+            heads: Some(4),
+            start_token: None,
+            kv_cache,
+            progress: quiet,
+        },
+    )
+    .unwrap();
+    w.commit().unwrap()
+}
+
+/// min-dalle: the concat layout passes every target; in place, the decoder's self-attention
+/// (`GroupQueryAttention`, float32) fails TensorRT and CUDA and nothing else does, the CPU
+/// takes it.
+#[test]
+fn min_dalle_concat_passes_every_target_and_in_place_fails_gpus_at_gqa() {
+    let tmp = tempfile::tempdir().unwrap();
+    let concat = min_dalle_bundle(KvCacheLayout::Concat, &tmp.path().join("concat"));
+    for t in TARGETS {
+        let r = compat::check_path(&concat, t).unwrap();
+        assert!(r.passes(), "concat on {}:\n{r}", t.name());
+    }
+    let in_place = min_dalle_bundle(KvCacheLayout::InPlace, &tmp.path().join("in-place"));
+    let gqa = "(com.microsoft::GroupQueryAttention)";
+    for t in [Target::TensorRt, Target::Cuda] {
+        let r = compat::check_path(&in_place, t).unwrap();
+        let e = errors(&r);
+        // One per decoder layer (2), float32 named, all in decoder.onnx.
+        assert_eq!(e.len(), 2, "{r}");
+        assert!(
+            e.iter().all(|m| m.contains(gqa) && m.contains("T = float")),
+            "{r}"
+        );
+        for g in &r.graphs {
+            let errs = g
+                .findings
+                .iter()
+                .filter(|f| f.severity == Severity::Error)
+                .count();
+            assert_eq!(errs > 0, g.name.starts_with("decoder.onnx"), "{r}");
+        }
+    }
+    let r = compat::check_path(&in_place, Target::Cpu).unwrap();
+    assert!(r.passes(), "{r}");
 }

@@ -10,11 +10,13 @@
 
 use dalle_bundle::attributes::precision::{Precision, PrecisionAttributes, Provider, QuantFormat};
 
-use dalle_bundle::io::{clip as clip_io, decoder as dec_io, dvae as dvae_io};
-use dalle_bundle::{DType, Dim, DvaeAttributes, GraphRole, GraphSpec, Manifest, ModelFamily};
+use dalle_bundle::io::{clip as clip_io, decoder as dec_io, dvae as dvae_io, min_dalle as md_io};
+use dalle_bundle::{
+    DType, Dim, DvaeAttributes, GraphRole, GraphSpec, Manifest, MinDalleAttributes, ModelFamily,
+};
 use dalle_export::families::dalle_pytorch as dp;
 use dalle_export::families::dalle_pytorch::decoder::{DecoderOptions, KvCacheLayout};
-use dalle_export::families::openai_dvae;
+use dalle_export::families::{min_dalle, openai_dvae};
 use dalle_export::graph::precision::{Int8Options, PrecisionPolicy};
 use ndarray::{ArrayD, IxDyn};
 use ort::value::{DynValue, Tensor};
@@ -92,6 +94,30 @@ fn export_openai_dvae(dir: &Path, label: &str, policy: PrecisionPolicy) -> PathB
     w.commit().unwrap()
 }
 
+/// DALL·E mini/mega (min-dalle's small fixture: text encoder, cross_kv, decoder) at `policy`.
+fn export_min_dalle(
+    dir: &Path,
+    label: &str,
+    policy: PrecisionPolicy,
+    kv: KvCacheLayout,
+) -> PathBuf {
+    let out = dir.join(format!("min-dalle-{label}-{}", kv.name()));
+    let mut w = python_free_tests::test_writer(&out, ModelFamily::MinDalle);
+    w.set_precision(policy);
+    min_dalle::add_to_bundle(
+        &mut w,
+        min_dalle::BundleOptions {
+            files: min_dalle::ModelFiles::from_dir(&fixture("min_dalle_small")).unwrap(),
+            heads: Some(4),
+            start_token: None,
+            kv_cache: kv,
+            progress: dalle_export::families::quiet,
+        },
+    )
+    .unwrap_or_else(|e| panic!("min-dalle {label}: {e:#}"));
+    w.commit().unwrap()
+}
+
 fn load(path: &Path) -> Result<Session, String> {
     let env = ort_env();
     Session::builder(&env)
@@ -113,6 +139,12 @@ fn bundles(dir: &Path) -> Vec<(String, PathBuf)> {
             format!("openai-dvae {label}"),
             export_openai_dvae(dir, label, policy),
         ));
+        for kv in [KvCacheLayout::Concat, KvCacheLayout::InPlace] {
+            out.push((
+                format!("min-dalle {label} {}", kv.name()),
+                export_min_dalle(dir, label, policy, kv),
+            ));
+        }
     }
     out
 }
@@ -175,6 +207,9 @@ fn inputs_for(manifest: &Manifest, role: GraphRole, spec: &GraphSpec) -> Vec<(St
     };
     let i64v =
         |shape: &[usize], v: Vec<i64>| i64_input(ArrayD::from_shape_vec(IxDyn(shape), v).unwrap());
+    if manifest.family == ModelFamily::MinDalle {
+        return min_dalle_inputs(role, spec);
+    }
     match role {
         GraphRole::Decoder => {
             let l = manifest.token_layout.as_ref().unwrap();
@@ -242,8 +277,82 @@ fn inputs_for(manifest: &Manifest, role: GraphRole, spec: &GraphSpec) -> Vec<(St
             )]
         }
         GraphRole::TextEncoder | GraphRole::CrossKv => {
-            unreachable!("the precision tests export no min-dalle graphs")
+            unreachable!("only min-dalle bundles have {role}")
         }
+    }
+}
+
+/// The shape of input `t` with batch 1 and empty concatenated caches (symbolic dims 0).
+fn first_call_shape(t: &dalle_bundle::TensorSpec) -> Vec<usize> {
+    t.dims
+        .iter()
+        .enumerate()
+        .map(|(i, d)| match d {
+            Dim::Fixed(n) => *n as usize,
+            _ if i == 0 => 1,
+            _ => 0,
+        })
+        .collect()
+}
+
+/// Inputs of a min-dalle graph: a padded text row, encoder states, and for the decoder its
+/// start token and four codes after an empty cache with deterministic cross-attention state
+/// (in the input's dtype: the compute type, constant state being state).
+fn min_dalle_inputs(role: GraphRole, spec: &GraphSpec) -> Vec<(String, DynValue)> {
+    let i64v =
+        |shape: &[usize], v: Vec<i64>| i64_input(ArrayD::from_shape_vec(IxDyn(shape), v).unwrap());
+    let text_ids = |len: usize| {
+        let mut ids = vec![1i64; len];
+        ids[..5].copy_from_slice(&[0, 17, 230, 5, 2]);
+        i64v(&[1, len], ids)
+    };
+    let wave = |i: usize| ((i * 37 % 101) as f32 / 50.0 - 1.0) * 0.7;
+    let mut out = Vec::new();
+    for t in &spec.inputs {
+        let shape = first_call_shape(t);
+        let value = match t.name.as_str() {
+            md_io::INPUT_IDS if role != GraphRole::Decoder => text_ids(shape[1]),
+            dec_io::INPUT_IDS => {
+                let a = MinDalleAttributes::from_spec(spec).unwrap();
+                let codes = (0..4).map(|c| (c * 61 + 3) % a.image_codes as i64);
+                i64v(
+                    &[1, 5],
+                    std::iter::once(a.start_token as i64).chain(codes).collect(),
+                )
+            }
+            dec_io::CACHE_LENGTH => i64v(&[1], vec![0]),
+            // Text positions 0..5 attended, the pads masked (min-dalle's −1e12).
+            md_io::CROSS_ATTENTION_BIAS => floats(t.dtype, &shape, &|i| {
+                if i % shape[3] < 5 { 0.0 } else { -1e12 }
+            }),
+            _ => floats(t.dtype, &shape, &wave),
+        };
+        out.push((t.name.clone(), value));
+    }
+    out
+}
+
+/// A float tensor of `dtype` with values `f(i)`, saturated into the type's finite range.
+fn floats(dtype: DType, shape: &[usize], f: &dyn Fn(usize) -> f32) -> DynValue {
+    let n: usize = shape.iter().product();
+    let shape = shape.to_vec();
+    match dtype {
+        DType::F32 => {
+            f32_input(ArrayD::from_shape_vec(IxDyn(&shape), (0..n).map(f).collect()).unwrap())
+        }
+        DType::F16 => {
+            let v = (0..n).map(|i| half::f16::from_f32(f(i).clamp(-65504.0, 65504.0)));
+            Tensor::from_array((shape, v.collect::<Vec<_>>()))
+                .unwrap()
+                .into_dyn()
+        }
+        DType::BF16 => {
+            let v = (0..n).map(|i| half::bf16::from_f32(f(i)));
+            Tensor::from_array((shape, v.collect::<Vec<_>>()))
+                .unwrap()
+                .into_dyn()
+        }
+        other => panic!("float input of {other}"),
     }
 }
 
@@ -261,11 +370,15 @@ fn zeros(dtype: DType, shape: &[usize]) -> DynValue {
     }
 }
 
-/// The graph's first output as float32 values (int64 outputs widened, for token agreement).
+/// The graph's first output as float32 values (float16 ones — `cross_kv`'s constant state in a
+/// float16 bundle — and int64 ones widened, the latter for token agreement).
 fn first_output(s: &mut Session, inputs: Vec<(String, DynValue)>) -> (Vec<f32>, bool) {
     let name = s.outputs()[0].name().to_string();
     let out = s.run(inputs).unwrap();
     let v = &out[name.as_str()];
+    if let Ok(a) = v.try_extract_array::<half::f16>() {
+        return (a.iter().map(|x| x.to_f32()).collect(), true);
+    }
     match v.try_extract_array::<f32>() {
         Ok(a) => (a.iter().copied().collect(), true),
         Err(_) => (
@@ -310,11 +423,13 @@ fn errors(got: &[f32], want: &[f32], float: bool) -> (f32, f32) {
 ///
 /// Derivation. float16 rounds each stored weight and activation with relative error ≤ 2⁻¹¹
 /// (4.9e-4), and LayerNorm, Softmax and the outputs stay float32, so an output is off by a few
-/// of those roundings: observed 2e-4..6e-4 on every graph; the bound 2e-3 is four roundings.
+/// of those roundings: observed 2e-4..6e-4 on every graph (min-dalle's three, whose constant
+/// cross-attention state is float16 too: 3.3e-4..4.4e-4); the bound 2e-3 is four roundings.
 /// int8 rounds each weight to within half a step of max|w|/127 (per block of 32 for
 /// MatMulNBits, per output channel for QDQ: coarser), i.e. ≤ 0.4% of the block's largest
 /// weight, while activations stay float32; summed over K inputs the errors partly cancel:
-/// observed 7e-3..8e-3 (MatMulNBits) and 9e-3..1.4e-2 (QDQ); the bound 3e-2 is twice the
+/// observed 7e-3..8e-3 (MatMulNBits) and 9e-3..1.4e-2 (QDQ) (min-dalle's decoder, where only
+/// `lm_head` is large enough to quantize: 4.9e-3 and 7.1e-3); the bound 3e-2 is twice the
 /// worst. Convolutions are not quantized (the dVAEs are unchanged at int8: error 0). Tokens
 /// (the dVAE encoder's argmax) flip only where two logits are closer than the error: none
 /// observed; the bound allows 2%.
@@ -345,6 +460,14 @@ fn graphs_the_cpu_runs_match_float32_within_the_stated_tolerances() {
                 export_shapes(dir.path(), label, policy, KvCacheLayout::InPlace),
             ),
             ("openai-dvae", export_openai_dvae(dir.path(), label, policy)),
+            (
+                "min-dalle concat",
+                export_min_dalle(dir.path(), label, policy, KvCacheLayout::Concat),
+            ),
+            (
+                "min-dalle in-place",
+                export_min_dalle(dir.path(), label, policy, KvCacheLayout::InPlace),
+            ),
         ] {
             let manifest = Manifest::read_from_dir(&bundle).unwrap();
             if label == "fp32" {

@@ -12,6 +12,13 @@
 //!
 //! Every decoder row starts with the start token (manifest attribute `start_token`) at
 //! position 0, whose logits give the first code.
+//!
+//! Both cache layouts run: an in-place decoder (per-row positions) keeps every slot in one row
+//! group, a concatenated one groups the rows that started together ([`SlotBatch`] does either,
+//! as for DALLE-pytorch). The decoder's sessions follow the bundle's execution-provider plan
+//! (prefill and decode sessions on TensorRT, state in device memory on a GPU); `cross_kv`'s
+//! outputs are bound to that memory and become the prompt state's constant inputs without a
+//! copy, bound once per state.
 
 use super::batch::{BatchPrompt, SlotBatch};
 use super::dalle_pytorch::batch_max;
@@ -23,7 +30,7 @@ use dalle_bundle::io::min_dalle as io;
 use dalle_bundle::{GraphRole, MinDalleAttributes, TokenLayout};
 use image::RgbImage;
 use ndarray::{Array2, Array4};
-use ort::value::Tensor;
+use ort::value::{DynValue, Tensor};
 use std::time::Instant;
 
 /// A min-dalle model on ONNX Runtime: see the module docs.
@@ -81,10 +88,16 @@ impl OrtMinDalle {
             )));
         }
         let range = batch_max(&bundle, GraphRole::Decoder)?;
-        let session = bundle.take_session(GraphRole::Decoder)?;
+        let decoder = bundle.take_decoder_sessions()?;
         bundle.session(GraphRole::TextEncoder)?;
         bundle.session(GraphRole::CrossKv)?;
-        let decoder = OrtDecoder::new(session.into_session(), &spec, &layout)?;
+        let sessions = decoder
+            .plan
+            .phases()
+            .into_iter()
+            .zip(decoder.sessions.into_iter().map(|s| s.into_session()))
+            .collect();
+        let decoder = OrtDecoder::with_plan(sessions, &decoder.plan.memory, &spec, &layout)?;
         let rows = match (range, max_rows) {
             (Some(r), Some(m)) => r.min(m),
             (Some(r), None) => r,
@@ -113,37 +126,26 @@ impl OrtMinDalle {
     }
 
     /// `text_encoder` then `cross_kv` on text rows `[rows, text_length]`: every constant-state
-    /// input of the decoder by name, `rows` rows each.
-    pub fn cross_state(&mut self, ids: &Array2<i64>) -> Result<Vec<(String, Vec<f32>)>> {
+    /// input of the decoder by name, `rows` rows each, as `cross_kv` made them — in the graph's
+    /// state dtype and bound to the decoder state's memory (the device's on a GPU), so they
+    /// become the prompt state as they are.
+    pub fn cross_state(&mut self, ids: &Array2<i64>) -> Result<Vec<(String, DynValue)>> {
         let ids_tensor = || {
             Tensor::from_array(ids.clone())
                 .map_err(|e| Error::ort("min-dalle: cannot create `input_ids`", e))
         };
         let enc = self.bundle.session(GraphRole::TextEncoder)?.session_mut();
-        let out = enc
+        let mut out = enc
             .run(ort::inputs![io::INPUT_IDS => ids_tensor()?])
             .map_err(|e| Error::ort("graph `text_encoder`: run failed", e))?;
-        let states = out
-            .get(io::ENCODER_HIDDEN_STATES)
-            .ok_or_else(|| {
-                Error::tensor(
-                    GraphRole::TextEncoder,
-                    io::ENCODER_HIDDEN_STATES,
-                    "missing from the outputs",
-                )
-            })?
-            .try_extract_array::<f32>()
-            .map_err(|e| {
-                Error::tensor(
-                    GraphRole::TextEncoder,
-                    io::ENCODER_HIDDEN_STATES,
-                    e.to_string(),
-                )
-            })?
-            .to_owned();
+        let states = out.remove(io::ENCODER_HIDDEN_STATES).ok_or_else(|| {
+            Error::tensor(
+                GraphRole::TextEncoder,
+                io::ENCODER_HIDDEN_STATES,
+                "missing from the outputs",
+            )
+        })?;
         drop(out);
-        let states = Tensor::from_array(states)
-            .map_err(|e| Error::ort("min-dalle: cannot pass the encoder states on", e))?;
         let wanted: Vec<String> = self
             .batch
             .decoder()
@@ -151,23 +153,34 @@ impl OrtMinDalle {
             .into_iter()
             .map(str::to_string)
             .collect();
+        let memory = self.batch.decoder().state_memory().clone();
+        let ids = ids_tensor()?;
         let ckv = self.bundle.session(GraphRole::CrossKv)?.session_mut();
-        let out = ckv
-            .run(ort::inputs![
-                io::ENCODER_HIDDEN_STATES => states,
-                io::INPUT_IDS => ids_tensor()?
-            ])
-            .map_err(|e| Error::ort("graph `cross_kv`: run failed", e))?;
+        let err = |what: &str, e| Error::ort(format!("graph `cross_kv`: {what}"), e);
+        let mut binding = ckv
+            .create_binding()
+            .map_err(|e| err("cannot create an IoBinding", e))?;
+        binding
+            .bind_input(io::ENCODER_HIDDEN_STATES, &states)
+            .map_err(|e| err("cannot bind the encoder states", e))?;
+        binding
+            .bind_input(io::INPUT_IDS, &ids)
+            .map_err(|e| err("cannot bind `input_ids`", e))?;
+        for name in &wanted {
+            binding
+                .bind_output_to_device(name.as_str(), &memory)
+                .map_err(|e| err(&format!("cannot bind `{name}`"), e))?;
+        }
+        let mut out = ckv
+            .run_binding(&binding)
+            .map_err(|e| err("run failed", e))?;
         wanted
             .into_iter()
             .map(|name| {
-                let v = out.get(name.as_str()).ok_or_else(|| {
+                let v = out.remove(name.as_str()).ok_or_else(|| {
                     Error::tensor(GraphRole::CrossKv, &name, "missing from the outputs")
                 })?;
-                let (_, data) = v
-                    .try_extract_tensor::<f32>()
-                    .map_err(|e| Error::tensor(GraphRole::CrossKv, &name, e.to_string()))?;
-                Ok((name, data.to_vec()))
+                Ok((name, v))
             })
             .collect()
     }
@@ -208,10 +221,9 @@ impl ImageTokenModel for OrtMinDalle {
         let mut first = vec![self.attrs.start_token as i64];
         first.extend(prime.iter().map(|&c| i64::from(c)));
         let ids = Array2::from_shape_fn((n, first.len()), |(_, j)| first[j]);
-        let all: Vec<usize> = (0..n).collect();
         let prompt = self.batch.prefill_with(ids, |decoder, state| {
-            for (name, data) in &cross {
-                decoder.set_constant_rows(state, name, &all, data)?;
+            for (name, value) in cross {
+                decoder.set_constant(state, &name, value)?;
             }
             Ok(())
         })?;

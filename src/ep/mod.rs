@@ -896,6 +896,121 @@ mod tests {
         assert_eq!(cpu.memory.state, MemoryPlace::Host);
     }
 
+    /// A min-dalle bundle's `cross_kv` and concatenated-cache `decoder` (the small fixture's
+    /// sizes: 4 heads × 8, 64 text positions, 256 image positions), as the exporter writes them.
+    fn min_dalle_specs() -> (GraphSpec, GraphSpec) {
+        let ranges = |extra: &[(&str, DimRange)]| {
+            let mut r = BTreeMap::new();
+            r.insert("batch".to_string(), DimRange::new(1, 2, 64));
+            for (n, d) in extra {
+                r.insert(n.to_string(), *d);
+            }
+            r
+        };
+        let t = |name: &str, dtype, dims: Vec<Dim>| TensorSpec::new(name, dtype, dims);
+        let b = || Dim::sym("batch");
+        let cross_kv = GraphSpec {
+            file: "cross_kv.onnx".into(),
+            external_data: None,
+            inputs: vec![
+                t(
+                    "encoder_hidden_states",
+                    DType::F32,
+                    vec![b(), 64.into(), 32.into()],
+                ),
+                t("input_ids", DType::I64, vec![b(), 64.into()]),
+            ],
+            outputs: vec![t(
+                "cross_key_values.0.key",
+                DType::F32,
+                vec![b(), 4.into(), 8.into(), 64.into()],
+            )],
+            dim_ranges: ranges(&[]),
+            attributes: BTreeMap::new(),
+        };
+        let past = vec![b(), 4.into(), Dim::sym("past_sequence_length"), 8.into()];
+        let decoder = GraphSpec {
+            file: "decoder.onnx".into(),
+            external_data: None,
+            inputs: vec![
+                t("input_ids", DType::I64, vec![b(), Dim::sym("sequence")]),
+                t("past_key_values.0.key", DType::F32, past),
+                t(
+                    "cross_key_values.0.key",
+                    DType::F32,
+                    vec![b(), 4.into(), 8.into(), 64.into()],
+                ),
+                t(
+                    "cross_attention_bias",
+                    DType::F32,
+                    vec![b(), 1.into(), 1.into(), 64.into()],
+                ),
+            ],
+            outputs: vec![t("image_logits", DType::F32, vec![b(), 256.into()])],
+            dim_ranges: ranges(&[
+                ("sequence", DimRange::new(1, 1, 256)),
+                ("past_sequence_length", DimRange::new(0, 255, 255)),
+            ]),
+            attributes: BTreeMap::new(),
+        };
+        (cross_kv, decoder)
+    }
+
+    #[test]
+    fn min_dalle_plans_cover_cross_kv_and_the_constant_state_on_tensorrt() {
+        let (cross_kv, decoder) = min_dalle_specs();
+        let opts = options(EpChoice::Tensorrt);
+        // cross_kv: one TensorRT session over the batch range.
+        let plan =
+            plan_for_graph(ProviderKind::TensorRt, &opts, GraphRole::CrossKv, &cross_kv).unwrap();
+        let ProviderSettings::TensorRt(trt) = &plan.providers[0] else {
+            panic!("TensorRT must come first: {plan:?}");
+        };
+        assert_eq!(trt.engine_cache_prefix.as_deref(), Some("cross_kv"));
+        let p = trt.profile.as_ref().unwrap();
+        assert_eq!(p.min, "encoder_hidden_states:1x64x32,input_ids:1x64");
+        assert_eq!(p.opt, "encoder_hidden_states:2x64x32,input_ids:2x64");
+        assert_eq!(p.max, "encoder_hidden_states:64x64x32,input_ids:64x64");
+        // The decoder: a prefill session for the start token alone (sequence opt 1, the
+        // bundle's prefill length for min-dalle) and a decode session; the constant state is in
+        // both profiles at the batch's range, and lives on the device with the caches.
+        let plan = plan_decoder(ProviderKind::TensorRt, &opts, &decoder, Some(1)).unwrap();
+        assert_eq!(
+            plan.phases(),
+            vec![DecoderPhase::Prefill, DecoderPhase::Decode]
+        );
+        let trt = |p: &EpPlan| match &p.providers[0] {
+            ProviderSettings::TensorRt(t) => t.profile.clone().unwrap(),
+            other => panic!("TensorRT must come first: {other:?}"),
+        };
+        let prefill = trt(&plan.sessions[0]);
+        assert_eq!(
+            prefill.opt,
+            "input_ids:2x1,past_key_values.0.key:2x4x0x8,cross_key_values.0.key:2x4x8x64,\
+             cross_attention_bias:2x1x1x64"
+        );
+        let decode = trt(&plan.sessions[1]);
+        assert_eq!(
+            decode.min,
+            "input_ids:1x1,past_key_values.0.key:1x4x1x8,cross_key_values.0.key:1x4x8x64,\
+             cross_attention_bias:1x1x1x64"
+        );
+        assert_eq!(
+            decode.max,
+            "input_ids:64x1,past_key_values.0.key:64x4x255x8,cross_key_values.0.key:64x4x8x64,\
+             cross_attention_bias:64x1x1x64"
+        );
+        assert_eq!(plan.memory.state, MemoryPlace::Cuda { device_id: 3 });
+        assert_eq!(plan.memory.constant_state, Some(plan.memory.state));
+        // Every graph of the bundle suits every provider (concat: standard ONNX only).
+        for (role, spec) in [
+            (GraphRole::CrossKv, &cross_kv),
+            (GraphRole::Decoder, &decoder),
+        ] {
+            assert_eq!(suited_providers(role, spec).unwrap().len(), 3);
+        }
+    }
+
     #[test]
     fn graphs_the_cpu_has_no_kernels_for_are_refused_there_and_gpu_mismatches_warned() {
         use dalle_bundle::attributes::precision::{Precision, PrecisionAttributes};

@@ -12,11 +12,19 @@
 //! concatenated layout's regrouping) goes through host memory on a device; that happens when
 //! rows join or leave, not every step.
 //!
+//! A min-dalle decoder also takes **constant state** (`cross_*`: every layer's cross-attention
+//! keys/values and the text padding bias, [`is_constant_state`]). It lives with the rest of the
+//! state: the `cross_kv` graph's outputs are bound to the state's place (the device's on a
+//! GPU) and become the prompt state's inputs as they are, bound to the decoder once per state
+//! (not per step) and never written by it; only rows joining a running state copy them (through
+//! the host on a device, as every row move).
+//!
 //! [`super::register::memory_info`] turns a [`MemoryPlace`] into `ort`'s `MemoryInfo`.
 
 use super::ProviderKind;
 use dalle_bundle::GraphSpec;
 use dalle_bundle::io::decoder::{IMAGE_LOGITS, LOGITS};
+use dalle_bundle::io::min_dalle::is_constant_state;
 use std::fmt;
 
 /// A memory location.
@@ -59,6 +67,9 @@ pub struct DecoderMemoryPlan {
     pub logits_last_position_only: bool,
     /// Rows moving between states pass through host memory (device state).
     pub row_moves_through_host: bool,
+    /// Where the constant state (`cross_*` inputs) lives — the state's place, where the
+    /// `cross_kv` graph's outputs are bound — when the decoder has any (see the module docs).
+    pub constant_state: Option<MemoryPlace>,
 }
 
 /// The memory plan of a decoder graph on `kind`.
@@ -75,6 +86,11 @@ pub fn decoder_memory(kind: ProviderKind, device_id: u32, spec: &GraphSpec) -> D
         logits_output: if last_only { IMAGE_LOGITS } else { LOGITS },
         logits_last_position_only: last_only,
         row_moves_through_host: !state.is_host(),
+        constant_state: spec
+            .inputs
+            .iter()
+            .any(|t| is_constant_state(&t.name))
+            .then_some(state),
     }
 }
 
@@ -109,6 +125,12 @@ impl DecoderMemoryPlan {
                 }
             ),
         ];
+        if let Some(place) = self.constant_state {
+            lines.push(format!(
+                "constant state (cross_*): {place}, the cross_kv graph's outputs bound there and \
+                 used as they are; bound once per prompt state, never copied per step"
+            ));
+        }
         if self.row_moves_through_host {
             lines.push("rows joining or leaving a state are moved through host memory".to_string());
         }
@@ -123,10 +145,17 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn decoder(outputs: &[&str]) -> GraphSpec {
+        decoder_with(&[], outputs)
+    }
+
+    fn decoder_with(inputs: &[&str], outputs: &[&str]) -> GraphSpec {
         GraphSpec {
             file: "decoder.onnx".into(),
             external_data: None,
-            inputs: vec![],
+            inputs: inputs
+                .iter()
+                .map(|n| TensorSpec::new(*n, DType::F32, vec![]))
+                .collect(),
             outputs: outputs
                 .iter()
                 .map(|n| TensorSpec::new(*n, DType::F32, vec![]))
@@ -162,6 +191,38 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn min_dalle_constant_state_lives_with_the_state_and_is_bound_once() {
+        let spec = decoder_with(
+            &[
+                "input_ids",
+                "past_key_values.0.key",
+                "cross_key_values.0.key",
+                "cross_attention_bias",
+            ],
+            &[IMAGE_LOGITS, "present.0.key"],
+        );
+        for (kind, place) in [
+            (ProviderKind::Cpu, MemoryPlace::Host),
+            (ProviderKind::Cuda, MemoryPlace::Cuda { device_id: 1 }),
+            (ProviderKind::TensorRt, MemoryPlace::Cuda { device_id: 1 }),
+        ] {
+            let plan = decoder_memory(kind, 1, &spec);
+            assert_eq!(plan.constant_state, Some(place));
+            assert_eq!(plan.constant_state, Some(plan.state));
+            let text = plan.describe().join("\n");
+            assert!(
+                text.contains(&format!("constant state (cross_*): {place}"))
+                    && text.contains("never copied per step"),
+                "{text}"
+            );
+        }
+        // DALLE-pytorch decoders have none
+        let plan = decoder_memory(ProviderKind::Cuda, 0, &decoder(&[IMAGE_LOGITS]));
+        assert_eq!(plan.constant_state, None);
+        assert!(!plan.describe().join("\n").contains("constant state"));
     }
 
     #[test]

@@ -13,9 +13,11 @@
 //! in-place graph) is *replaced*: its present is a new value of the same shape every call.
 //!
 //! Inputs named `cross_*` ([`is_constant_state`]) are *constant* state: per-row values with no
-//! `present` output, set once per row by the caller ([`OrtDecoder::set_constant_rows`]; min-dalle's
-//! cross-attention keys/values, computed once per prompt) and fed unchanged every call; they
-//! are bound once per state like the in-place caches and copied whole when rows move.
+//! `present` output, set once per prompt state by the caller ([`OrtDecoder::set_constant`]:
+//! min-dalle's cross-attention keys/values, computed once per prompt by `cross_kv` straight
+//! into the state's memory, in the state's dtype) and fed unchanged every call; they are bound
+//! once per state like the in-place caches and copied whole when rows move (joins), never per
+//! step.
 //!
 //! `cache_length` is i64 `[batch]` (one length per row: rows of one state may sit at different
 //! positions) in current bundles, or `[1]` in bundles exported before per-row positions (every
@@ -76,6 +78,14 @@ enum StateDType {
 }
 
 impl StateDType {
+    fn element(self) -> ort::value::TensorElementType {
+        match self {
+            StateDType::F32 => ort::value::TensorElementType::Float32,
+            StateDType::F16 => ort::value::TensorElementType::Float16,
+            StateDType::BF16 => ort::value::TensorElementType::Bfloat16,
+        }
+    }
+
     fn of(d: DType) -> Option<StateDType> {
         match d {
             DType::F32 => Some(StateDType::F32),
@@ -441,44 +451,42 @@ impl OrtDecoder {
         &self.phases
     }
 
-    /// Writes rows `rows` of constant state input `name` (see the module docs): `data` holds
-    /// them one after the other, each the input's shape without the batch axis.
-    pub fn set_constant_rows(
-        &self,
-        state: &mut OrtState,
-        name: &str,
-        rows: &[usize],
-        data: &[f32],
-    ) -> Result<()> {
-        Self::check_rows(state, rows, "set_constant_rows")?;
-        let (pair, value) = self
+    /// Sets constant state input `name` of every row of `state` (see the module docs) to
+    /// `value`, which becomes the state's own (no copy): `[rows, …]` in the input's shape and
+    /// dtype, wherever ONNX Runtime allocated it (the `cross_kv` graph's output, bound to
+    /// [`OrtDecoder::state_memory`]).
+    pub fn set_constant(&self, state: &mut OrtState, name: &str, value: DynValue) -> Result<()> {
+        let (pair, slot) = self
             .pairs
             .iter()
             .zip(state.values.iter_mut())
             .find(|(p, _)| p.past == name && p.update == Update::Constant)
             .ok_or_else(|| Error::tensor(ROLE, name, "is not a constant state input"))?;
-        let row_len: usize = pair.dims.iter().flatten().product();
-        if Some(data.len()) != row_len.checked_mul(rows.len()) {
-            return Err(Error::tensor(
-                ROLE,
-                name,
-                format!(
-                    "{} values given for {} rows of {row_len}",
-                    data.len(),
-                    rows.len()
-                ),
-            ));
+        let want: Vec<i64> = std::iter::once(state.rows)
+            .chain(pair.dims.iter().flatten().copied())
+            .map(|d| d as i64)
+            .collect();
+        match value.dtype() {
+            ValueType::Tensor { ty, shape, .. }
+                if *ty == pair.dtype.element() && shape.iter().eq(want.iter()) => {}
+            other => {
+                return Err(Error::tensor(
+                    ROLE,
+                    name,
+                    format!("given {other:?}; expected {:?} {want:?}", pair.dtype),
+                ));
+            }
         }
-        let (_, target) = value
-            .try_extract_tensor_mut::<f32>()
-            .map_err(|e| Error::tensor(ROLE, name, format!("cannot write it as float: {e}")))?;
-        for (&r, chunk) in rows.iter().zip(data.chunks_exact(row_len.max(1))) {
-            let to = target
-                .get_mut(r * row_len..(r + 1) * row_len)
-                .ok_or_else(|| Error::tensor(ROLE, name, "state buffer is too short"))?;
-            to.copy_from_slice(chunk);
-        }
+        *slot = value;
+        // A new value: the state's bindings must be made again.
+        state.id = next_state_id();
         Ok(())
+    }
+
+    /// Where the decoder's state lives (host or device memory): where a caller binds the
+    /// outputs that become constant state, so they need no copy.
+    pub fn state_memory(&self) -> &ort::memory::MemoryInfo<'static> {
+        &self.memory.state
     }
 
     /// Names of the constant state inputs.

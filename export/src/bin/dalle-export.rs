@@ -148,6 +148,11 @@ enum Command {
         /// training used 16384)
         #[arg(long, value_name = "ID")]
         start_token: Option<usize>,
+        /// Decoder self-attention caches, as for dalle-pytorch: `concat` (standard ONNX, every
+        /// execution provider and TensorRT) or `in-place` (GroupQueryAttention: fastest on the
+        /// CPU provider; not for CUDA/TensorRT float32)
+        #[arg(long, value_enum, default_value_t = KvCacheArg::Concat)]
+        kv_cache: KvCacheArg,
         #[command(flatten)]
         out: OutArgs,
     },
@@ -292,6 +297,7 @@ fn run(command: Command) -> Result<()> {
             detoker,
             heads,
             start_token,
+            kv_cache,
             out,
         } => {
             let mut files = match &model {
@@ -324,6 +330,7 @@ fn run(command: Command) -> Result<()> {
                     files,
                     heads,
                     start_token,
+                    kv_cache: kv_cache.into(),
                     progress: print,
                 },
             )?;

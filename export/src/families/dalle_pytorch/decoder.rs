@@ -47,7 +47,7 @@ use super::shift;
 use crate::dims;
 use crate::error::{ExportError, Result};
 use crate::graph::ops::{
-    Add, Cast, Concat, Div, Gather, GreaterOrEqual, Mul, ReduceMax, Reshape, Slice, Squeeze, Sub,
+    Add, Concat, Div, Gather, GreaterOrEqual, Mul, ReduceMax, Reshape, Slice, Squeeze, Sub,
     Unsqueeze, Where,
 };
 use crate::graph::{GraphBuilder, Value};
@@ -276,26 +276,7 @@ pub enum LogitsOutput {
     LastImage,
 }
 
-/// How the graph keeps its key/value caches (see the module docs).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum KvCacheLayout {
-    /// Growing caches, standard ONNX (every execution provider, TensorRT's parser).
-    #[default]
-    Concat,
-    /// Fixed-capacity caches updated in place by `com.microsoft.GroupQueryAttention` (ONNX
-    /// Runtime only; its float32 kernel is the CPU one).
-    InPlace,
-}
-
-impl KvCacheLayout {
-    /// The manifest's name for it (attribute `kv_cache`, the exporter's flag value).
-    pub fn name(self) -> &'static str {
-        match self {
-            KvCacheLayout::Concat => io::KV_CONCAT,
-            KvCacheLayout::InPlace => io::KV_IN_PLACE,
-        }
-    }
-}
+pub use crate::kv_cache::KvCacheLayout;
 
 /// Export options of the decoder graph.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -459,21 +440,12 @@ fn rotary_shape(w: &Weights, cfg: &DalleConfig) -> Result<Vec<usize>> {
     }
 }
 
-/// `GroupQueryAttention`'s lengths from per-row positions: `seqlens_k` = `cache_length + S − 1`
-/// `[B]`, `total_sequence_length` = `max(cache_length) + S` scalar (both int32).
-pub(crate) fn gqa_lengths(g: &mut GraphBuilder, p: &Positions) -> Result<GqaLengths> {
+/// `GroupQueryAttention`'s lengths from per-row positions ([`crate::kv_cache::gqa_lengths`]).
+fn gqa_lengths(g: &mut GraphBuilder, p: &Positions) -> Result<GqaLengths> {
     let row_total = p.row_total.ok_or_else(|| {
         ExportError::node("kv_lengths", "the in-place cache needs per-row positions")
     })?;
-    g.scoped("kv_lengths", |g| {
-        let one = g.scalar_i64(1)?;
-        let last = g.node1(Sub, &[row_total, one])?;
-        let seqlens_k = g.node1(Cast { to: DType::I32 }, &[last])?;
-        let total = g.node1(Cast { to: DType::I32 }, &[p.total])?;
-        let axis0 = g.const_i64(&[0])?;
-        let total = g.node1(Squeeze, &[total, axis0])?;
-        Ok(GqaLengths { seqlens_k, total })
-    })
+    crate::kv_cache::gqa_lengths(g, row_total, p.total)
 }
 
 /// The additive form of a per-row bool attention mask `[B, S, T]` for `GroupQueryAttention`:

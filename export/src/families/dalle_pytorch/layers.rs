@@ -12,14 +12,14 @@
 //! qkv = x · to_qkvᵀ → q, k, v  [B, H, S, dh]  → rotary (q, k, v) → q · dh^-½
 //! k, v = Concat(past, new) along the sequence → present
 //! out  = Softmax(Where(mask, q·kᵀ, −f32::MAX)) · v → [B, S, H·dh] · to_outᵀ + b
-//!        (the shared `crate::layers::attention_core`, as CLIP's)
+//!        (the shared `crate::kv_cache::attend_concat`, min-dalle's too)
 //! ```
 //!
 //! With an in-place cache ([`KvCache::InPlace`]) q, k, v stay `[B, S, H·dh]` (rotary applied
-//! per head on a `[B, S, H, dh]` view, with per-row tables) and one `GroupQueryAttention` does
-//! the rest: it writes each row's new keys/values into the fixed-capacity caches at that row's
-//! past length and attends causally over the row's valid prefix, the sparse masks given as a
-//! per-row additive bias (0 / −f32::MAX).
+//! per head on a `[B, S, H, dh]` view, with per-row tables) and one `GroupQueryAttention`
+//! ([`crate::kv_cache::attend_in_place`]) does the rest: it writes each row's new keys/values
+//! into the fixed-capacity caches at that row's past length and attends causally over the
+//! row's valid prefix, the sparse masks given as a per-row additive bias (0 / −f32::MAX).
 //!
 //! Feed-forward: `x · W1ᵀ + b1 → (a, g) → a · gelu(g) → · W2ᵀ + b2` (exact erf GELU, written
 //! so that ONNX Runtime fuses it into one `Gelu`).
@@ -27,9 +27,7 @@
 use super::config::DalleConfig;
 use super::rotary::{self, RotaryTables};
 use crate::error::Result;
-use crate::graph::ops::{
-    Add, Concat, Div, Erf, GroupQueryAttention, Mul, Reshape, Split, Transpose,
-};
+use crate::graph::ops::{Add, Div, Erf, Mul, Reshape, Split, Transpose};
 use crate::graph::{GraphBuilder, Value};
 use dalle_bundle::DType;
 
@@ -96,14 +94,7 @@ pub enum KvCache {
     },
 }
 
-/// The int32 lengths `GroupQueryAttention` takes, computed once per graph.
-#[derive(Clone, Copy)]
-pub struct GqaLengths {
-    /// `[B]`: `cache_length + S − 1`, each row's last key index.
-    pub seqlens_k: Value,
-    /// Scalar `max(cache_length) + S`.
-    pub total: Value,
-}
+pub use crate::kv_cache::GqaLengths;
 
 /// The attention module on an already normalized (and shifted) input; returns the output and
 /// the new key/value caches.
@@ -144,30 +135,15 @@ pub fn attention(
                     *t = g.node1(Reshape, &[turned, merged])?;
                 }
             }
-            let [q, k, v] = rotated;
-            let outs = g.node_opt(
-                GroupQueryAttention {
-                    num_heads: h,
-                    kv_num_heads: h,
-                    scale: (cfg.dim_head as f32).powf(-0.5),
-                },
-                &[
-                    Some(q),
-                    Some(k),
-                    Some(v),
-                    Some(past_k),
-                    Some(past_v),
-                    Some(lengths.seqlens_k),
-                    Some(lengths.total),
-                    None,
-                    None,
-                    None,
-                    bias,
-                ],
+            let (out, present_k, present_v) = crate::kv_cache::attend_in_place(
+                g,
+                (rotated[0], rotated[1], rotated[2]),
+                (past_k, past_v),
+                lengths,
+                h,
+                (cfg.dim_head as f32).powf(-0.5),
+                bias,
             )?;
-            let [out, present_k, present_v] = <[Value; 3]>::try_from(outs).map_err(|_| {
-                crate::error::ExportError::node("attention", "expected three outputs")
-            })?;
             let out = linear(g, out, w.to_out_w, Some(w.to_out_b))?;
             Ok((out, present_k, present_v))
         }
@@ -207,19 +183,10 @@ fn attention_concat(
     }
     let [q, k, v] = <[Value; 3]>::try_from(qkv)
         .map_err(|_| crate::error::ExportError::node("attention", "expected q, k and v"))?;
-    let k = g.node1(Concat { axis: 2 }, &[past_k, k])?;
-    let v = g.node1(Concat { axis: 2 }, &[past_v, v])?;
-    let kt = g.node1(
-        Transpose {
-            perm: vec![0, 1, 3, 2],
-        },
-        &[k],
-    )?;
-    let out = crate::layers::attention_core(
+    let (out, k, v) = crate::kv_cache::attend_concat(
         g,
-        q,
-        kt,
-        v,
+        (q, k, v),
+        (past_k, past_v),
         (cfg.dim_head as f32).powf(-0.5),
         crate::layers::AttentionMask::Allow(mask),
     )?;

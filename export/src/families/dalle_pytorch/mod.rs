@@ -30,9 +30,7 @@ use crate::families::{openai_dvae, vqgan};
 use crate::weights::Weights;
 use dalle_bundle::attributes::decoder as attr;
 use dalle_bundle::io::dims as d;
-use dalle_bundle::{
-    DecoderAttributes, DimRange, DvaeAttributes, GraphRole, KvCacheAttribute, LogitsKind,
-};
+use dalle_bundle::{DecoderAttributes, DimRange, DvaeAttributes, GraphRole, LogitsKind};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -153,13 +151,9 @@ pub fn decoder_entry(
             decoder::LogitsOutput::Full => LogitsKind::Full,
             decoder::LogitsOutput::LastImage => LogitsKind::LastImage,
         },
-        kv_cache: match opts.kv_cache {
-            decoder::KvCacheLayout::Concat => KvCacheAttribute::Concat,
-            decoder::KvCacheLayout::InPlace => KvCacheAttribute::InPlace {
-                capacity: seq,
-                shift_window: cfg.shift_tokens.then(|| shift::window(cfg) as u64),
-            },
-        },
+        kv_cache: opts
+            .kv_cache
+            .attribute(seq, cfg.shift_tokens.then(|| shift::window(cfg) as u64)),
         dalle_pytorch_version: cfg.version.clone(),
     }
     .to_attributes();

@@ -1,7 +1,8 @@
 //! The one way a min-dalle model goes into a bundle, shared by `dalle-export min-dalle` and the
 //! tests: provenance, the tokenizer, the token layout and sampling defaults, the
-//! `text_encoder`, `cross_kv` and `decoder` graphs, and (when `detoker.pt` is given) the VQGAN
-//! image decoder as the bundle's `dvae_decoder` (family `vqgan`).
+//! `text_encoder`, `cross_kv` and `decoder` graphs (the decoder's cache in the chosen
+//! [`KvCacheLayout`]), and (when `detoker.pt` is given) the VQGAN image decoder as the
+//! bundle's `dvae_decoder` (family `vqgan`).
 //!
 //! The start token: min-dalle (since commit `6ae7458`, "fix cuda bug") feeds `2**14 − 1` =
 //! 16383, a real VQGAN code; dalle-mini was trained with `decoder_start_token_id` 16384, the
@@ -15,11 +16,10 @@ use super::{cross_kv, decoder, encoder};
 use crate::bundle_writer::{BundleWriter, GraphEntry, source_file};
 use crate::error::{ExportError, Result};
 use crate::families::Progress;
+use crate::kv_cache::KvCacheLayout;
 use crate::tokenizer::min_dalle::{PAD_ID, Vocabulary, tokenizer_json};
 use dalle_bundle::io::dims as d;
-use dalle_bundle::{
-    DimRange, GraphRole, KvCacheAttribute, MinDalleAttributes, SamplingDefaults, TokenLayout,
-};
+use dalle_bundle::{DimRange, GraphRole, MinDalleAttributes, SamplingDefaults, TokenLayout};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -86,6 +86,8 @@ pub struct BundleOptions {
     pub heads: Option<usize>,
     /// The id fed first (`--start-token`; default: see the module docs).
     pub start_token: Option<usize>,
+    /// The decoder's self-attention cache (`--kv-cache`; default concat, as DALLE-pytorch's).
+    pub kv_cache: KvCacheLayout,
     pub progress: Progress,
 }
 
@@ -127,6 +129,7 @@ pub fn add_to_bundle(writer: &mut BundleWriter, options: BundleOptions) -> Resul
         files,
         heads,
         start_token,
+        kv_cache,
         progress,
     } = options;
     let sources = vec![
@@ -193,13 +196,17 @@ pub fn add_to_bundle(writer: &mut BundleWriter, options: BundleOptions) -> Resul
         dim_ranges: batch_ranges(),
         attributes: BTreeMap::new(),
     })?;
-    let dec = decoder::build(&cfg, &mut model.decoder)?;
+    let dec = decoder::build(&cfg, &mut model.decoder, kv_cache)?;
     model.decoder.finish()?;
+    let positions = cfg.image_length as u64;
     let mut ranges = batch_ranges();
-    ranges.insert(
-        d::SEQUENCE.to_string(),
-        DimRange::new(1, 1, cfg.image_length as u64),
-    );
+    ranges.insert(d::SEQUENCE.to_string(), DimRange::new(1, 1, positions));
+    if !kv_cache.in_place() {
+        ranges.insert(
+            d::PAST_SEQUENCE.to_string(),
+            DimRange::new(0, positions - 1, positions - 1),
+        );
+    }
     let attributes = MinDalleAttributes {
         layers: cfg.decoder_layers as u64,
         heads: cfg.heads as u64,
@@ -214,10 +221,7 @@ pub fn add_to_bundle(writer: &mut BundleWriter, options: BundleOptions) -> Resul
         bos_id: vocab.special.bos,
         eos_id: vocab.special.eos,
         pad_id: PAD_ID,
-        kv_cache: KvCacheAttribute::InPlace {
-            capacity: cfg.image_length as u64,
-            shift_window: None,
-        },
+        kv_cache: kv_cache.attribute(positions, None),
     }
     .to_attributes();
     writer.add_graph(GraphEntry {

@@ -104,12 +104,6 @@ impl MinDalleConfig {
             )));
         }
         let head_dim = dim / heads;
-        if !head_dim.is_multiple_of(8) {
-            return Err(ExportError::Unsupported(format!(
-                "head dim {head_dim}: the decoder's in-place cache (ONNX Runtime's \
-                 GroupQueryAttention) needs a multiple of 8"
-            )));
-        }
         let grid = image_length.isqrt();
         if grid * grid != image_length {
             return Err(ExportError::Weights(format!(

@@ -9,9 +9,11 @@
 //! - `cross_kv` ([`cross_kv`]): every decoder layer's cross-attention keys and values (and the
 //!   text padding bias) from the encoder states, **once per prompt** (min-dalle recomputes them
 //!   every step in every layer);
-//! - `decoder` ([`decoder`]): one step of the BART decoder with an in-place self-attention KV
-//!   cache (per-row positions, as DALLE-pytorch's in-place layout) and the cross-attention state
-//!   fed as constant inputs, returning the last position's logits over the image codes.
+//! - `decoder` ([`decoder`]): one step of the BART decoder with a self-attention KV cache in
+//!   DALLE-pytorch's two layouts (`--kv-cache concat`, standard ONNX for CUDA/TensorRT, one past
+//!   length per call; `in-place`, GroupQueryAttention with per-row positions) and the
+//!   cross-attention state fed as constant inputs, returning the last position's logits over
+//!   the image codes.
 //!
 //! Sizes are read from the tensor shapes ([`config`]); only the head count is not in the files
 //! (head dim 64, as both released models, unless `--heads` says otherwise).

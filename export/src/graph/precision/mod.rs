@@ -15,8 +15,10 @@
 //!   the ops whose opset-18 schema has no bfloat16 ([`SCHEMA_FLOAT32_ONLY`]: convolutions);
 //! - every float graph input and output that is not decoder state (`pixels`, the logits,
 //!   the CLIP embeddings): float32 at the boundary, cast inside, so the I/O contract and the
-//!   sampler's float32 logits do not change; decoder state (`past_*`/`present*`) is stored in
-//!   the low type (half the KV bytes; `GroupQueryAttention` on CUDA takes only fp16/bf16);
+//!   sampler's float32 logits do not change; decoder state (`past_*`/`present*`, and
+//!   min-dalle's constant cross-attention state `cross_*`, on both `cross_kv` and the decoder)
+//!   is stored in the low type (half the KV bytes; `GroupQueryAttention` on CUDA takes only
+//!   fp16/bf16);
 //! - inputs that are part of an op's contract ([`FIXED_DTYPE_INPUTS`]: `Resize`'s scales).
 //!
 //! Constants convert saturating: `−f32::MAX` mask fills become the low type's most negative
@@ -32,8 +34,8 @@
 //! **Opting in**, for a family's graph builder:
 //! 1. build float32 only, with float scalars from [`GraphBuilder::scalar_float`] and the
 //!    default-domain ops in `graph/ops/`;
-//! 2. name decoder state with the `bundle::io::decoder` names (`past_*` / `present*`): that is
-//!    how the pass tells state from other float I/O;
+//! 2. name decoder state with the `bundle::io::decoder` names (`past_*` / `present*`, constant
+//!    state `cross_*`; `is_state`): that is how the pass tells state from other float I/O;
 //! 3. spell a `Linear` as [`crate::layers::linear`] (`Transpose` + `MatMul`) to get int8;
 //! 4. an op whose attributes fix a float output dtype implements [`Op::retyped`](super::op::Op::retyped);
 //! 5. add a test that runs the family's graphs at each precision the CPU provider runs
