@@ -51,9 +51,14 @@ pub fn export_with(
 /// vocabulary; 4 heads) with the matching detokenizer of `fixtures/min_dalle_pipeline`, exported
 /// through the same `min_dalle::add_to_bundle` as `dalle-export min-dalle --model DIR --detoker
 /// FILE --heads 4 --start-token 255` (255: min-dalle's start token, the last code, for this
-/// 256-code model) into `out`; returns the bundle directory.
+/// 256-code model) with decoder caches `kv_cache` (`--kv-cache`) into `out`; returns the bundle
+/// directory.
 #[allow(dead_code)] // not every including test target runs a min-dalle bundle
-pub fn export_min_dalle(fixtures: &Path, out: &Path) -> PathBuf {
+pub fn export_min_dalle(
+    fixtures: &Path,
+    out: &Path,
+    kv_cache: dalle_export::kv_cache::KvCacheLayout,
+) -> PathBuf {
     use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy};
     use dalle_export::families::{min_dalle, quiet};
     let prov = dalle_bundle::Provenance {
@@ -75,6 +80,7 @@ pub fn export_min_dalle(fixtures: &Path, out: &Path) -> PathBuf {
         files,
         heads: Some(4),
         start_token: Some(255),
+        kv_cache,
         progress: quiet,
     };
     min_dalle::add_to_bundle(&mut w, options).unwrap();

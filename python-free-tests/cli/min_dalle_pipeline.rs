@@ -11,6 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use dalle_export::kv_cache::KvCacheLayout;
 use ndarray::{Array3, Array4, ArrayD, Axis};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -27,15 +28,28 @@ fn case() -> PathBuf {
     fixtures().join("min_dalle_pipeline")
 }
 
-/// The bundle, exported once per test process.
-fn bundle() -> &'static Path {
-    static BUNDLE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, path) = BUNDLE.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let path = export_bundle::export_min_dalle(&fixtures(), &dir.path().join("min-dalle"));
-        (dir, path)
+/// Both decoder cache layouts (`--kv-cache`); the first is `dalle-export`'s default.
+const LAYOUTS: [KvCacheLayout; 2] = [KvCacheLayout::Concat, KvCacheLayout::InPlace];
+
+/// The bundle with decoder caches `kv`, exported once per test process.
+fn bundle(kv: KvCacheLayout) -> &'static Path {
+    static BUNDLES: OnceLock<Vec<(tempfile::TempDir, PathBuf)>> = OnceLock::new();
+    let bundles = BUNDLES.get_or_init(|| {
+        LAYOUTS
+            .iter()
+            .map(|&layout| {
+                let dir = tempfile::tempdir().unwrap();
+                let path = export_bundle::export_min_dalle(
+                    &fixtures(),
+                    &dir.path().join("min-dalle"),
+                    layout,
+                );
+                (dir, path)
+            })
+            .collect()
     });
-    path
+    let i = LAYOUTS.iter().position(|&l| l == kv).unwrap();
+    &bundles[i].1
 }
 
 fn config() -> serde_json::Value {
@@ -46,11 +60,17 @@ fn prompt() -> String {
     config()["prompt"].as_str().unwrap().to_string()
 }
 
-/// `dalle-ort --ep cpu generate --model BUNDLE PROMPT --top-k 1 --seed 1 EXTRA -o OUT`.
+/// `dalle-ort --ep cpu generate --model BUNDLE PROMPT --top-k 1 --seed 1 EXTRA -o OUT` on the
+/// default (concat) bundle.
 fn generate(out: &Path, extra: &[&str]) -> Output {
+    generate_on(LAYOUTS[0], out, extra)
+}
+
+/// [`generate`] on the bundle with decoder caches `kv`.
+fn generate_on(kv: KvCacheLayout, out: &Path, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dalle-ort"))
         .args(["--ep", "cpu", "generate", "--model"])
-        .arg(bundle())
+        .arg(bundle(kv))
         .arg(prompt())
         .args(["--top-k", "1", "--seed", "1"])
         .args(extra)
@@ -116,38 +136,53 @@ fn want_tokens(file: &str) -> Vec<Vec<i64>> {
 
 #[test]
 fn grid_1_matches_min_dalle_generate_image() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out");
-    ok(&generate(&out, &[]));
-    assert_eq!(sidecar_tokens(&out), want_tokens("tokens_grid1.npy"));
-    let want: Array4<u8> = ndarray_npy::read_npy(case().join("pixels_grid1.npy")).unwrap();
-    assert_pixels(
-        "grid 1",
-        &png(&out.join("candidate_00.png")),
-        &want.index_axis(Axis(0), 0).to_owned().into_dyn(),
-    );
+    for kv in LAYOUTS {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        ok(&generate_on(kv, &out, &[]));
+        assert_eq!(
+            sidecar_tokens(&out),
+            want_tokens("tokens_grid1.npy"),
+            "{}",
+            kv.name()
+        );
+        let want: Array4<u8> = ndarray_npy::read_npy(case().join("pixels_grid1.npy")).unwrap();
+        assert_pixels(
+            &format!("grid 1 {}", kv.name()),
+            &png(&out.join("candidate_00.png")),
+            &want.index_axis(Axis(0), 0).to_owned().into_dyn(),
+        );
+    }
 }
 
 #[test]
 fn grid_2_and_seamless_match_min_dalle() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out");
-    ok(&generate(&out, &["--grid-size", "2", "--seamless"]));
-    assert_eq!(sidecar_tokens(&out), want_tokens("tokens_grid2.npy"));
-    let want: Array4<u8> = ndarray_npy::read_npy(case().join("pixels_grid2.npy")).unwrap();
-    for (i, w) in want.outer_iter().enumerate() {
+    for kv in LAYOUTS {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        ok(&generate_on(kv, &out, &["--grid-size", "2", "--seamless"]));
+        assert_eq!(
+            sidecar_tokens(&out),
+            want_tokens("tokens_grid2.npy"),
+            "{}",
+            kv.name()
+        );
+        let want: Array4<u8> = ndarray_npy::read_npy(case().join("pixels_grid2.npy")).unwrap();
+        for (i, w) in want.outer_iter().enumerate() {
+            assert_pixels(
+                &format!("grid 2 {} candidate {i}", kv.name()),
+                &png(&out.join(format!("candidate_{i:02}.png"))),
+                &w.to_owned().into_dyn(),
+            );
+        }
+        let seamless: Array3<u8> =
+            ndarray_npy::read_npy(case().join("seamless_grid2.npy")).unwrap();
         assert_pixels(
-            &format!("grid 2 candidate {i}"),
-            &png(&out.join(format!("candidate_{i:02}.png"))),
-            &w.to_owned().into_dyn(),
+            &format!("seamless grid 2 {}", kv.name()),
+            &png(&out.join("seamless.png")),
+            &seamless.into_dyn(),
         );
     }
-    let seamless: Array3<u8> = ndarray_npy::read_npy(case().join("seamless_grid2.npy")).unwrap();
-    assert_pixels(
-        "seamless grid 2",
-        &png(&out.join("seamless.png")),
-        &seamless.into_dyn(),
-    );
 }
 
 /// `--preview-every 64` with `--grid-size 2 --seamless`: four previews per candidate and four of

@@ -59,7 +59,11 @@ fn min_dalle_bundle() -> &'static Path {
     let (_, path) = BUNDLE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let fixtures = repo().join("python-free-tests/fixtures");
-        let path = export_bundle::export_min_dalle(&fixtures, &dir.path().join("min-dalle"));
+        let path = export_bundle::export_min_dalle(
+            &fixtures,
+            &dir.path().join("min-dalle"),
+            dalle_export::kv_cache::KvCacheLayout::Concat,
+        );
         (dir, path)
     });
     path
