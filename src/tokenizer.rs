@@ -264,16 +264,33 @@ impl TextTokenizer {
     }
 }
 
+/// The largest `tokenizer.json` read (real ones are 0.5–20 MB; the file is parsed twice, into
+/// `serde_json::Value` and then by `tokenizers`, each a few times the file's size in memory).
+pub const MAX_TOKENIZER_FILE_BYTES: u64 = 64 << 20;
+
 /// Parses a Hugging Face `tokenizer.json`; the error is a message for [`Error::Tokenizer`].
 ///
-/// `tokenizers` 0.23 panics (`expect("Helper")`) on a JSON syntax error inside the `decoder`
-/// entry (found by the `tokenizer` fuzz target; reproducer `{"decoder": x}`), so the syntax is
-/// checked first, and any other panic of the parser becomes an error too.
+/// `tokenizers` 0.23 panics (`expect("Helper")`, `decoders/mod.rs:90`) when the `decoder` entry
+/// does not convert to a `serde_json::Value`: a syntax error inside it (reproducer
+/// `{"decoder": x}`) or a string that is not UTF-8 (a `0x8d` byte in a key); both found by the
+/// `tokenizer` fuzz target. So the file is read within [`MAX_TOKENIZER_FILE_BYTES`], checked to
+/// be UTF-8 and parsed whole into a `Value` first (every string, escape and number validated),
+/// and any other panic of the parser becomes an error too.
 pub(crate) fn load_hf_tokenizer(path: &Path) -> std::result::Result<tokenizers::Tokenizer, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
-        .map_err(|e| format!("cannot parse: {e}"))?;
-    std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&bytes))
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_TOKENIZER_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_TOKENIZER_FILE_BYTES {
+        return Err(format!(
+            "the file is larger than the {MAX_TOKENIZER_FILE_BYTES}-byte limit for tokenizer files"
+        ));
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|e| format!("cannot parse: not UTF-8: {e}"))?;
+    serde_json::from_str::<serde_json::Value>(text).map_err(|e| format!("cannot parse: {e}"))?;
+    std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(text.as_bytes()))
         .map_err(|_| "cannot parse: the tokenizers library panicked on this file".to_string())?
         .map_err(|e| format!("cannot parse: {e}"))
 }
@@ -368,5 +385,15 @@ mod tests {
         std::fs::write(&missing, b"{\"decoder\": x}").unwrap();
         let err = TextTokenizer::open(&missing).err().unwrap().to_string();
         assert!(err.contains("cannot parse"), "{err}");
+        // A byte that is not UTF-8 in a key inside `decoder` made it panic too (same fuzz
+        // target; reproducer `fuzz/seeds/tokenizer/regression_decoder_not_utf8.json`).
+        std::fs::write(&missing, b"{\"decoder\":{\"\x8d\":1}}").unwrap();
+        let err = TextTokenizer::open(&missing).err().unwrap().to_string();
+        assert!(err.contains("cannot parse: not UTF-8"), "{err}");
+        // Over the size limit: refused before it is parsed (a sparse file, nothing written).
+        let f = std::fs::File::create(&missing).unwrap();
+        f.set_len(MAX_TOKENIZER_FILE_BYTES + 1).unwrap();
+        let err = TextTokenizer::open(&missing).err().unwrap().to_string();
+        assert!(err.contains("limit for tokenizer files"), "{err}");
     }
 }
