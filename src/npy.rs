@@ -143,7 +143,47 @@ fn check_header_length(path: &Path, file: &mut File, file_len: u64) -> Result<()
             format!("the header claims {claimed} bytes, past the end of the {file_len}-byte file"),
         ));
     }
+    // Bounded above: at most MAX_HEADER_BYTES, and within the file.
+    let mut header = vec![0u8; claimed as usize];
+    file.seek(SeekFrom::Start(fixed)).map_err(io)?;
+    file.read_exact(&mut header).map_err(io)?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let depth = nesting_depth(&header);
+    if depth > MAX_HEADER_NESTING {
+        return Err(npy_error(
+            path,
+            format!(
+                "the header nests brackets {depth} deep; the limit is {MAX_HEADER_NESTING} \
+                 (a token file's header nests 2: a dict holding the shape tuple)"
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// The deepest bracket nesting a `.npy` header may have. `ndarray-npy`'s header parser
+/// (`py_literal`) takes time exponential in the nesting of `{`/`[`/`(` (about ×2.7 a level: a
+/// 118-byte header nesting 61 deep ran for minutes; 12 deep, 20 s under the fuzzer's ASan).
+/// Found by the `npy` fuzz target; reproducer `fuzz/seeds/npy/regression_nested_header.npy`.
+/// Real headers nest 2 (`{'shape': (..)}`); structured dtypes, which this reader refuses
+/// anyway, 4 (`{'descr': [('a', '<i8', (2,))]}`).
+pub const MAX_HEADER_NESTING: usize = 4;
+
+/// The largest nesting of `(`, `[` and `{` in `header`, counting brackets in quoted strings
+/// too (a token file's header has none there).
+fn nesting_depth(header: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for &b in header {
+        match b {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// The header's shape × element size must be exactly the bytes after the header; the error
@@ -254,6 +294,34 @@ mod tests {
             .unwrap();
         let msg = read_tokens(&path).unwrap_err().to_string();
         assert!(msg.contains("no tokens"), "{msg}");
+    }
+
+    /// Issue 13 (`npy` fuzz target): a header of deeply nested brackets is refused before the
+    /// header parser, whose time is exponential in the nesting, sees it.
+    #[test]
+    fn deeply_nested_headers_are_refused_quickly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested.npy");
+        let mut header = b"{{'de',".to_vec();
+        header.extend(std::iter::repeat_n(b'{', 59));
+        header.extend_from_slice(b"  \n");
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(&[0u8; 8]);
+        std::fs::write(&path, &bytes).unwrap();
+        let started = std::time::Instant::now();
+        let err = read_tokens(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("nests brackets 61 deep; the limit is 4"),
+            "{err}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // A real header (nesting 2) still reads.
+        let ok = dir.path().join("ok.npy");
+        write_tokens(&ok, &Array3::<i64>::zeros((1, 2, 3))).unwrap();
+        assert_eq!(read_tokens(&ok).unwrap().dim(), (1, 2, 3));
+        assert_eq!(nesting_depth(b"{'descr': [('a', '<i8', (2,))]}"), 4);
     }
 
     /// Issue 13: a header claiming `[1, 65536, 65536]` int64 (32 GiB) in a tiny file is refused
