@@ -223,10 +223,10 @@ fn min_dalle_mini_shapes_match_reference() {
 /// first (not committed):
 /// `/work/venv/bin/python tools/fixtures/min_dalle_fixtures.py --shape mega --out target/min_dalle_mega`
 /// `MIN_DALLE_KV_CACHE=concat|in-place` runs one layout (default: both).
-/// (2026-12-02, seed 0, dev profile, 2 cores shared with fuzzers: in-place, on 9b26181:
-/// encoder max |error| 7.39e-6, decoder logits 1.06e-5 over 256 positions × 2 rows, 793 s;
-/// concat, on fd6397e: encoder 7.39e-6, decoder logits 1.04e-5, 666 s, peak RSS 12.3 GB for
-/// export, three sessions and the reference arrays together.)
+/// (2026-12-02, seed 0, dev profile, 2 cores shared with fuzzers, on 56fae88: concat: encoder
+/// max |error| 7.39e-6, decoder logits 1.04e-5 over 256 positions × 2 rows, 666 s; in-place:
+/// 7.39e-6 and 1.06e-5, 760 s; peak RSS 12.3 GB either way, for the export, three sessions
+/// and the reference arrays together.)
 #[test]
 #[ignore]
 fn min_dalle_mega_shapes_match_reference() {
