@@ -709,37 +709,15 @@ fn info_prints_the_tensorrt_plan() {
 }
 
 /// min-dalle's small fixture exported with `kv_cache` (`dalle-export min-dalle --heads 4
-/// --kv-cache …`).
+/// --kv-cache …`), without a detokenizer.
 fn min_dalle_bundle(dir: &Path, kv_cache: KvCacheLayout) -> PathBuf {
-    use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy};
-    use dalle_export::families::{min_dalle, quiet};
-    let prov = dalle_bundle::Provenance {
-        exporter: "test".into(),
-        sources: vec![],
-        notes: vec![],
-    };
     let out = dir.join(format!("min-dalle-{}", kv_cache.name()));
-    let mut w = BundleWriter::create(
+    export_bundle::export_min_dalle(
+        &repo().join("python-free-tests/fixtures"),
         &out,
-        dalle_bundle::ModelFamily::MinDalle,
-        prov,
+        kv_cache,
         false,
-        ExternalDataPolicy::default(),
     )
-    .unwrap();
-    let files = repo().join("python-free-tests/fixtures/min_dalle_small");
-    min_dalle::add_to_bundle(
-        &mut w,
-        min_dalle::BundleOptions {
-            files: min_dalle::ModelFiles::from_dir(&files).unwrap(),
-            heads: Some(4),
-            start_token: None,
-            kv_cache,
-            progress: quiet,
-        },
-    )
-    .unwrap();
-    w.commit().unwrap()
 }
 
 /// `dalle-ort info --ep tensorrt` on min-dalle bundles: the concat layout is planned on TensorRT

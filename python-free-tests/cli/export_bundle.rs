@@ -48,16 +48,17 @@ pub fn export_with(
 }
 
 /// The min-dalle bundle of `python-free-tests/fixtures/min_dalle_small` (encoder, decoder,
-/// vocabulary; 4 heads) with the matching detokenizer of `fixtures/min_dalle_pipeline`, exported
-/// through the same `min_dalle::add_to_bundle` as `dalle-export min-dalle --model DIR --detoker
-/// FILE --heads 4 --start-token 255` (255: min-dalle's start token, the last code, for this
-/// 256-code model) with decoder caches `kv_cache` (`--kv-cache`) into `out`; returns the bundle
-/// directory.
+/// vocabulary; 4 heads), with the matching detokenizer of `fixtures/min_dalle_pipeline` when
+/// `detoker`, exported through the same `min_dalle::add_to_bundle` as `dalle-export min-dalle
+/// --model DIR [--detoker FILE] --heads 4 --start-token 255` (255: min-dalle's start token, the
+/// last code, for this 256-code model) with decoder caches `kv_cache` (`--kv-cache`) into `out`;
+/// returns the bundle directory.
 #[allow(dead_code)] // not every including test target runs a min-dalle bundle
 pub fn export_min_dalle(
     fixtures: &Path,
     out: &Path,
     kv_cache: dalle_export::kv_cache::KvCacheLayout,
+    detoker: bool,
 ) -> PathBuf {
     use dalle_export::bundle_writer::{BundleWriter, ExternalDataPolicy};
     use dalle_export::families::{min_dalle, quiet};
@@ -75,7 +76,9 @@ pub fn export_min_dalle(
     )
     .unwrap();
     let mut files = min_dalle::ModelFiles::from_dir(&fixtures.join("min_dalle_small")).unwrap();
-    files.detoker = Some(fixtures.join("min_dalle_pipeline/detoker.pt"));
+    if detoker {
+        files.detoker = Some(fixtures.join("min_dalle_pipeline/detoker.pt"));
+    }
     let options = min_dalle::BundleOptions {
         files,
         heads: Some(4),

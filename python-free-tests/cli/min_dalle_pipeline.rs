@@ -43,6 +43,7 @@ fn bundle(kv: KvCacheLayout) -> &'static Path {
                     &fixtures(),
                     &dir.path().join("min-dalle"),
                     layout,
+                    true,
                 );
                 (dir, path)
             })

@@ -63,6 +63,7 @@ fn min_dalle_bundle() -> &'static Path {
             &fixtures,
             &dir.path().join("min-dalle"),
             dalle_export::kv_cache::KvCacheLayout::Concat,
+            true,
         );
         (dir, path)
     });

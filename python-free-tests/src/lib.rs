@@ -45,6 +45,28 @@ pub fn test_writer(
     .unwrap_or_else(|e| panic!("cannot start a bundle at {}: {e}", out.display()))
 }
 
+/// Adds the small min-dalle fixture (`fixtures/min_dalle_small`: text encoder, `cross_kv`,
+/// decoder with caches `kv_cache`; 4 heads, the default start token, no detokenizer) to `w`, as
+/// `dalle-export min-dalle --model DIR --heads 4 --kv-cache …` does.
+pub fn add_min_dalle_small(
+    w: &mut dalle_export::bundle_writer::BundleWriter,
+    kv_cache: dalle_export::kv_cache::KvCacheLayout,
+) {
+    use dalle_export::families::{min_dalle, quiet};
+    min_dalle::add_to_bundle(
+        w,
+        min_dalle::BundleOptions {
+            files: min_dalle::ModelFiles::from_dir(&fixture("min_dalle_small"))
+                .unwrap_or_else(|e| panic!("min_dalle_small: {e}")),
+            heads: Some(4),
+            start_token: None,
+            kv_cache,
+            progress: quiet,
+        },
+    )
+    .unwrap_or_else(|e| panic!("min_dalle_small: {e}"));
+}
+
 /// The process-wide ONNX Runtime environment. ORT-backed tests are never skipped: a missing
 /// library fails with the command that installs it.
 pub fn ort_env() -> Environment {

@@ -10,7 +10,7 @@ use dalle_export::dims;
 use dalle_export::families::dalle_pytorch::decoder::{DecoderOptions, KvCacheLayout, LogitsOutput};
 use dalle_export::families::dalle_pytorch::discrete_vae;
 use dalle_export::families::openai_dvae::{self, Half};
-use dalle_export::families::{clip, dalle_pytorch, min_dalle, quiet};
+use dalle_export::families::{clip, dalle_pytorch, quiet};
 use dalle_export::graph::GraphBuilder;
 use dalle_export::graph::ops::{ArgMax, Cast, Equal, Reshape, Shape, Where};
 use python_free_tests::{fixture, test_writer};
@@ -311,17 +311,7 @@ fn a_missing_bundle_is_an_error() {
 /// A min-dalle bundle (the small fixture: text encoder, cross_kv, decoder) in `kv_cache`.
 fn min_dalle_bundle(kv_cache: KvCacheLayout, out: &Path) -> PathBuf {
     let mut w = test_writer(out, ModelFamily::MinDalle);
-    min_dalle::add_to_bundle(
-        &mut w,
-        min_dalle::BundleOptions {
-            files: min_dalle::ModelFiles::from_dir(&fixture("min_dalle_small")).unwrap(),
-            heads: Some(4),
-            start_token: None,
-            kv_cache,
-            progress: quiet,
-        },
-    )
-    .unwrap();
+    python_free_tests::add_min_dalle_small(&mut w, kv_cache);
     w.commit().unwrap()
 }
 

@@ -193,6 +193,25 @@ fn encoder_states_and_teacher_forced_logits_match_min_dalle() {
     }
 }
 
+/// [`parity`] on a locally generated fixture `target/NAME`, on the layout
+/// `MIN_DALLE_KV_CACHE=concat|in-place` names (default: both), printing the errors.
+fn real_shapes(name: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target")
+        .join(name);
+    let only = std::env::var("MIN_DALLE_KV_CACHE").ok();
+    for kv in LAYOUTS {
+        if only.as_deref().is_some_and(|o| o != kv.name()) {
+            continue;
+        }
+        let (enc, dec) = parity(&dir, kv);
+        eprintln!(
+            "{name} {}: encoder max |err| {enc:.2e}, decoder logits max |err| {dec:.2e}",
+            kv.name()
+        );
+    }
+}
+
 /// Mini's real shapes (12 layers × 1024, 16 heads, vocabularies 50264 / 16385): generate the
 /// fixture first (about 1.7 GB, not committed):
 /// `/work/venv/bin/python tools/fixtures/min_dalle_fixtures.py --shape mini --out target/min_dalle_mini`
@@ -204,18 +223,7 @@ fn encoder_states_and_teacher_forced_logits_match_min_dalle() {
 #[test]
 #[ignore]
 fn min_dalle_mini_shapes_match_reference() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/min_dalle_mini");
-    let only = std::env::var("MIN_DALLE_KV_CACHE").ok();
-    for kv in LAYOUTS {
-        if only.as_deref().is_some_and(|o| o != kv.name()) {
-            continue;
-        }
-        let (enc, dec) = parity(&dir, kv);
-        eprintln!(
-            "mini shapes {}: encoder max |err| {enc:.2e}, decoder logits max |err| {dec:.2e}",
-            kv.name()
-        );
-    }
+    real_shapes("min_dalle_mini");
 }
 
 /// Mega's real shapes (24 layers × 2048, 32 heads, GLU 4096, vocabularies 50272 / 16415; about
@@ -230,18 +238,7 @@ fn min_dalle_mini_shapes_match_reference() {
 #[test]
 #[ignore]
 fn min_dalle_mega_shapes_match_reference() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/min_dalle_mega");
-    let only = std::env::var("MIN_DALLE_KV_CACHE").ok();
-    for kv in LAYOUTS {
-        if only.as_deref().is_some_and(|o| o != kv.name()) {
-            continue;
-        }
-        let (enc, dec) = parity(&dir, kv);
-        eprintln!(
-            "mega shapes {}: encoder max |err| {enc:.2e}, decoder logits max |err| {dec:.2e}",
-            kv.name()
-        );
-    }
+    real_shapes("min_dalle_mega");
 }
 
 #[test]

@@ -16,7 +16,7 @@ use dalle_bundle::{
 };
 use dalle_export::families::dalle_pytorch as dp;
 use dalle_export::families::dalle_pytorch::decoder::{DecoderOptions, KvCacheLayout};
-use dalle_export::families::{min_dalle, openai_dvae};
+use dalle_export::families::openai_dvae;
 use dalle_export::graph::precision::{Int8Options, PrecisionPolicy};
 use ndarray::{ArrayD, IxDyn};
 use ort::value::{DynValue, Tensor};
@@ -104,17 +104,7 @@ fn export_min_dalle(
     let out = dir.join(format!("min-dalle-{label}-{}", kv.name()));
     let mut w = python_free_tests::test_writer(&out, ModelFamily::MinDalle);
     w.set_precision(policy);
-    min_dalle::add_to_bundle(
-        &mut w,
-        min_dalle::BundleOptions {
-            files: min_dalle::ModelFiles::from_dir(&fixture("min_dalle_small")).unwrap(),
-            heads: Some(4),
-            start_token: None,
-            kv_cache: kv,
-            progress: dalle_export::families::quiet,
-        },
-    )
-    .unwrap_or_else(|e| panic!("min-dalle {label}: {e:#}"));
+    python_free_tests::add_min_dalle_small(&mut w, kv);
     w.commit().unwrap()
 }
 

@@ -186,13 +186,7 @@ impl OrtDallePytorch {
         let timings = LoadTimings {
             sessions: started.elapsed(),
         };
-        let sessions = decoder
-            .plan
-            .phases()
-            .into_iter()
-            .zip(decoder.sessions.into_iter().map(|s| s.into_session()))
-            .collect();
-        let decoder = OrtDecoder::with_plan(sessions, &decoder.plan.memory, &spec, &layout)?;
+        let decoder = OrtDecoder::from_sessions(decoder, &spec, &layout)?;
         let rows = match (range, max_rows) {
             (Some(r), Some(m)) => r.min(m),
             (Some(r), None) => r,

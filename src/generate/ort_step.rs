@@ -408,6 +408,22 @@ impl OrtDecoder {
         )
     }
 
+    /// [`OrtDecoder::with_plan`] over the sessions [`crate::bundle::Bundle::take_decoder_sessions`]
+    /// returns, paired with their plan's phases.
+    pub fn from_sessions(
+        decoder: crate::bundle::DecoderSessions,
+        spec: &GraphSpec,
+        layout: &TokenLayout,
+    ) -> Result<OrtDecoder> {
+        let sessions = decoder
+            .plan
+            .phases()
+            .into_iter()
+            .zip(decoder.sessions.into_iter().map(|s| s.into_session()))
+            .collect();
+        OrtDecoder::with_plan(sessions, &decoder.plan.memory, spec, layout)
+    }
+
     /// Wraps the decoder's sessions, one per phase of its plan (`crate::ep::plan_decoder`),
     /// keeping the state where `memory` says.
     pub fn with_plan(
